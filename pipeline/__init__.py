@@ -1,0 +1,1 @@
+"""MuSc zero-shot anomaly scoring: the library behind the Ray jobs."""

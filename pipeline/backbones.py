@@ -1,0 +1,347 @@
+"""Backbones: one way to build a network and get multi-stage patch features plus an image embedding.
+
+Every backbone returns ``Features``: a list of per-stage feature grids (B, C, h, w), all on the same
+grid, and an L2-normalised image embedding (B, D) for RsCIN. Three families are supported:
+
+- ``open_clip``: CLIP ViTs (ViT-B-16, ViT-B-16-plus-240, ViT-L-14, ViT-L-14-336, ...). Stages are the
+  patch tokens after chosen transformer blocks; the embedding is the projected CLIP image embedding.
+- ``timm_vit``: DINO / DINOv2 ViTs from timm. Stages as above; the embedding is the final CLS token.
+- ``timm_cnn``: any timm CNN through ``features_only``. Each chosen feature level is a stage; coarser
+  levels are bilinearly resampled to the finest chosen grid; the embedding is the global-average-pooled
+  deepest level.
+
+Weights come from a local file or an fsspec URI (``storage.fetch_to_local``). Hub downloads are not
+used: with no weights the loader refuses unless ``random_init`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BackboneConfig
+from .storage import fetch_to_local
+
+log = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class WeightsError(RuntimeError):
+    """Weights are missing, unreadable or do not fit the model."""
+
+
+@dataclass
+class Features:
+    """Multi-stage patch features and image embeddings of a batch of images."""
+
+    stages: list[torch.Tensor]  # each (B, C_l, h, w), one common grid
+    embedding: torch.Tensor  # (B, D), unit length
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Features:
+        return Features([s.to(device, dtype) for s in self.stages], self.embedding.to(device, dtype))
+
+    @staticmethod
+    def cat(parts: Sequence[Features]) -> Features:
+        if not parts:
+            raise ValueError("no features to concatenate")
+        n_stages = len(parts[0].stages)
+        return Features(
+            [torch.cat([p.stages[i] for p in parts]) for i in range(n_stages)],
+            torch.cat([p.embedding for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return self.embedding.shape[0]
+
+
+def evenly_divided_stages(depth: int, num_stages: int = 4) -> list[int]:
+    """0-based block indices that end ``num_stages`` equal stages (24 blocks -> [5, 11, 17, 23])."""
+    if depth % num_stages:
+        raise ValueError(f"{depth} blocks cannot be divided into {num_stages} equal stages; set backbone.layers")
+    step = depth // num_stages
+    return [step * (i + 1) - 1 for i in range(num_stages)]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without unpickling arbitrary objects.
+
+    Safetensors files are read directly; PyTorch files with ``weights_only=True``; TorchScript archives
+    (OpenAI's original CLIP ``.pt`` files) through ``torch.jit.load``, which runs no pickled Python.
+    A checkpoint that wraps its tensors in ``state_dict`` or ``model`` is unwrapped.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            is_torchscript = any(name.endswith("constants.pkl") for name in zf.namelist())
+        if is_torchscript:
+            return {k: v.detach().clone() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file named
+        raise WeightsError(f"cannot read weights file {path}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise WeightsError(f"weights file {path} does not hold a mapping of tensors")
+    return data
+
+
+def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, allow_unused: bool) -> None:
+    """Load ``state`` so that every parameter of ``module`` is set; name the first mismatches otherwise.
+
+    ``allow_unused`` accepts extra tensors in the file (a classifier head the features never use).
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unused = [k for k in state if k not in own]
+    wrong_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                   for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} model tensors missing from the file (first: {missing[:5]})")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} shape mismatches (first: {wrong_shape[:3]})")
+    if unused and not allow_unused:
+        problems.append(f"{len(unused)} tensors in the file the model does not have (first: {unused[:5]})")
+    if problems:
+        raise WeightsError(
+            f"weights {source} do not fit {type(module).__name__}: " + "; ".join(problems)
+            + ". Check backbone.name/family and that the file is a checkpoint of that model."
+        )
+    module.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def _weights_or_refuse(cfg: BackboneConfig) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's tensors, or None for an explicitly requested random init."""
+    if cfg.weights is None:
+        if cfg.random_init:
+            log.warning("backbone %s uses RANDOM weights: scores are not meaningful", cfg.name)
+            return None
+        raise WeightsError(
+            f"no weights given for backbone '{cfg.name}'. Model hub downloads are unavailable here "
+            "(air-gapped). Set backbone.weights to a local path or an s3:// URI of the checkpoint "
+            "(e.g. open_clip_pytorch_model.bin / model.safetensors), or set backbone.random_init: true "
+            "for tests and demos (scores are then not meaningful)."
+        )
+    if cfg.random_init:
+        raise WeightsError("backbone.weights and backbone.random_init: true are mutually exclusive")
+    return read_state_dict(fetch_to_local(cfg.weights, cfg.cache_dir))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; an explicit CUDA request without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"backbone.device is {name!r} but no CUDA device is available")
+    return device
+
+
+class Backbone(nn.Module, ABC):
+    """A frozen feature extractor with its preprocessing; subclasses implement ``forward``."""
+
+    def __init__(self, cfg: BackboneConfig, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.random_init = cfg.weights is None
+        self.image_size = cfg.image_size
+        self.register_buffer("mean", torch.tensor(cfg.mean or mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std or std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def description(self) -> str:
+        """Human-readable identity, flagged loudly when the weights are random."""
+        text = f"{self.cfg.family}:{self.cfg.name}@{self.image_size}"
+        return text + " (RANDOM INIT: scores not meaningful)" if self.random_init else text
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> Features:
+        """Normalised images (B, 3, S, S) -> features."""
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 RGB (B, S, S, 3) at ``image_size`` -> normalised float tensor (B, 3, S, S)."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(f"expected images of shape (B, {self.image_size}, {self.image_size}, 3), got {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def extract(self, images: np.ndarray, out_dtype: torch.dtype = torch.float32) -> Features:
+        """Features of a batch of uint8 RGB images, on the CPU in ``out_dtype``.
+
+        Autocasts to bf16/fp16 on CUDA as configured; CPU runs in fp32.
+        """
+        device = self.mean.device
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if device.type == "cuda" else "fp32"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with ctx:
+            feats = self(self.preprocess(images))
+        return feats.to("cpu", out_dtype)
+
+    def extract_batches(self, images: Iterator[np.ndarray] | Sequence[np.ndarray]) -> Iterator[Features]:
+        """Yield features for consecutive ``cfg.batch_size`` chunks of single images (H, W, 3)."""
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == self.cfg.batch_size:
+                yield self.extract(np.stack(batch))
+                batch = []
+        if batch:
+            yield self.extract(np.stack(batch))
+
+
+def _tokens_to_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, L, C) patch tokens -> (B, C, grid, grid)."""
+    b, length, c = tokens.shape
+    if length != grid * grid:
+        raise ValueError(f"{length} patch tokens do not form a {grid}x{grid} grid")
+    return tokens.transpose(1, 2).reshape(b, c, grid, grid)
+
+
+def _check_patch_multiple(image_size: int, patch: int, name: str) -> int:
+    if image_size % patch:
+        raise ValueError(f"backbone.image_size {image_size} is not a multiple of {name}'s patch size {patch}")
+    return image_size // patch
+
+
+class OpenClipViT(Backbone):
+    """CLIP vision tower from open_clip with its position embedding resized to the input grid."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        import open_clip
+
+        super().__init__(cfg, CLIP_MEAN, CLIP_STD)
+        try:
+            model = open_clip.create_model(cfg.name, pretrained=None)
+        except RuntimeError as err:
+            raise ValueError(f"unknown open_clip model '{cfg.name}': {err}") from err
+        visual = model.visual
+        state = _weights_or_refuse(cfg)
+        if state is not None:
+            visual_state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+            load_weights_strict(visual, visual_state or state, cfg.weights or "", allow_unused=False)
+        patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else visual.patch_size
+        self.grid = _check_patch_multiple(cfg.image_size, patch, cfg.name)
+        self._resize_position_embedding(visual, self.grid)
+        depth = len(visual.transformer.resblocks)
+        self.layers = cfg.layers or evenly_divided_stages(depth)
+        if max(self.layers) >= depth:
+            raise ValueError(f"backbone.layers {self.layers} out of range for {depth} blocks")
+        self.visual = visual.eval().requires_grad_(False)
+
+    @staticmethod
+    def _resize_position_embedding(visual: nn.Module, grid: int) -> None:
+        old = visual.positional_embedding.data
+        old_grid = int(math.isqrt(old.shape[0] - 1))
+        if old_grid != grid:
+            cls_pos, patch_pos = old[:1], old[1:]
+            patch_pos = patch_pos.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
+            patch_pos = F.interpolate(patch_pos.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+            patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(old.dtype)
+            visual.positional_embedding = nn.Parameter(torch.cat([cls_pos, patch_pos]), requires_grad=False)
+        visual.grid_size = (grid, grid)
+        patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else visual.patch_size
+        visual.image_size = (grid * patch, grid * patch)
+
+    def forward(self, x: torch.Tensor) -> Features:
+        out = self.visual.forward_intermediates(x, indices=self.layers, output_fmt="NLC")
+        stages = [_tokens_to_grid(t, self.grid) for t in out["image_intermediates"]]
+        return Features(stages, F.normalize(out["image_features"].float(), dim=-1))
+
+
+class TimmViT(Backbone):
+    """DINO / DINOv2 ViT from timm; prefix (CLS, register) tokens are dropped from the stages."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        import timm
+
+        model = self._create(timm, cfg.name, num_classes=0)
+        cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
+        cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
+        super().__init__(cfg, cfg_mean, cfg_std)
+        state = _weights_or_refuse(cfg)
+        if state is not None:
+            load_weights_strict(model, state, cfg.weights or "", allow_unused=True)
+        patch = model.patch_embed.patch_size[0]
+        self.grid = _check_patch_multiple(cfg.image_size, patch, cfg.name)
+        model.set_input_size(img_size=(cfg.image_size, cfg.image_size))
+        depth = len(model.blocks)
+        self.layers = cfg.layers or evenly_divided_stages(depth)
+        if max(self.layers) >= depth:
+            raise ValueError(f"backbone.layers {self.layers} out of range for {depth} blocks")
+        self.model = model.eval().requires_grad_(False)
+
+    @staticmethod
+    def _create(timm_module, name: str, **kwargs) -> nn.Module:
+        if not timm_module.is_model(name.split(".")[0]):
+            raise ValueError(f"unknown timm model '{name}'")
+        return timm_module.create_model(name, pretrained=False, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> Features:
+        final, intermediates = self.model.forward_intermediates(x, indices=self.layers, output_fmt="NCHW")
+        return Features(list(intermediates), F.normalize(final[:, 0].float(), dim=-1))
+
+
+class TimmCNN(Backbone):
+    """timm CNN through ``features_only``; each chosen level is a stage, resampled to the finest grid."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        import timm
+
+        layers = cfg.layers or [1, 2]
+        kwargs = {"features_only": True, "out_indices": tuple(layers)}
+        if cfg.pad_type is not None:
+            kwargs["pad_type"] = cfg.pad_type
+        model = TimmViT._create(timm, cfg.name, **kwargs)
+        cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
+        cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
+        super().__init__(cfg, cfg_mean, cfg_std)
+        self.layers = layers
+        state = _weights_or_refuse(cfg)
+        if state is not None:
+            load_weights_strict(model, state, cfg.weights or "", allow_unused=True)
+        reductions = model.feature_info.reduction()
+        self.grid = cfg.image_size // min(reductions)
+        if self.grid < 2:
+            raise ValueError(f"backbone.image_size {cfg.image_size} is too small for strides {reductions}")
+        self.model = model.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> Features:
+        levels = self.model(x)
+        stages = [
+            lvl if lvl.shape[-1] == self.grid
+            else F.interpolate(lvl, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+            for lvl in levels
+        ]
+        embedding = F.normalize(levels[-1].float().mean(dim=(2, 3)), dim=-1)
+        return Features(stages, embedding)
+
+
+_FAMILIES: dict[str, type[Backbone]] = {"open_clip": OpenClipViT, "timm_vit": TimmViT, "timm_cnn": TimmCNN}
+
+
+def build_backbone(cfg: BackboneConfig) -> Backbone:
+    """Build, load and move to its device the backbone that ``cfg`` describes."""
+    backbone = _FAMILIES[cfg.family](cfg)
+    return backbone.to(resolve_device(cfg.device))

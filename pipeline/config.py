@@ -1,0 +1,350 @@
+"""Typed, validated configuration: the one place every YAML key is defined and documented.
+
+Each config is a dataclass whose fields carry their documentation in ``metadata["doc"]``.
+``load_config`` turns a YAML file (plus ``key.path=value`` overrides) into one of these, and
+rejects unknown keys, wrong types and out-of-range values with a message that names the key.
+``python -m pipeline.config`` prints every key with its type, default and documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, mistyped or out of range; the message names the key."""
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with its documentation attached (shown by ``describe``)."""
+    if "default_factory" in kwargs:
+        return field(default_factory=kwargs.pop("default_factory"), metadata={"doc": text})
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass
+class BackboneConfig:
+    """Which network turns images into multi-stage patch features and an image embedding."""
+
+    family: Literal["open_clip", "timm_vit", "timm_cnn"] = _doc(
+        "Model family: 'open_clip' (CLIP ViTs, e.g. ViT-L-14-336), 'timm_vit' (DINO / DINOv2 ViTs), "
+        "'timm_cnn' (any timm CNN with features_only, e.g. mobilenetv2_100, wide_resnet50_2).",
+        default="open_clip",
+    )
+    name: str = _doc("Model name in its family's registry (open_clip or timm).", default="ViT-B-16")
+    weights: str | None = _doc(
+        "Checkpoint to load: a local path or any fsspec URI (s3://bucket/key, gs://, https:// on "
+        "reachable networks). Safetensors or a PyTorch state dict; never unpickles arbitrary objects. "
+        "Required unless random_init is true.",
+        default=None,
+    )
+    random_init: bool = _doc(
+        "Use randomly initialised weights. Only for tests and demos: every output made this way is "
+        "marked as not meaningful.",
+        default=False,
+    )
+    image_size: int = _doc(
+        "Square input size in pixels. ViTs: a multiple of the patch size; the position embedding is "
+        "interpolated (e.g. ViT-L-14-336 at 518 gives a 37x37 grid).",
+        default=224,
+    )
+    layers: list[int] | None = _doc(
+        "ViTs: 0-based block indices whose output patch tokens are the stages (default: the ends of 4 "
+        "evenly divided stages, e.g. [5, 11, 17, 23] for 24 blocks). CNNs: timm out_indices of the "
+        "feature levels (default [1, 2]: strides 4 and 8 on most timm CNNs).",
+        default=None,
+    )
+    pad_type: str | None = _doc(
+        "timm_cnn only: padding mode passed to timm (e.g. 'same' for TF-ported weights).", default=None
+    )
+    mean: list[float] | None = _doc(
+        "Per-channel normalisation mean for RGB in [0, 1] (default: the model's own).", default=None
+    )
+    std: list[float] | None = _doc("Per-channel normalisation std (default: the model's own).", default=None)
+    device: str = _doc("'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.", default="auto")
+    batch_size: int = _doc("Images per forward pass during feature extraction.", default=8)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _doc(
+        "Autocast precision for the forward pass: 'auto' is bf16 on CUDA and fp32 on CPU.", default="auto"
+    )
+    cache_dir: str = _doc(
+        "Local directory where remote (s3://...) weights are copied once before loading.",
+        default="~/.cache/musc-pipeline/weights",
+    )
+
+
+@dataclass
+class MuscConfig:
+    """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
+
+    aggregation_degrees: list[int] = _doc(
+        "LNAMD neighbourhood sizes r (odd integers); each stage is scored at every degree.",
+        default_factory=lambda: [1, 3, 5],
+    )
+    topmin_max: float = _doc(
+        "X of the interval average: keep the smallest X fraction of the N-1 per-image distances "
+        "of a patch (at least one image).",
+        default=0.3,
+    )
+    topmin_min: float = _doc(
+        "Y of the interval average (paper appendix A.2.3): drop the smallest Y fraction first, "
+        "averaging the [Y, X) interval. 0 keeps the paper's default.",
+        default=0.0,
+    )
+    rscin_windows: list[int] | None = _doc(
+        "RsCIN k-nearest-neighbour windows (MVTec [1, 2, 3], VisA [1, 8, 9]); null or [] disables "
+        "re-scoring.",
+        default_factory=lambda: [1, 2, 3],
+    )
+    gaussian_sigma: float = _doc(
+        "Sigma in pixels of the Gaussian smoothing of the upsampled anomaly maps; 0 disables it.",
+        default=4.0,
+    )
+    tile_images: int | None = _doc(
+        "Images per tile side in mutual scoring (a tile compares tile_images x tile_images images). "
+        "null chooses it from the memory budget and the device.",
+        default=None,
+    )
+    memory_budget_mb: int | None = _doc(
+        "Memory the similarity tile may use in mutual scoring; null: a quarter of free GPU memory on "
+        "CUDA, a cache-sized tile on CPU.",
+        default=None,
+    )
+    matmul_precision: Literal["auto", "fp32", "fp16", "bf16"] = _doc(
+        "Input precision of the mutual-scoring matmuls (always fp32 accumulation): 'auto' is fp16 on "
+        "CUDA, fp32 on CPU.",
+        default="auto",
+    )
+
+
+@dataclass
+class DatasetConfig:
+    """A benchmark dataset on local disk in one of the supported folder layouts."""
+
+    root: str = _doc("Dataset root directory.", default="demo_data")
+    layout: Literal["mvtec", "visa", "btad", "mpdd"] = _doc("Folder layout of the dataset.", default="mvtec")
+    categories: list[str] | None = _doc("Categories to evaluate; null means all found under root.", default=None)
+    split_csv: str | None = _doc(
+        "VisA only: the split CSV (default <root>/split_csv/1cls.csv).", default=None
+    )
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate a synthetic dataset before evaluating (the demo and the tests use this)."""
+
+    enabled: bool = _doc("Generate the dataset into dataset.root when it does not exist yet.", default=False)
+    categories: list[str] | None = _doc("Synthetic categories to generate (null: all).", default=None)
+    n_train: int = _doc("Normal training images per category.", default=0)
+    n_test_good: int = _doc("Normal test images per category.", default=10)
+    n_test_defect: int = _doc("Defective test images per category.", default=10)
+    image_size: int = _doc("Side of the generated images in pixels.", default=224)
+    seed: int = _doc("Random seed of the generator.", default=0)
+
+
+@dataclass
+class EvalConfig:
+    """`python -m pipeline.evaluate`: MuSc on a benchmark dataset, paper-style metrics table."""
+
+    dataset: DatasetConfig = _doc("Which dataset to evaluate.", default_factory=DatasetConfig)
+    synthetic: SyntheticConfig = _doc("Optional synthetic data generation.", default_factory=SyntheticConfig)
+    backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
+    musc: MuscConfig = _doc("Scorer settings.", default_factory=MuscConfig)
+    divide_num: int = _doc(
+        "Split each category's test images into this many random subsets and score each subset on its "
+        "own (paper Table 7); 1 scores the whole category at once.",
+        default=1,
+    )
+    seed: int = _doc("Seed of the subset split.", default=0)
+    output_dir: str = _doc("Where the metrics table (txt, csv, json) is written.", default="outputs/eval")
+    save_maps: int = _doc(
+        "Write heat-map PNGs for up to this many images per category (the most anomalous first); 0: none.",
+        default=0,
+    )
+
+
+C = TypeVar("C")
+
+
+def _validate_values(cfg: Any, prefix: str) -> None:
+    """Range checks that types alone cannot express."""
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"config key '{prefix}{key}': {why}")
+
+    if isinstance(cfg, BackboneConfig):
+        if cfg.image_size <= 0:
+            raise bad("image_size", f"must be positive, got {cfg.image_size}")
+        if cfg.batch_size <= 0:
+            raise bad("batch_size", f"must be positive, got {cfg.batch_size}")
+        for key in ("mean", "std"):
+            value = getattr(cfg, key)
+            if value is not None and len(value) != 3:
+                raise bad(key, f"needs 3 values (R, G, B), got {value}")
+        if cfg.std is not None and any(s <= 0 for s in cfg.std):
+            raise bad("std", f"values must be positive, got {cfg.std}")
+        if cfg.layers is not None and (not cfg.layers or any(i < 0 for i in cfg.layers)):
+            raise bad("layers", f"must be a non-empty list of non-negative indices, got {cfg.layers}")
+        if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+            raise bad("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    elif isinstance(cfg, MuscConfig):
+        if not cfg.aggregation_degrees or any(r < 1 or r % 2 == 0 for r in cfg.aggregation_degrees):
+            raise bad("aggregation_degrees", f"must be odd positive integers, got {cfg.aggregation_degrees}")
+        if not 0.0 < cfg.topmin_max <= 1.0:
+            raise bad("topmin_max", f"must be in (0, 1], got {cfg.topmin_max}")
+        if not 0.0 <= cfg.topmin_min < cfg.topmin_max:
+            raise bad("topmin_min", f"must be in [0, topmin_max), got {cfg.topmin_min}")
+        if cfg.rscin_windows and any(k < 1 for k in cfg.rscin_windows):
+            raise bad("rscin_windows", f"windows must be >= 1, got {cfg.rscin_windows}")
+        if cfg.gaussian_sigma < 0:
+            raise bad("gaussian_sigma", f"must be >= 0, got {cfg.gaussian_sigma}")
+        if cfg.tile_images is not None and cfg.tile_images < 1:
+            raise bad("tile_images", f"must be >= 1 or null, got {cfg.tile_images}")
+        if cfg.memory_budget_mb is not None and cfg.memory_budget_mb < 1:
+            raise bad("memory_budget_mb", f"must be >= 1 or null, got {cfg.memory_budget_mb}")
+    elif isinstance(cfg, SyntheticConfig):
+        for key in ("n_train", "n_test_good", "n_test_defect"):
+            if getattr(cfg, key) < 0:
+                raise bad(key, f"must be >= 0, got {getattr(cfg, key)}")
+        if cfg.image_size < 32:
+            raise bad("image_size", f"must be >= 32, got {cfg.image_size}")
+    elif isinstance(cfg, EvalConfig):
+        if cfg.divide_num < 1:
+            raise bad("divide_num", f"must be >= 1, got {cfg.divide_num}")
+        if cfg.save_maps < 0:
+            raise bad("save_maps", f"must be >= 0, got {cfg.save_maps}")
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, converting int->float and dict->dataclass."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"config key '{key}': may not be null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config key '{key}': {value!r} matches no allowed type")
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__}")
+        return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in names if name in data}
+    cfg = cls(**kwargs)
+    _validate_values(cfg, prefix)
+    return cfg
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.path=value")
+    path, raw = override.split("=", 1)
+    keys = path.strip().split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: '{k}' is not a mapping")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any] | None, overrides: list[str] | None = None) -> C:
+    """Validate a plain mapping (e.g. parsed YAML) into the config dataclass ``cls``."""
+    data = dict(data or {})
+    for override in overrides or []:
+        _apply_override(data, override)
+    return _build(cls, data)
+
+
+def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = None) -> C:
+    """Read a YAML config file into ``cls``; a missing file or bad key raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(cls, data, overrides)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (for manifests and result files)."""
+    return dataclasses.asdict(cfg)
+
+
+def describe(cls: type = EvalConfig, prefix: str = "") -> str:
+    """Every key of ``cls`` with its type, default and documentation, one per line."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"{key}: {f.metadata.get('doc', '')}")
+            lines.append(describe(hints[f.name], key + "."))
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        type_name = str(hints[f.name]).replace("typing.", "")
+        lines.append(f"{key} ({type_name}, default {default!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe(EvalConfig))

@@ -1,0 +1,46 @@
+"""Object-storage access through fsspec: one place that knows about URIs, caching and credentials.
+
+Credentials and endpoints come from the usual places (environment, AWS profile, or a
+``storage_options`` mapping passed through) and are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+
+def is_remote(uri: str) -> bool:
+    """True for URIs with a non-local protocol (s3://, gs://, https://, ...)."""
+    protocol = fsspec.utils.get_protocol(uri)
+    return protocol not in ("file", "local")
+
+
+def fetch_to_local(uri: str, cache_dir: str | Path, storage_options: dict[str, Any] | None = None) -> Path:
+    """Return a local path for ``uri``, copying a remote object once into ``cache_dir``.
+
+    The cache name includes a hash of the full URI so two buckets with the same key never collide;
+    the copy is written to a temporary name and renamed, so an interrupted download is not reused.
+    """
+    if not is_remote(uri):
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+        return path
+    cache = Path(cache_dir).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = cache / f"{digest}-{Path(uri).name}"
+    if local.is_file():
+        return local
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"object not found: {uri}")
+    tmp = local.with_name(local.name + f".part-{os.getpid()}")
+    fs.get(path, str(tmp))
+    tmp.replace(local)
+    return local

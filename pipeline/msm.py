@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 # On CPU, a similarity tile of about this size stays in cache and keeps the max-reductions cheap.
-CPU_TILE_BYTES = 16 * 2**20
+CPU_TILE_BYTES = 32 * 2**20
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -97,10 +97,16 @@ def top_image_similarities(
     zc = z.to(device=device, dtype=dtype)
     best = torch.full((n, m, k), -torch.inf, device=device)
 
+    # one reused tile buffer: a fresh multi-MB output per matmul costs more in page faults than the
+    # matmul itself when C is small
+    buffer = torch.empty(tile * m * tile * m, device=device, dtype=dtype)
+
     def score_pair_block(i0: int, i1: int, j0: int, j1: int) -> None:
         """Images i0:i1 against j0:j1 (disjoint): one matmul, row maxima for i, column maxima for j."""
         bi, bj = i1 - i0, j1 - j0
-        sim = (zc[i0:i1].reshape(bi * m, c) @ zc[j0:j1].reshape(bj * m, c).T).view(bi, m, bj, m)
+        sim = buffer[: bi * m * bj * m].view(bi * m, bj * m)
+        torch.mm(zc[i0:i1].reshape(bi * m, c), zc[j0:j1].reshape(bj * m, c).T, out=sim)
+        sim = sim.view(bi, m, bj, m)
         _merge_topk(best, i0, sim.amax(dim=3).float())  # (bi, M, bj): i's patches matched in j
         _merge_topk(best, j0, sim.amax(dim=1).float().permute(1, 2, 0))  # (bj, M, bi): j's in i
 

@@ -21,3 +21,51 @@ def mvtec_root() -> Path:
     if not (MVTEC_ROOT / "bottle" / "test").is_dir():
         pytest.skip(f"MVTec AD bottle absent: {MVTEC_ROOT}")
     return MVTEC_ROOT
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint on loopback (moto's server mode); yields its URL.
+
+    Credentials and the endpoint go through the standard AWS environment variables, which is how
+    users configure s3fs too, so the code under test is not told it talks to a fake.
+    """
+    import os
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the local S3 server; yields its name."""
+    import uuid
+
+    import s3fs
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir(name)
+    yield name

@@ -1,0 +1,51 @@
+"""Subset planning (paper Table 7) and heat-map rendering."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.heatmaps import colorize, overlay_png
+from pipeline.subsets import split_by_max_size, split_subsets
+
+
+def test_split_subsets_partitions_seeded_and_balanced():
+    parts = split_subsets(83, 3, seed=1)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(83))
+    assert sorted(len(p) for p in parts) == [27, 28, 28]
+    assert all((np.diff(p) > 0).all() for p in parts)
+    again = split_subsets(83, 3, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other = split_subsets(83, 3, seed=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+def test_split_refuses_subsets_of_one():
+    with pytest.raises(ValueError, match="at most 2 subsets"):
+        split_subsets(5, 3, seed=0)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        split_subsets(1, 1, seed=0)
+
+
+def test_split_by_max_size():
+    parts = split_by_max_size(250, 100, seed=0)
+    assert len(parts) == 3 and max(len(p) for p in parts) <= 100
+    assert len(split_by_max_size(100, 100, seed=0)) == 1
+
+
+def test_colour_scale_is_fixed_by_caller():
+    values = np.array([[0.0, 0.5, 1.0, 2.0]])
+    colours = colorize(values, 0.0, 1.0)
+    assert colours.shape == (1, 4, 3) and colours.dtype == np.uint8
+    assert np.array_equal(colours[0, 2], colours[0, 3])  # clipped at vmax
+    assert colours[0, 2].sum() > colours[0, 0].sum()  # hot is brighter than cold
+
+
+def test_overlay_png_opens_as_image():
+    image = np.full((32, 48, 3), 128, np.uint8)
+    data = overlay_png(image, np.random.default_rng(0).random((32, 48)), 0.0, 1.0)
+    opened = Image.open(io.BytesIO(data))
+    assert opened.format == "PNG" and opened.size == (96, 32)
+    with pytest.raises(ValueError, match="sizes differ"):
+        overlay_png(image, np.zeros((10, 10)), 0, 1)

@@ -1,0 +1,86 @@
+"""End to end on generated data through the evaluation command's own path (`pipeline.evaluate.main`).
+
+Floors. A random-init ViT's features are random projections of local patches: they see colour and
+texture, not object structure. On the texture categories (weave, wood), whose defects change local
+colour/texture strongly, this run measures image AUROC 0.99-1.00 and pixel AUROC 0.99+; on the
+object categories (disc, plate) random features reach only 0.76-0.91 (see conf/eval_demo.yaml's
+table), so those are checked with the real ImageNet CNN weights instead, when present (measured
+1.00 image / 0.99+ pixel). The floors, 0.95 for image and pixel AUROC, leave margin for numeric
+differences across machines and sit far above the 0.5 that a broken scorer (wrong sign, wrong
+neighbour, an image matching itself) gives.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.evaluate import main, run_evaluation
+from pipeline.config import EvalConfig, config_from_dict
+
+
+def demo_config(tmp_path, **extra) -> dict:
+    data = {
+        "dataset": {"root": str(tmp_path / "data"), "layout": "mvtec", "categories": ["weave", "wood"]},
+        "synthetic": {"enabled": True, "categories": ["weave", "wood"], "n_test_good": 10, "n_test_defect": 10,
+                      "image_size": 224, "seed": 0},
+        "backbone": {"family": "open_clip", "name": "ViT-B-16", "random_init": True, "image_size": 224,
+                     "batch_size": 10},
+        "output_dir": str(tmp_path / "out"),
+        "save_maps": 2,
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.mark.slow
+def test_evaluation_command_separates_and_localises_synthetic_defects(tmp_path, capsys):
+    import yaml
+
+    config_path = tmp_path / "eval.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(tmp_path)))
+    assert main(["--config", str(config_path)]) == 0
+    printed = capsys.readouterr()
+    assert "RANDOM INIT" in printed.out and "mean" in printed.out
+    assert "features:" in printed.err  # progress output
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["random_init"] is True
+    for category in ("weave", "wood"):
+        row = summary["per_category"][category]
+        assert row["image_auroc"] >= 0.95, (category, row)
+        assert row["pixel_auroc"] >= 0.95, (category, row)
+    scores = (tmp_path / "out" / "scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 40
+    heatmaps = sorted((tmp_path / "out" / "heatmaps" / "weave").glob("*.png"))
+    assert len(heatmaps) == 2
+    assert Image.open(heatmaps[0]).size == (448, 224)  # image and overlay side by side
+
+
+@pytest.mark.slow
+def test_subset_split_scores_every_image_once(tmp_path):
+    cfg = config_from_dict(EvalConfig, demo_config(tmp_path, divide_num=3, save_maps=0))
+    result = run_evaluation(cfg)["wood"]
+    assert sorted(np.bincount(result.subset_ids).tolist()) == [6, 7, 7]
+    assert np.isfinite(result.image_scores).all() and len(result.image_scores) == 20
+
+
+@pytest.mark.slow
+def test_real_cnn_features_find_defects_on_synthetic_objects(tmp_path, mobilenet_weights):
+    categories = ["disc", "plate", "weave", "wood"]
+    data = demo_config(tmp_path, save_maps=0)
+    data["dataset"]["categories"] = data["synthetic"]["categories"] = categories
+    data["backbone"] = {"family": "timm_cnn", "name": "mobilenetv2_100", "weights": str(mobilenet_weights),
+                        "pad_type": "same", "mean": [0.5] * 3, "std": [0.5] * 3, "layers": [2, 3],
+                        "image_size": 224}
+    results = run_evaluation(config_from_dict(EvalConfig, data))
+    for category in categories:
+        metrics = results[category].metrics
+        assert metrics["image_auroc"] >= 0.95, (category, metrics)
+        assert metrics["pixel_auroc"] >= 0.95, (category, metrics)
+
+
+def test_too_many_subsets_is_a_clear_error(tmp_path):
+    cfg = config_from_dict(EvalConfig, demo_config(tmp_path, divide_num=11, save_maps=0))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        run_evaluation(cfg)

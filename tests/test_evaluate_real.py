@@ -22,8 +22,10 @@ def bottle_config(mvtec_root, weights, tmp_path, **overrides) -> EvalConfig:
 
 
 @pytest.mark.slow
-def test_bottle_with_imagenet_mobilenetv2_reaches_published_accuracy(mvtec_root, mobilenet_weights, tmp_path):
-    results = run_evaluation(bottle_config(mvtec_root, mobilenet_weights, tmp_path))
+@pytest.mark.parametrize("divide_num", [1, 2, 3])
+def test_bottle_with_imagenet_mobilenetv2_reaches_published_accuracy(mvtec_root, mobilenet_weights, tmp_path,
+                                                                     divide_num):
+    results = run_evaluation(bottle_config(mvtec_root, mobilenet_weights, tmp_path, divide_num=divide_num))
     metrics = results["bottle"].metrics
     assert len(results["bottle"].samples) == 83
     assert metrics["image_auroc"] >= 0.97

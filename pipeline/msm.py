@@ -143,5 +143,6 @@ def mutual_scores(
     n = z.shape[0]
     k_lo, k_hi = interval_bounds(n - 1, topmin_max, topmin_min)
     best = top_image_similarities(z, k_hi, tile_images, memory_budget_mb, matmul_precision, device, progress)
-    distances = torch.sqrt(torch.clamp(2.0 - 2.0 * best[:, :, k_lo:], min=0.0))
+    # in place on one copy: the kept values are the largest buffer here
+    distances = best[:, :, k_lo:].mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()
     return distances.mean(dim=2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -84,8 +85,9 @@ def read_split(root: str, layout: str, category: str, split: str = "test", *,
     return sorted(samples, key=lambda s: (s.defect_type, s.image_path))
 
 
-def load_image(path: str, size: int | None = None) -> np.ndarray:
-    """An image as (H, W, 3) uint8 RGB, upright; resized to size x size (bicubic) when size is given.
+def load_image(path: str | BinaryIO, size: int | None = None) -> np.ndarray:
+    """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
+    (bicubic) when size is given. Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``.
 
     16-bit greyscale is scaled to 8 bits (not clipped, as a plain PIL conversion would do).
     """

@@ -44,3 +44,35 @@ def fetch_to_local(uri: str, cache_dir: str | Path, storage_options: dict[str, A
     fs.get(path, str(tmp))
     tmp.replace(local)
     return local
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with single slashes."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs.exists(path)
+
+
+def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs.cat_file(path)
+
+
+def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Write an object so readers see all of it or nothing.
+
+    Local files go to a temporary name in the same folder and are renamed into place; on object
+    stores a single PUT is already atomic (an object appears whole or not at all).
+    """
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if is_remote(uri):
+        fs.pipe_file(path, data)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(target)

@@ -42,3 +42,23 @@ def test_missing_object_and_bucket_are_named(s3_bucket, tmp_path):
         fetch_to_local(f"s3://{s3_bucket}/nothing-here.safetensors", tmp_path)
     with pytest.raises((FileNotFoundError, PermissionError), match="no-such-bucket"):
         fetch_to_local("s3://no-such-bucket-xyz/w.safetensors", tmp_path)
+
+
+def test_local_write_is_atomic_and_leaves_no_temporaries(tmp_path):
+    from pipeline.storage import exists, join_uri, read_bytes, write_bytes
+
+    uri = join_uri(str(tmp_path), "runs/r1/", "/scores.parquet")
+    assert uri == f"{tmp_path}/runs/r1/scores.parquet"
+    write_bytes(uri, b"first")
+    write_bytes(uri, b"second")
+    assert read_bytes(uri) == b"second" and exists(uri)
+    assert [p.name for p in (tmp_path / "runs" / "r1").iterdir()] == ["scores.parquet"]
+
+
+def test_s3_write_read_exists(s3_bucket):
+    from pipeline.storage import exists, read_bytes, write_bytes
+
+    uri = f"s3://{s3_bucket}/runs/r1/_SUCCESS"
+    assert not exists(uri)
+    write_bytes(uri, b"{}")
+    assert exists(uri) and read_bytes(uri) == b"{}"

@@ -1,0 +1,93 @@
+"""Listing the job's inputs from folders, S3 globs and manifests, with group keys."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import s3fs
+
+from pipeline.inputs import DEFAULT_GROUP, GroupTemplate, InputError, list_images, read_manifest
+
+
+def make_tree(root):
+    for rel in ["l1/capA/a.png", "l1/capA/b.PNG", "l1/capB/c.jpg", "l2/capA/d.png", "l2/capA/notes.txt"]:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def test_local_prefix_with_template(tmp_path):
+    make_tree(tmp_path)
+    records = list_images(str(tmp_path), group_template="{line}/{product}/{name}")
+    assert [r.uri.rsplit("/", 1)[-1] for r in records] == ["a.png", "b.PNG", "c.jpg", "d.png"]
+    assert [r.group for r in records] == ["l1/capA", "l1/capA", "l1/capB", "l2/capA"]
+    assert all(r.label is None for r in records)
+
+
+def test_local_glob_without_template_groups_by_parent_folder(tmp_path):
+    make_tree(tmp_path)
+    records = list_images(f"{tmp_path}/l1/**/*.png")
+    assert [(r.uri.rsplit("/", 1)[-1], r.group) for r in records] == [("a.png", "capA")]
+    flat = list_images(f"{tmp_path}/l1/capA/*")
+    assert {r.group for r in flat} == {DEFAULT_GROUP}
+
+
+def test_template_errors(tmp_path):
+    make_tree(tmp_path)
+    with pytest.raises(InputError, match="does not match the group template"):
+        list_images(str(tmp_path), group_template="{product}/{name}")
+    with pytest.raises(InputError, match="including \\{name\\}"):
+        GroupTemplate("{line}/{product}")
+    assert GroupTemplate("cam-{camera}/{name}").group_of("cam-7/x.png") == "7"
+
+
+def test_no_images_and_missing_location(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        list_images(str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="not found"):
+        list_images(str(tmp_path / "absent"))
+
+
+def test_s3_glob_and_missing_bucket(s3_bucket):
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    for rel in ["2026-11-22/l1/capA/a.png", "2026-11-22/l1/capB/b.png", "2026-11-22/readme.md"]:
+        fs.pipe(f"{s3_bucket}/{rel}", b"x")
+    records = list_images(f"s3://{s3_bucket}/2026-11-22/**/*.png", group_template="{line}/{product}/{name}")
+    assert [r.uri for r in records] == [f"s3://{s3_bucket}/2026-11-22/l1/capA/a.png",
+                                        f"s3://{s3_bucket}/2026-11-22/l1/capB/b.png"]
+    assert [r.group for r in records] == ["l1/capA", "l1/capB"]
+    assert len(list_images(f"s3://{s3_bucket}/2026-11-22")) == 2
+    with pytest.raises(InputError, match="not found"):
+        list_images("s3://no-such-bucket-abc/2026-11-22/*.png")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_manifest(tmp_path, fmt):
+    table = pa.table({"uri": ["s3://b/y.png", "s3://b/x.png", "s3://b/z.png"], "group": ["g1", "g2", None],
+                      "label": [1, 0, None], "mask_uri": ["s3://b/y_mask.png", None, None]})
+    path = tmp_path / f"manifest.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    else:
+        import pyarrow.csv as pa_csv
+        pa_csv.write_csv(table, path)
+    records = read_manifest(str(path))
+    assert [r.uri for r in records] == ["s3://b/x.png", "s3://b/y.png", "s3://b/z.png"]
+    assert [r.group for r in records] == ["g2", "g1", DEFAULT_GROUP]
+    assert [r.label for r in records] == [0, 1, None]
+    assert records[1].mask_uri == "s3://b/y_mask.png"
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(InputError, match="manifest not found"):
+        read_manifest(str(tmp_path / "none.parquet"))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"path": ["a.png"]}), bad)
+    with pytest.raises(InputError, match="no 'uri' column"):
+        read_manifest(str(bad))
+    pq.write_table(pa.table({"uri": ["a.png"], "label": [2]}), bad)
+    with pytest.raises(InputError, match="label must be 0, 1"):
+        read_manifest(str(bad))
+    pq.write_table(pa.table({"uri": ["a.png", "a.png"]}), bad)
+    with pytest.raises(InputError, match="more than once"):
+        read_manifest(str(bad))

@@ -38,7 +38,7 @@ TABLE_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "mad")
 
 # 8-connectivity within an image, as the MVTec AD reference evaluation labels regions
 REGION_STRUCTURE = np.ones((3, 3), dtype=bool)
-# pixels per PixelMetrics.update() call in pixel_metrics(): bounds its temporaries (~100 MB)
+# pixels per PixelMetrics.update() call in pixel_metrics(): bounds its temporaries (~70 MB)
 _CHUNK_PIXELS = 2**22
 
 

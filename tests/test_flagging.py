@@ -1,0 +1,39 @@
+"""Flag policies and in-group ranks on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from pipeline.flagging import flag, rank_in_group, robust_z
+
+
+def test_rank_and_percentile_hand_case():
+    rank, pct = rank_in_group(np.array([0.2, 0.9, 0.5, 0.9]))
+    assert rank.tolist() == [4, 1, 3, 1]
+    assert pct.tolist() == [25.0, 100.0, 50.0, 100.0]
+
+
+def test_top_fraction_flags_at_least_one_and_rounds_up():
+    scores = np.array([0.1, 0.4, 0.3, 0.9, 0.2])
+    assert flag(scores, "top_fraction", 0.01).tolist() == [False, False, False, True, False]
+    assert flag(scores, "top_fraction", 0.3).tolist() == [False, True, False, True, False]  # ceil(1.5) = 2
+
+
+def test_robust_z_hand_case():
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    # median 3, |dev| = 2,1,0,1,97 -> MAD 1; z = 0.6745 * dev
+    assert np.allclose(robust_z(scores), 0.6745 * np.array([-2, -1, 0, 1, 97]))
+    assert flag(scores, "robust_z", 3.5).tolist() == [False, False, False, False, True]
+
+
+def test_robust_z_with_zero_mad_and_constant_group():
+    scores = np.array([1.0, 1.0, 1.0, 1.0, 5.0])  # MAD = 0: mean absolute deviation 0.8 stands in
+    assert np.allclose(robust_z(scores), np.array([0, 0, 0, 0, 4]) / (1.253314 * 0.8))
+    assert not flag(np.ones(4), "robust_z", 3.5).any()
+
+
+def test_threshold_and_bad_policy():
+    assert flag(np.array([0.1, 0.5, 0.7]), "threshold", 0.5).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="unknown flag policy"):
+        flag(np.ones(3), "magic", 1.0)
+    with pytest.raises(ValueError, match="top_fraction"):
+        flag(np.ones(3), "top_fraction", 0.0)

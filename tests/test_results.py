@@ -1,0 +1,47 @@
+"""The scores table reads back with plain pyarrow, partitions decoded, re-runs not duplicated."""
+
+from datetime import datetime, timezone
+
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from pipeline.results import SCORES_SCHEMA, partition_path, write_group_scores
+
+
+def row(uri, score, status="ok", error=None):
+    return {"uri": uri, "subset_id": 0, "subset_size": 2, "score_raw": score, "score": score, "rank_in_group": 1,
+            "percentile_in_group": 100.0, "is_anomaly": score > 0.5, "flag_policy": "top_fraction:0.1",
+            "map_uri": None, "label": None, "backbone": "timm_cnn:resnet18@64", "config_hash": "abc",
+            "run_id": "r1", "scored_at": datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc), "status": status,
+            "error": error}
+
+
+def test_partition_path_encodes_group():
+    assert partition_path("2026-11-22", "line1/capA") == "run_date=2026-11-22/group=line1%2FcapA"
+
+
+def test_written_scores_read_back_with_plain_pyarrow(tmp_path):
+    write_group_scores(str(tmp_path), "2026-11-22", "line1/capA", "r1", [row("a.png", 0.9), row("b.png", 0.1)])
+    write_group_scores(str(tmp_path), "2026-11-22", "capB", "r1", [row("c.png", float("nan"), "error", "truncated")])
+    # a re-run of the same run id replaces its object: no duplicate rows
+    write_group_scores(str(tmp_path), "2026-11-22", "capB", "r1", [row("c.png", float("nan"), "error", "truncated")])
+    table = ds.dataset(str(tmp_path / "scores"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 3
+    assert sorted(table.column("group").to_pylist()) == ["capB", "line1/capA", "line1/capA"]
+    assert set(table.column("run_date").to_pylist()) == {"2026-11-22"}
+    for field in SCORES_SCHEMA:
+        assert table.schema.field(field.name).type == field.type
+
+
+def test_s3_scores(s3_bucket, s3_server):
+    write_group_scores(f"s3://{s3_bucket}/out", "2026-11-22", "g", "r1", [row("s3://x/a.png", 0.3)])
+    fs = pafs.S3FileSystem(endpoint_override=s3_server, access_key="testing", secret_key="testing",
+                           region="us-east-1")
+    table = ds.dataset(f"{s3_bucket}/out/scores", filesystem=fs, format="parquet", partitioning="hive").to_table()
+    assert table.column("uri").to_pylist() == ["s3://x/a.png"]
+
+
+def test_empty_group_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no rows"):
+        write_group_scores(str(tmp_path), "2026-11-22", "g", "r1", [])

@@ -225,6 +225,15 @@ def _check_patch_multiple(image_size: int, patch: int, name: str) -> int:
     return image_size // patch
 
 
+def _create_timm_model(name: str, **kwargs) -> nn.Module:
+    """A timm model with random weights (weights are loaded by us, never from a hub)."""
+    import timm
+
+    if not timm.is_model(name.split(".")[0]):
+        raise ValueError(f"unknown timm model '{name}'")
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
 class OpenClipViT(Backbone):
     """CLIP vision tower from open_clip with its position embedding resized to the input grid."""
 
@@ -274,9 +283,7 @@ class TimmViT(Backbone):
     """DINO / DINOv2 ViT from timm; prefix (CLS, register) tokens are dropped from the stages."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        import timm
-
-        model = self._create(timm, cfg.name, num_classes=0)
+        model = _create_timm_model(cfg.name, num_classes=0)
         cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
         cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
         super().__init__(cfg, cfg_mean, cfg_std)
@@ -292,12 +299,6 @@ class TimmViT(Backbone):
             raise ValueError(f"backbone.layers {self.layers} out of range for {depth} blocks")
         self.model = model.eval().requires_grad_(False)
 
-    @staticmethod
-    def _create(timm_module, name: str, **kwargs) -> nn.Module:
-        if not timm_module.is_model(name.split(".")[0]):
-            raise ValueError(f"unknown timm model '{name}'")
-        return timm_module.create_model(name, pretrained=False, **kwargs)
-
     def forward(self, x: torch.Tensor) -> Features:
         final, intermediates = self.model.forward_intermediates(x, indices=self.layers, output_fmt="NCHW")
         return Features(list(intermediates), F.normalize(final[:, 0].float(), dim=-1))
@@ -307,13 +308,11 @@ class TimmCNN(Backbone):
     """timm CNN through ``features_only``; each chosen level is a stage, resampled to the finest grid."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        import timm
-
         layers = cfg.layers or [1, 2]
         kwargs = {"features_only": True, "out_indices": tuple(layers)}
         if cfg.pad_type is not None:
             kwargs["pad_type"] = cfg.pad_type
-        model = TimmViT._create(timm, cfg.name, **kwargs)
+        model = _create_timm_model(cfg.name, **kwargs)
         cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
         cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
         super().__init__(cfg, cfg_mean, cfg_std)

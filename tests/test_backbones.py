@@ -119,3 +119,9 @@ def test_timm_cnn_real_weights_load_strictly(mobilenet_weights, tmp_path):
     # a checkpoint of another architecture fails with a clear message
     with pytest.raises(WeightsError, match="do not fit"):
         build_backbone(BackboneConfig(family="timm_cnn", name="resnet18", weights=str(mobilenet_weights)))
+
+
+@pytest.mark.parametrize("family", ["open_clip", "timm_vit", "timm_cnn"])
+def test_unknown_model_name_is_named(family):
+    with pytest.raises(ValueError, match="unknown .*no-such-net"):
+        build_backbone(BackboneConfig(family=family, name="no-such-net", random_init=True))

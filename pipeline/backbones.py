@@ -180,7 +180,7 @@ class Backbone(nn.Module, ABC):
         """uint8 RGB (B, S, S, 3) at ``image_size`` -> normalised float tensor (B, 3, S, S)."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(f"expected images of shape (B, {self.image_size}, {self.image_size}, 3), got {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.tensor(images, device=self.mean.device).permute(0, 3, 1, 2).float() / 255.0  # copies: Ray hands read-only arrays
         return (x - self.mean) / self.std
 
     @torch.inference_mode()

@@ -1,0 +1,152 @@
+"""Feature extraction on Ray Data, written as Parquet feature shards (the nightly job's first stage).
+
+Inputs are cut into fixed shards of images (sorted by group, then URI, so the plan is the same on a
+re-run). Ray Data runs two stages over the shards: decoding on CPU tasks (bytes from any fsspec URI,
+normalised to upright RGB at the model size; an unreadable image becomes an error entry, never a
+crash) and feature extraction in an actor pool of ``ShardFeatureExtractor`` callables (one backbone
+load per actor, GPUs per actor from config). Each actor writes its shard whole as one Parquet object
+with fp16 tensor columns: a killed worker leaves no partial shard, and a re-run skips shards whose
+object exists.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .backbones import Backbone, Features, build_backbone
+from .config import BackboneConfig
+from .datasets import load_image
+from .inputs import InputRecord
+from .storage import exists, join_uri, read_bytes, write_bytes
+
+STATUS_OK = "ok"
+
+
+def shard_uri(features_prefix: str, shard_id: int) -> str:
+    return join_uri(features_prefix, f"shard-{shard_id:05d}.parquet")
+
+
+def plan_shards(records: Sequence[InputRecord], shard_size: int) -> list[dict[str, Any]]:
+    """Deterministic shards of at most ``shard_size`` images, each a plain dict Ray Data can carry."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    ordered = sorted(records, key=lambda r: (r.group, r.uri))
+    return [
+        {"shard_id": i // shard_size, "records": [asdict(r) for r in ordered[i:i + shard_size]]}
+        for i in range(0, len(ordered), shard_size)
+    ]
+
+
+def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None) -> dict:
+    """Read and decode a shard's images; failures are recorded per image with their reason."""
+    images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
+    errors = []
+    for i, record in enumerate(shard["records"]):
+        try:
+            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size)
+            errors.append("")
+        except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
+            errors.append(f"{type(err).__name__}: {err}"[:500])
+    return {**shard, "images": images, "errors": errors}
+
+
+def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+
+
+def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
+    """One shard as an Arrow table: the record columns, status/error, and fp16 tensor columns.
+
+    Failed images keep their row (status != ok) with zero features so every input stays visible.
+    """
+    columns = {
+        "uri": pa.array([r["uri"] for r in records], pa.string()),
+        "group": pa.array([r["group"] for r in records], pa.string()),
+        "label": pa.array([r["label"] for r in records], pa.int8()),
+        "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
+        "status": pa.array([STATUS_OK if not e else "decode_error" for e in errors], pa.string()),
+        "error": pa.array([e or None for e in errors], pa.string()),
+        "embedding": _tensor_column(features.embedding.numpy().astype(np.float16)),
+    }
+    for i, stage in enumerate(features.stages):
+        columns[f"stage_{i}"] = _tensor_column(stage.numpy().astype(np.float16))
+    return pa.table(columns).replace_schema_metadata({"backbone": backbone})
+
+
+def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[pa.Table, Features]:
+    """The shard's record columns and its features (fp32 tensors, all rows including failed ones)."""
+    table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
+    stage_names = sorted((n for n in table.column_names if n.startswith("stage_")), key=lambda n: int(n[6:]))
+    stages = [torch.from_numpy(table.column(n).combine_chunks().to_numpy_ndarray().astype(np.float32))
+              for n in stage_names]
+    embedding = torch.from_numpy(table.column("embedding").combine_chunks().to_numpy_ndarray().astype(np.float32))
+    return table.drop_columns([*stage_names, "embedding"]), Features(stages, embedding)
+
+
+class ShardFeatureExtractor:
+    """Ray Data actor: loads the backbone once, extracts a shard's features, writes the shard object."""
+
+    def __init__(self, backbone_cfg: BackboneConfig, features_prefix: str,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        torch.manual_seed(0)  # a random-init backbone is the same in every actor
+        self.backbone: Backbone = build_backbone(backbone_cfg)
+        self.features_prefix = features_prefix
+        self.storage_options = storage_options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
+        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
+                                                     batch["errors"]):
+            start = time.perf_counter()
+            records, errors = list(records), list(errors)
+            feats = Features.cat(list(self.backbone.extract_batches(list(images))))
+            failed = torch.tensor([bool(e) for e in errors])
+            for tensor in (*feats.stages, feats.embedding):
+                tensor[failed] = 0.0
+            table = shard_table(records, errors, feats, self.backbone.description)
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            write_bytes(shard_uri(self.features_prefix, int(shard_id)), buffer.getvalue(), self.storage_options)
+            summaries["shard_id"].append(int(shard_id))
+            summaries["images"].append(len(records))
+            summaries["failed"].append(sum(1 for e in errors if e))
+            summaries["seconds"].append(time.perf_counter() - start)
+        return {k: np.asarray(v) for k, v in summaries.items()}
+
+
+def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig, features_prefix: str,
+                      num_actors: int = 1, num_gpus_per_actor: float = 0.0,
+                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Extract and write every shard not written yet; returns counts and timings of this run."""
+    import ray
+
+    todo = [s for s in shards if not exists(shard_uri(features_prefix, s["shard_id"]), storage_options)]
+    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0}
+    if not todo:
+        return summary
+    start = time.perf_counter()
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    ds = ds.map(decode_shard, fn_kwargs={"image_size": backbone_cfg.image_size, "storage_options": storage_options})
+    ds = ds.map_batches(
+        ShardFeatureExtractor,
+        fn_constructor_kwargs={"backbone_cfg": backbone_cfg, "features_prefix": features_prefix,
+                               "storage_options": storage_options},
+        batch_size=1,
+        concurrency=num_actors,
+        num_gpus=num_gpus_per_actor,
+    )
+    for row in ds.iter_rows():
+        summary["images"] += int(row["images"])
+        summary["failed"] += int(row["failed"])
+    summary["seconds"] = time.perf_counter() - start
+    return summary
+

@@ -1,0 +1,78 @@
+"""The feature stage on a real (in-process) Ray cluster: shards, error rows, features, re-run skipping."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backbones import build_backbone
+from pipeline.config import BackboneConfig
+from pipeline.datasets import load_image
+from pipeline.feature_shards import plan_shards, read_feature_shard, run_feature_stage, shard_uri
+from pipeline.inputs import list_images
+from pipeline.synthetic import generate_dataset
+
+BACKBONE = BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64, layers=[1, 2],
+                          batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def images_with_corrupt_files(tmp_path):
+    root = tmp_path / "data"
+    generate_dataset(str(root), categories=["weave"], n_train=0, n_test_good=3, n_test_defect=2, image_size=64)
+    folder = root / "weave" / "test" / "good"
+    good = (folder / "000.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    return root
+
+
+def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_local, images_with_corrupt_files,
+                                                                         tmp_path):
+    records = list_images(str(images_with_corrupt_files / "weave" / "test"))
+    assert len(records) == 8
+    shards = plan_shards(records, shard_size=3)
+    assert [len(s["records"]) for s in shards] == [3, 3, 2]
+    prefix = str(tmp_path / "out" / "features")
+
+    summary = run_feature_stage(shards, BACKBONE, prefix, num_actors=1)
+    assert summary == {**summary, "shards": 3, "skipped": 0, "images": 8, "failed": 3}
+
+    torch.manual_seed(0)
+    direct = build_backbone(BACKBONE)
+    rows = {}
+    for shard in shards:
+        table, feats = read_feature_shard(shard_uri(prefix, shard["shard_id"]))
+        assert table.column("uri").to_pylist() == [r["uri"] for r in shard["records"]]
+        for i, row in enumerate(table.to_pylist()):
+            rows[row["uri"]] = row
+            if row["status"] == "ok":
+                expected = direct.extract(load_image(row["uri"], 64)[None])
+                assert torch.allclose(feats.stages[1][i], expected.stages[1][0], atol=2e-2, rtol=1e-2)
+            else:
+                assert all(float(s[i].abs().max()) == 0.0 for s in feats.stages)
+    assert len(rows) == 8
+    errors = {uri.rsplit("/", 1)[-1]: row["error"] for uri, row in rows.items() if row["status"] != "ok"}
+    assert set(errors) == {"truncated.png", "empty.png", "text.png"}
+    assert "truncated" in errors["truncated.png"]
+
+    again = run_feature_stage(shards, BACKBONE, prefix, num_actors=1)
+    assert again["skipped"] == 3 and again["images"] == 0
+
+
+def test_plan_is_deterministic_and_grouped():
+    from pipeline.inputs import InputRecord
+
+    records = [InputRecord(f"u{i}", "b" if i % 2 else "a") for i in range(5)]
+    plan = plan_shards(list(reversed(records)), 2)
+    assert [[r["uri"] for r in s["records"]] for s in plan] == [["u0", "u2"], ["u4", "u1"], ["u3"]]
+    with pytest.raises(ValueError, match="shard size"):
+        plan_shards(records, 0)

@@ -210,16 +210,10 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray, **kwargs) -> dict[str, fl
     temporaries stay bounded however many images there are. A constant map gets a unit-wide range
     (every pixel in the bottom bin, i.e. all scores tied).
     """
-    maps, masks = np.asarray(maps), np.asarray(masks)
-    if maps.shape != masks.shape:
-        raise ValueError(f"anomaly maps {maps.shape} and masks {masks.shape} differ in shape")
+    maps, masks = _validated(maps, masks)
     if maps.size == 0:
         raise ValueError("pixel metrics need at least one pixel")
-    if maps.ndim == 2:
-        maps, masks = maps[None], masks[None]
     lo, hi = float(maps.min()), float(maps.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max are NaN or inf iff some score is
-        raise ValueError("anomaly maps contain NaN or infinity")
     acc = PixelMetrics((lo, hi if hi > lo else lo + 1.0), **kwargs)
     step = max(1, _CHUNK_PIXELS // max(1, maps[0].size))
     for start in range(0, len(maps), step):

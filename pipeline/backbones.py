@@ -128,20 +128,25 @@ def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], sourc
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def _weights_or_refuse(cfg: BackboneConfig) -> dict[str, torch.Tensor] | None:
-    """The checkpoint's tensors, or None for an explicitly requested random init."""
-    if cfg.weights is None:
-        if cfg.random_init:
-            log.warning("backbone %s uses RANDOM weights: scores are not meaningful", cfg.name)
-            return None
+def check_weights_setting(cfg: BackboneConfig) -> None:
+    """Refuse a backbone with neither weights nor an explicit random init, or with both."""
+    if cfg.weights is None and not cfg.random_init:
         raise WeightsError(
             f"no weights given for backbone '{cfg.name}'. Model hub downloads are unavailable here "
             "(air-gapped). Set backbone.weights to a local path or an s3:// URI of the checkpoint "
             "(e.g. open_clip_pytorch_model.bin / model.safetensors), or set backbone.random_init: true "
             "for tests and demos (scores are then not meaningful)."
         )
-    if cfg.random_init:
+    if cfg.weights is not None and cfg.random_init:
         raise WeightsError("backbone.weights and backbone.random_init: true are mutually exclusive")
+
+
+def _weights_or_refuse(cfg: BackboneConfig) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's tensors, or None for an explicitly requested random init."""
+    check_weights_setting(cfg)
+    if cfg.weights is None:
+        log.warning("backbone %s uses RANDOM weights: scores are not meaningful", cfg.name)
+        return None
     return read_state_dict(fetch_to_local(cfg.weights, cfg.cache_dir))
 
 

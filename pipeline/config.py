@@ -9,7 +9,9 @@ rejects unknown keys, wrong types and out-of-range values with a message that na
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -170,6 +172,154 @@ class EvalConfig:
     )
 
 
+@dataclass
+class InputsConfig:
+    """Which images the nightly job scores and how they are grouped (exactly one of uris / manifest)."""
+
+    uris: list[str] | None = _doc(
+        "Globs or prefixes of image URIs: s3://bucket/2026-11-22/**/*.png, a local folder, any fsspec URI. "
+        "A prefix without wildcards means every image below it.",
+        default=None,
+    )
+    manifest: str | None = _doc(
+        "A Parquet or CSV table with a 'uri' column and optional 'group', 'label' (0/1, enables metrics) "
+        "and 'mask_uri' columns.",
+        default=None,
+    )
+    group_template: str | None = _doc(
+        "With uris: a path template below the listing root, e.g. '{line}/{product}/{name}'; every field "
+        "but {name} (and fields starting with '_', which match a folder but are ignored) forms the group "
+        "key MuSc scores within. null: the parent folder is the group.",
+        default=None,
+    )
+
+
+@dataclass
+class OutputConfig:
+    """Where the job writes its results."""
+
+    prefix: str = _doc(
+        "Output location: s3://bucket/path or a local folder. Holds scores/ (Hive-partitioned Parquet), "
+        "heatmaps/, metrics/ and runs/<run_id>/ (manifest, _SUCCESS, intermediate shards).",
+        default="outputs/nightly",
+    )
+    heatmaps: Literal["flagged", "all", "none"] = _doc(
+        "Which images get a heat-map PNG (the photo beside the map over it, one colour scale per group).",
+        default="flagged",
+    )
+    keep_features: bool = _doc(
+        "Keep the fp16 feature shards (runs/<run_id>/features/) after a successful run. They are large "
+        "(ViT-L-14-336 at 518 px: ~11 MB per image), so by default they are deleted once the run succeeded.",
+        default=False,
+    )
+
+
+@dataclass
+class ExtractionConfig:
+    """Stage 1: decoding on CPU tasks, feature extraction in an actor pool."""
+
+    shard_size: int = _doc(
+        "Images per feature shard (one Parquet object, the unit of work and of re-run skipping). Part of "
+        "the run's identity: changing it starts a new run id.",
+        default=64,
+    )
+    num_actors: int = _doc("Feature-extraction actors (one backbone load each).", default=1)
+    num_gpus_per_actor: float = _doc(
+        "GPUs per extraction actor (0: CPU; fractions share a GPU between actors).", default=0.0
+    )
+    num_cpus_per_decode_task: float = _doc(
+        "CPUs reserved per decoding task (read bytes, decode, resize). Decoding is light, and a value "
+        "different from num_cpus_per_actor keeps Ray Data from fusing it into the extraction actors, so "
+        "decoding overlaps extraction instead of queueing in front of it.",
+        default=0.5,
+    )
+    num_cpus_per_actor: int = _doc(
+        "CPU cores per extraction actor (its torch thread count). Leave cores for the decoding tasks: "
+        "actors that reserve every CPU of the cluster starve them and the stage waits forever.",
+        default=1,
+    )
+
+
+@dataclass
+class ScoringConfig:
+    """Stage 2: mutual scoring of subsets of each group, then per-group statistics."""
+
+    max_subset_size: int = _doc(
+        "At most this many images are scored together (MuSc's cost grows with the square of it; paper "
+        "Table 7: subsets of 14-56 images lose at most 1.1 points of image AUROC). A group is split into "
+        "as few seeded random subsets as keep each at most this size.",
+        default=200,
+    )
+    seed: int = _doc("Seed of the subset split (per group, combined with the group name).", default=0)
+    num_gpus_per_task: float = _doc("GPUs per subset-scoring task (0: CPU).", default=0.0)
+    num_cpus_per_task: int = _doc("CPU cores per subset-scoring task (its torch thread count).", default=1)
+    max_retries: int = _doc(
+        "Ray retries of a scoring or group task whose worker died; the retried task rewrites the same "
+        "objects, so no row is lost or duplicated.",
+        default=3,
+    )
+
+
+@dataclass
+class FlaggingConfig:
+    """Which images of a group are flagged as anomalous for review."""
+
+    policy: Literal["top_fraction", "robust_z", "threshold"] = _doc(
+        "'robust_z' (default): modified z-score of the score within its group above value (default 3.5, "
+        "Iglewicz-Hoaglin), i.e. statistical outliers only; 'top_fraction': the highest-scoring fraction "
+        "value of each group (a fixed review budget, default 0.05); 'threshold': score >= value (a "
+        "calibrated line; value required).",
+        default="robust_z",
+    )
+    value: float | None = _doc("The policy's parameter (null: the policy's default).", default=None)
+
+
+FLAG_DEFAULT_VALUES = {"robust_z": 3.5, "top_fraction": 0.05}
+
+
+@dataclass
+class JobConfig:
+    """`python jobs/musc.py`: the nightly MuSc job on Ray (inputs -> features -> subsets -> scores)."""
+
+    inputs: InputsConfig = _doc("What to score.", default_factory=InputsConfig)
+    output: OutputConfig = _doc("Where results go.", default_factory=OutputConfig)
+    run_id: str | None = _doc(
+        "Name of this run ([A-Za-z0-9._-]). Re-running an existing run id resumes it: finished shards, "
+        "subsets and groups are skipped. null: '<run_date>-<config hash>', so re-running the same night "
+        "with the same config resumes.",
+        default=None,
+    )
+    run_date: str | None = _doc(
+        "The batch's date (YYYY-MM-DD), the scores partition. null: today (UTC) for a new run, the "
+        "recorded date when resuming a run id.",
+        default=None,
+    )
+    ray_address: str | None = _doc(
+        "Ray cluster to use: null connects to the cluster the job was submitted to (ray job submit sets "
+        "RAY_ADDRESS) or starts Ray locally; 'auto' or 'ray://host:10001' connect explicitly.",
+        default=None,
+    )
+    storage_options: dict[str, Any] = _doc(
+        "Passed to fsspec for every URI (s3fs: endpoint_url, client_kwargs.region_name, ...). Leave "
+        "credentials to the environment, an AWS profile or the instance role; values are never logged.",
+        default_factory=dict,
+    )
+    backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
+    musc: MuscConfig = _doc("Scorer settings.", default_factory=MuscConfig)
+    extraction: ExtractionConfig = _doc("Feature-extraction stage.", default_factory=ExtractionConfig)
+    scoring: ScoringConfig = _doc("Mutual-scoring stage.", default_factory=ScoringConfig)
+    flagging: FlaggingConfig = _doc("Anomaly flags.", default_factory=FlaggingConfig)
+    demo: SyntheticConfig = _doc(
+        "Demo data: when enabled and inputs.manifest does not exist, generate a synthetic dataset in the "
+        "manifest's folder and write the manifest (with labels and masks, so metrics are computed).",
+        default_factory=SyntheticConfig,
+    )
+
+    def flag_value(self) -> float:
+        """The flag policy's parameter, with the documented default filled in."""
+        return self.flagging.value if self.flagging.value is not None else FLAG_DEFAULT_VALUES[self.flagging.policy]
+
+
 C = TypeVar("C")
 
 
@@ -215,6 +365,46 @@ def _validate_values(cfg: Any, prefix: str) -> None:
                 raise bad(key, f"must be >= 0, got {getattr(cfg, key)}")
         if cfg.image_size < 32:
             raise bad("image_size", f"must be >= 32, got {cfg.image_size}")
+    elif isinstance(cfg, InputsConfig):
+        if (cfg.uris is None) == (cfg.manifest is None):
+            raise bad("uris", "give exactly one of inputs.uris and inputs.manifest")
+        if cfg.uris is not None and not cfg.uris:
+            raise bad("uris", "must list at least one glob or prefix")
+        if cfg.manifest is not None and cfg.group_template is not None:
+            raise bad("group_template", "applies to inputs.uris; a manifest gives groups in its 'group' column")
+    elif isinstance(cfg, OutputConfig):
+        if not cfg.prefix.strip():
+            raise bad("prefix", "must not be empty")
+    elif isinstance(cfg, ExtractionConfig):
+        for key in ("shard_size", "num_actors", "num_cpus_per_actor"):
+            if getattr(cfg, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
+        if cfg.num_cpus_per_decode_task <= 0:
+            raise bad("num_cpus_per_decode_task", f"must be > 0, got {cfg.num_cpus_per_decode_task}")
+        if cfg.num_gpus_per_actor < 0:
+            raise bad("num_gpus_per_actor", f"must be >= 0, got {cfg.num_gpus_per_actor}")
+    elif isinstance(cfg, ScoringConfig):
+        if cfg.max_subset_size < 2:
+            raise bad("max_subset_size", f"must be >= 2 (MuSc compares images), got {cfg.max_subset_size}")
+        if cfg.num_gpus_per_task < 0:
+            raise bad("num_gpus_per_task", f"must be >= 0, got {cfg.num_gpus_per_task}")
+        if cfg.num_cpus_per_task < 1:
+            raise bad("num_cpus_per_task", f"must be >= 1, got {cfg.num_cpus_per_task}")
+        if cfg.max_retries < 0:
+            raise bad("max_retries", f"must be >= 0, got {cfg.max_retries}")
+    elif isinstance(cfg, FlaggingConfig):
+        if cfg.policy == "threshold" and cfg.value is None:
+            raise bad("value", "the 'threshold' policy needs a value (the score at or above which to flag)")
+        if cfg.policy == "top_fraction" and cfg.value is not None and not 0 < cfg.value <= 1:
+            raise bad("value", f"top_fraction must be in (0, 1], got {cfg.value}")
+    elif isinstance(cfg, JobConfig):
+        if cfg.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", cfg.run_id):
+            raise bad("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {cfg.run_id!r}")
+        if cfg.run_date is not None:
+            try:
+                datetime.date.fromisoformat(cfg.run_date)
+            except ValueError:
+                raise bad("run_date", f"must be a date YYYY-MM-DD, got {cfg.run_date!r}") from None
     elif isinstance(cfg, EvalConfig):
         if cfg.divide_num < 1:
             raise bad("divide_num", f"must be >= 1, got {cfg.divide_num}")
@@ -271,6 +461,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
         return value
     if annotation is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-11-22 as a date
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
         return value
@@ -341,10 +533,14 @@ def describe(cls: type = EvalConfig, prefix: str = "") -> str:
             lines.append(describe(hints[f.name], key + "."))
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        type_name = str(hints[f.name]).replace("typing.", "")
+        hint = hints[f.name]
+        type_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
         lines.append(f"{key} ({type_name}, default {default!r}): {f.metadata.get('doc', '')}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    print("# python jobs/musc.py (JobConfig)")
+    print(describe(JobConfig))
+    print("\n# python -m pipeline.evaluate (EvalConfig)")
     print(describe(EvalConfig))

@@ -118,7 +118,19 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
                 width, height = ImageOps.exif_transpose(raw).size
             shape = (height, width)
         return np.zeros(tuple(shape), dtype=bool)
-    with Image.open(sample.mask_path) as raw:
+    mask = read_mask(sample.mask_path)
+    if size is not None:
+        mask = resize_mask(mask, size)
+    elif shape is not None and mask.shape != tuple(shape):
+        raise ValueError(f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]}, "
+                         f"but the image shape was given as {shape[0]}x{shape[1]}")
+    return mask
+
+
+def read_mask(path: str | BinaryIO) -> np.ndarray:
+    """A mask file (a path or an open binary file) as (H, W) bool, upright; any non-zero colour is
+    anomalous (palette images are expanded, an alpha band is ignored)."""
+    with Image.open(path) as raw:
         image = ImageOps.exif_transpose(raw)
         if image.mode in ("P", "PA"):
             image = image.convert("RGBA")
@@ -126,15 +138,15 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
         if values.ndim == 3:
             colour = [i for i, band in enumerate(image.getbands()) if band != "A"]
             values = values[..., colour].max(axis=-1)
-    mask = values > 0
-    if size is not None:
-        if mask.shape != (size, size):
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
-            mask = np.asarray(resized) > 127
-    elif shape is not None and mask.shape != tuple(shape):
-        raise ValueError(f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]}, "
-                         f"but the image shape was given as {shape[0]}x{shape[1]}")
-    return mask
+    return values > 0
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A bool mask resized to size x size with nearest-neighbour sampling (no new values)."""
+    if mask.shape == (size, size):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(resized) > 127
 
 
 def _check_root(root: str, layout: str, split_csv: str | None) -> Path:

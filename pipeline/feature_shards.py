@@ -17,18 +17,21 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from .backbones import Backbone, Features, build_backbone
-from .config import BackboneConfig
+from .config import BackboneConfig, ExtractionConfig
 from .datasets import load_image
 from .inputs import InputRecord
+from .results import STATUS_DECODE_ERROR, STATUS_OK
 from .storage import exists, join_uri, read_bytes, write_bytes
 
-STATUS_OK = "ok"
+# the shard's per-image columns besides the features
+RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
 
 
 def shard_uri(features_prefix: str, shard_id: int) -> str:
@@ -73,7 +76,7 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
         "group": pa.array([r["group"] for r in records], pa.string()),
         "label": pa.array([r["label"] for r in records], pa.int8()),
         "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
-        "status": pa.array([STATUS_OK if not e else "decode_error" for e in errors], pa.string()),
+        "status": pa.array([STATUS_OK if not e else STATUS_DECODE_ERROR for e in errors], pa.string()),
         "error": pa.array([e or None for e in errors], pa.string()),
         "embedding": _tensor_column(features.embedding.numpy().astype(np.float16)),
     }
@@ -82,9 +85,24 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
     return pa.table(columns).replace_schema_metadata({"backbone": backbone})
 
 
-def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[pa.Table, Features]:
-    """The shard's record columns and its features (fp32 tensors, all rows including failed ones)."""
+def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
+    """The shard's record columns (no features are transferred) and the backbone that wrote it."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    with fs.open(path, "rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        backbone = (parquet.schema_arrow.metadata or {}).get(b"backbone", b"").decode()
+        return parquet.read(columns=list(RECORD_COLUMNS)).to_pylist(), backbone
+
+
+def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
+                       rows: Sequence[int] | None = None) -> tuple[pa.Table, Features]:
+    """The shard's record columns and its features as fp32 tensors: all rows, or ``rows`` in that order.
+
+    Selecting rows before the fp32 conversion keeps memory to what the caller asked for.
+    """
     table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
+    if rows is not None:
+        table = table.take(pa.array(rows, pa.int64()))
     stage_names = sorted((n for n in table.column_names if n.startswith("stage_")), key=lambda n: int(n[6:]))
     stages = [torch.from_numpy(table.column(n).combine_chunks().to_numpy_ndarray().astype(np.float32))
               for n in stage_names]
@@ -96,7 +114,8 @@ class ShardFeatureExtractor:
     """Ray Data actor: loads the backbone once, extracts a shard's features, writes the shard object."""
 
     def __init__(self, backbone_cfg: BackboneConfig, features_prefix: str,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, num_threads: int = 1) -> None:
+        torch.set_num_threads(num_threads)
         torch.manual_seed(0)  # a random-init backbone is the same in every actor
         self.backbone: Backbone = build_backbone(backbone_cfg)
         self.features_prefix = features_prefix
@@ -124,25 +143,28 @@ class ShardFeatureExtractor:
 
 
 def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig, features_prefix: str,
-                      num_actors: int = 1, num_gpus_per_actor: float = 0.0,
+                      extraction: ExtractionConfig | None = None,
                       storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Extract and write every shard not written yet; returns counts and timings of this run."""
     import ray
 
+    ex = extraction or ExtractionConfig()
     todo = [s for s in shards if not exists(shard_uri(features_prefix, s["shard_id"]), storage_options)]
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0}
     if not todo:
         return summary
     start = time.perf_counter()
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-    ds = ds.map(decode_shard, fn_kwargs={"image_size": backbone_cfg.image_size, "storage_options": storage_options})
+    ds = ds.map(decode_shard, fn_kwargs={"image_size": backbone_cfg.image_size, "storage_options": storage_options},
+                num_cpus=ex.num_cpus_per_decode_task)
     ds = ds.map_batches(
         ShardFeatureExtractor,
         fn_constructor_kwargs={"backbone_cfg": backbone_cfg, "features_prefix": features_prefix,
-                               "storage_options": storage_options},
+                               "storage_options": storage_options, "num_threads": ex.num_cpus_per_actor},
         batch_size=1,
-        concurrency=num_actors,
-        num_gpus=num_gpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=ex.num_actors),
+        num_cpus=ex.num_cpus_per_actor,
+        num_gpus=ex.num_gpus_per_actor,
     )
     for row in ds.iter_rows():
         summary["images"] += int(row["images"])

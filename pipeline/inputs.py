@@ -5,13 +5,14 @@ folder, any fsspec URI) or from a manifest table (Parquet or CSV) with a ``uri``
 ``group``, ``label`` and ``mask_uri`` columns. MuSc scores images only against images of the same
 group (product, camera, line); for listed files the group comes from a path template such as
 ``{line}/{product}/{name}`` applied to the path below the listing root: every field but ``{name}``
-(the file name) is part of the group key. Without a template the group is the parent folder.
+(the file name) and fields named with a leading underscore (``{_day}``: a folder to match but not
+to group by) is part of the group key. Without a template the group is the parent folder.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import fsspec
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .storage import is_remote
+from .storage import is_remote, write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -59,7 +60,7 @@ class GroupTemplate:
             if field is not None:
                 pattern += f"(?P<{field}>[^/]+)"
         self.template = template
-        self.fields = [f for f in fields if f != "name"]
+        self.fields = [f for f in fields if f != "name" and not f.startswith("_")]
         self.regex = re.compile(pattern + "$")
 
     def group_of(self, relative_path: str) -> str:
@@ -119,3 +120,27 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
     if len({r.uri for r in records}) != len(records):
         raise InputError(f"manifest {uri} lists some uri more than once")
     return sorted(records, key=lambda r: r.uri)
+
+
+def records_from_dataset(root: str, layout: str = "mvtec", split: str = "test") -> list[InputRecord]:
+    """A benchmark split as job inputs: one group per category, with labels and mask paths."""
+    from .datasets import list_categories, read_split
+
+    return [
+        InputRecord(uri=s.image_path, group=category, label=s.label, mask_uri=s.mask_path)
+        for category in list_categories(root, layout)
+        for s in read_split(root, layout, category, split)
+    ]
+
+
+def write_manifest(records: list[InputRecord], uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write records as a manifest ``read_manifest`` reads back: Parquet for ``.parquet``, else CSV."""
+    table = pa.Table.from_pylist([asdict(r) for r in records], schema=pa.schema([
+        ("uri", pa.string()), ("group", pa.string()), ("label", pa.int8()), ("mask_uri", pa.string()),
+    ]))
+    buffer = pa.BufferOutputStream()
+    if uri.endswith(".parquet"):
+        pq.write_table(table, buffer)
+    else:
+        pa_csv.write_csv(table, buffer)
+    write_bytes(uri, buffer.getvalue().to_pybytes(), storage_options)

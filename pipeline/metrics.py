@@ -230,11 +230,13 @@ def category_metrics(
     pixel metric: they are NaN rather than an error, so the rest of a benchmark still reports, and
     "mad" is then the mean of the image metrics alone. Image metrics still need both classes.
     """
-    row = image_metrics(image_scores, image_labels)
-    if np.asarray(masks).any():
-        row.update(pixel_metrics(maps, masks))
-    else:
-        row.update({name: float("nan") for name in PIXEL_METRIC_NAMES})
+    pixel = pixel_metrics(maps, masks) if np.asarray(masks).any() else None
+    return metrics_row(image_metrics(image_scores, image_labels), pixel)
+
+
+def metrics_row(image: dict[str, float], pixel: dict[str, float] | None) -> dict[str, float]:
+    """One table row from image metrics and pixel metrics (None: undefined, NaN), plus "mad"."""
+    row = {**image, **(pixel or {name: float("nan") for name in PIXEL_METRIC_NAMES})}
     row["mad"] = float(np.mean([row[name] for name in METRIC_NAMES if not math.isnan(row[name])]))
     return row
 

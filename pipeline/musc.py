@@ -33,10 +33,13 @@ def score_features(
     cfg: MuscConfig,
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    keep_scale: bool = False,
 ) -> MuscResult:
     """Run MuSc on the features of N >= 2 images; results are on the CPU.
 
-    ``progress(done, total)`` counts (stage, degree) pairs.
+    ``progress(done, total)`` counts (stage, degree) pairs. ``keep_scale`` re-scores on the raw
+    score scale instead of the paper's min-max normalised one (same order within the batch;
+    comparable across batches, see ``rscin``).
     """
     n = len(features)
     if n < 2:
@@ -54,5 +57,5 @@ def score_features(
             progress(done, len(pairs))
     patch = (total / len(pairs)).view(n, h, w).cpu()
     raw = image_scores(patch)
-    final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows) if cfg.rscin_windows else raw
+    final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
     return MuscResult(patch, raw, final)

@@ -42,6 +42,11 @@ SCORES_SCHEMA = pa.schema([
 ])
 PARTITION_COLUMNS = ("run_date", "group")
 
+# row statuses: scored, or why not
+STATUS_OK = "ok"
+STATUS_DECODE_ERROR = "decode_error"  # the bytes could not be read or decoded as an image
+STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in the group: nothing to compare
+
 
 def partition_path(run_date: str, group: str) -> str:
     """``run_date=.../group=...`` with the values URI-encoded so any group name is one path segment."""

@@ -13,13 +13,18 @@ from collections.abc import Sequence
 import torch
 
 
-def rscin(scores: torch.Tensor, embeddings: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
+def rscin(scores: torch.Tensor, embeddings: torch.Tensor, windows: Sequence[int],
+          normalise: bool = True) -> torch.Tensor:
     """Re-score image scores (N,) with unit embeddings (N, D) over kNN windows; returns (N,).
 
     W = F F^T. For each window k: keep each row's k largest entries (the image itself included),
     row-normalise, and apply to the min-max normalised scores. The result is the mean over windows;
     k = 1 returns the normalised scores themselves, which is Eq. 5's "+ C" term. Windows larger than
     N are clipped to N.
+
+    ``normalise=False`` smooths the scores on their own scale instead. Every smoothing row sums to
+    one, so min-max before or after is the same affine map and the order is identical; what changes
+    is that scores of different subsets of a group stay comparable (the nightly job needs this).
     """
     if scores.ndim != 1 or embeddings.ndim != 2 or embeddings.shape[0] != scores.shape[0]:
         raise ValueError(f"expected scores (N,) and embeddings (N, D), got {tuple(scores.shape)} and {tuple(embeddings.shape)}")
@@ -27,8 +32,9 @@ def rscin(scores: torch.Tensor, embeddings: torch.Tensor, windows: Sequence[int]
         raise ValueError("RsCIN needs at least one window")
     n = scores.shape[0]
     c = scores.double()
-    span = c.max() - c.min()
-    c = (c - c.min()) / span if span > 0 else torch.zeros_like(c)
+    if normalise:
+        span = c.max() - c.min()
+        c = (c - c.min()) / span if span > 0 else torch.zeros_like(c)
     w = embeddings.double() @ embeddings.double().T
     smoothed = []
     for k in windows:

@@ -14,6 +14,10 @@ from typing import Any
 import fsspec
 
 
+class StorageError(RuntimeError):
+    """A location cannot be used: missing bucket, no credentials, access denied. One-line message."""
+
+
 def is_remote(uri: str) -> bool:
     """True for URIs with a non-local protocol (s3://, gs://, https://, ...)."""
     protocol = fsspec.utils.get_protocol(uri)
@@ -76,3 +80,28 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(target)
+
+
+def check_bucket(uri: str, storage_options: dict[str, Any] | None = None, role: str = "location") -> None:
+    """Fail early, in one line, when the bucket of a remote ``uri`` is missing or unusable.
+
+    ``exists()`` on s3fs answers False when there are no credentials at all, which reads like a
+    missing bucket; asking for the bucket's info raises the real reason.
+    """
+    if not is_remote(uri):
+        return
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    bucket = path.split("/", 1)[0]
+    where = fs.unstrip_protocol(bucket)
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise StorageError(f"{role} {uri}: bucket {where} does not exist") from None
+    except PermissionError:
+        raise StorageError(f"{role} {uri}: access to bucket {where} denied for these credentials") from None
+    except Exception as err:  # noqa: BLE001 - every other failure is reported by its class name
+        if type(err).__name__ == "NoCredentialsError":
+            raise StorageError(
+                f"{role} {uri}: no credentials found for {where} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, or run with an instance role)") from None
+        raise StorageError(f"{role} {uri}: cannot reach bucket {where}: {type(err).__name__}: {err}") from None

@@ -43,7 +43,7 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
     assert [len(s["records"]) for s in shards] == [3, 3, 2]
     prefix = str(tmp_path / "out" / "features")
 
-    summary = run_feature_stage(shards, BACKBONE, prefix, num_actors=1)
+    summary = run_feature_stage(shards, BACKBONE, prefix)
     assert summary == {**summary, "shards": 3, "skipped": 0, "images": 8, "failed": 3}
 
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
     assert set(errors) == {"truncated.png", "empty.png", "text.png"}
     assert "truncated" in errors["truncated.png"]
 
-    again = run_feature_stage(shards, BACKBONE, prefix, num_actors=1)
+    again = run_feature_stage(shards, BACKBONE, prefix)
     assert again["skipped"] == 3 and again["images"] == 0
 
 

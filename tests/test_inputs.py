@@ -38,6 +38,7 @@ def test_template_errors(tmp_path):
     with pytest.raises(InputError, match="including \\{name\\}"):
         GroupTemplate("{line}/{product}")
     assert GroupTemplate("cam-{camera}/{name}").group_of("cam-7/x.png") == "7"
+    assert GroupTemplate("{product}/{_day}/{name}").group_of("capA/2026-11-22/x.png") == "capA"
 
 
 def test_no_images_and_missing_location(tmp_path):

@@ -67,6 +67,9 @@ def test_rscin_equals_eq5_hand_case():
     assert torch.allclose(got, torch.tensor([1 / 12, (0.5 + (0.5 + s3) / (1 + s3)) / 2,
                                              (1 + (1 + 0.5 * s3) / (1 + s3)) / 2], dtype=torch.float64))
 
+    # on the raw scale: the same smoothing of 10 + 4 c, so the same order and comparable across batches
+    assert torch.allclose(rscin(scores, emb, windows=[1, 2], normalise=False), 10 + 4 * expected, atol=1e-12)
+
 
 def test_rscin_window_one_is_identity_and_large_windows_clip():
     emb = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)

@@ -479,8 +479,19 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
     kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in names if name in data}
     cfg = cls(**kwargs)
+    for name in names:  # sections left at their defaults must be valid too (e.g. no inputs given at all)
+        if name not in data and dataclasses.is_dataclass(hints[name]):
+            _validate_defaults(getattr(cfg, name), f"{prefix}{name}.")
     _validate_values(cfg, prefix)
     return cfg
+
+
+def _validate_defaults(cfg: Any, prefix: str) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_defaults(value, f"{prefix}{f.name}.")
+    _validate_values(cfg, prefix)
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

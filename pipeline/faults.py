@@ -1,8 +1,9 @@
 """Deliberate worker crashes at named points, for testing that retries and re-runs lose no rows.
 
-Set ``MUSC_CRASH_ONCE=<point>:<marker folder>`` in the workers' environment. The first process to
-reach ``crash_point(<point>)`` creates ``<marker folder>/<point>`` and dies with ``os._exit`` (as a
-killed worker does: no exception, no cleanup); every later arrival finds the marker and carries on.
+Set ``MUSC_CRASH_ONCE=<point>[,<point>...]:<marker folder>`` in the workers' environment. The first
+process to reach ``crash_point(<point>)`` creates ``<marker folder>/<point>`` and dies with
+``os._exit`` (as a killed worker does: no exception, no cleanup); every later arrival finds the
+marker and carries on. Points: ``extract_shard``, ``score_subset``, ``finalise_group``.
 Unset, ``crash_point`` costs one environment lookup.
 """
 
@@ -20,8 +21,8 @@ def crash_point(point: str) -> None:
     spec = os.environ.get(ENV_VAR)
     if not spec:
         return
-    name, _, folder = spec.partition(":")
-    if name != point or not folder:
+    points, _, folder = spec.partition(":")
+    if point not in points.split(",") or not folder:
         return
     marker = Path(folder) / point
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,9 @@ re-run). Ray Data runs two stages over the shards: decoding on CPU tasks (bytes 
 normalised to upright RGB at the model size; an unreadable image becomes an error entry, never a
 crash) and feature extraction in an actor pool of ``ShardFeatureExtractor`` callables (one backbone
 load per actor, GPUs per actor from config). Each actor writes its shard whole as one Parquet object
-with fp16 tensor columns: a killed worker leaves no partial shard, and a re-run skips shards whose
-object exists.
+with tensor columns (patch tokens fp16; the small image embedding fp32, because RsCIN picks nearest
+neighbours by it and fp16 rounding can swap near-tied neighbours): a killed worker leaves no
+partial shard, and a re-run skips shards whose object exists.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from .backbones import Backbone, Features, build_backbone
 from .config import BackboneConfig, ExtractionConfig
 from .datasets import load_image
+from .faults import crash_point
 from .inputs import InputRecord
 from .results import STATUS_DECODE_ERROR, STATUS_OK
 from .storage import exists, join_uri, read_bytes, write_bytes
@@ -67,7 +69,7 @@ def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
 
 
 def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
-    """One shard as an Arrow table: the record columns, status/error, and fp16 tensor columns.
+    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns.
 
     Failed images keep their row (status != ok) with zero features so every input stays visible.
     """
@@ -78,7 +80,7 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
         "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
         "status": pa.array([STATUS_OK if not e else STATUS_DECODE_ERROR for e in errors], pa.string()),
         "error": pa.array([e or None for e in errors], pa.string()),
-        "embedding": _tensor_column(features.embedding.numpy().astype(np.float16)),
+        "embedding": _tensor_column(features.embedding.numpy().astype(np.float32)),
     }
     for i, stage in enumerate(features.stages):
         columns[f"stage_{i}"] = _tensor_column(stage.numpy().astype(np.float16))
@@ -131,6 +133,7 @@ class ShardFeatureExtractor:
             failed = torch.tensor([bool(e) for e in errors])
             for tensor in (*feats.stages, feats.embedding):
                 tensor[failed] = 0.0
+            crash_point("extract_shard")
             table = shard_table(records, errors, feats, self.backbone.description)
             buffer = io.BytesIO()
             pq.write_table(table, buffer)

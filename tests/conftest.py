@@ -69,3 +69,44 @@ def s3_bucket(s3_server):
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir(name)
     yield name
+
+
+CORRUPT_FILES = {"truncated.png", "empty.png", "text.png"}
+
+
+@pytest.fixture
+def s3_batch(s3_bucket, tmp_path):
+    """A night's batch in the local S3 server: two products (weave: 4 good + 3 defective + 3 corrupt
+    files; disc: 4 good + 3 defective), a product with a single image, masks, and a labelled manifest.
+
+    Returns a dict: ``root`` (the local copy), ``prefix`` (s3://bucket/batch), ``manifest`` (its URI),
+    ``records`` (InputRecords with s3 URIs).
+    """
+    import shutil
+
+    import s3fs
+
+    from pipeline.inputs import InputRecord, records_from_dataset, write_manifest
+    from pipeline.synthetic import generate_dataset
+
+    root = tmp_path / "batch"
+    generate_dataset(str(root), categories=["weave", "disc"], n_train=0, n_test_good=4, n_test_defect=3,
+                     image_size=64)
+    (root / "solo" / "test" / "good").mkdir(parents=True)
+    shutil.copy(root / "weave" / "test" / "good" / "000.png", root / "solo" / "test" / "good" / "000.png")
+    good = (root / "weave" / "test" / "good" / "000.png").read_bytes()
+    folder = root / "weave" / "test" / "good"
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    prefix = f"s3://{s3_bucket}/batch"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.put(str(root) + "/", prefix + "/", recursive=True)
+
+    def to_s3(path):
+        return None if path is None else prefix + path[len(str(root)):]
+
+    records = [InputRecord(to_s3(r.uri), r.group, r.label, to_s3(r.mask_uri)) for r in records_from_dataset(str(root))]
+    manifest = f"{prefix}/manifest.parquet"
+    write_manifest(records, manifest)
+    return {"root": root, "prefix": prefix, "manifest": manifest, "records": records}

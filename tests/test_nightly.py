@@ -1,0 +1,228 @@
+"""The nightly job: planning and run identity without Ray, then whole runs on an in-process Ray
+cluster against the local S3 server, checked row by row and against the engine called directly."""
+
+import json
+
+import numpy as np
+import pyarrow.dataset as pds
+import pyarrow.fs
+import pytest
+import s3fs
+import torch
+from conftest import CORRUPT_FILES
+
+from pipeline.anomaly_maps import anomaly_maps
+from pipeline.backbones import build_backbone
+from pipeline.config import ConfigError, JobConfig, config_from_dict
+from pipeline.datasets import load_image, load_mask, read_split
+from pipeline.metrics import category_metrics
+from pipeline.musc import score_features
+from pipeline.nightly import config_hash, main, redact, run_job
+from pipeline.subset_scoring import Member, plan_subsets
+
+BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
+            "batch_size": 8}
+
+
+def job_config(**sections) -> JobConfig:
+    data = {"backbone": BACKBONE, "extraction": {"shard_size": 5}, "scoring": {"max_subset_size": 200},
+            "flagging": {"policy": "top_fraction", "value": 0.25}, "output": {"heatmaps": "flagged"}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return config_from_dict(JobConfig, data)
+
+
+# ---- planning and run identity (no Ray) ----
+
+def test_subsets_are_seeded_per_group_and_bounded():
+    members = {g: [Member(f"{g}/{i:03d}.png", 0, i) for i in range(n)] for g, n in (("a", 10), ("b", 7), ("c", 1))}
+    plans = plan_subsets(members, max_subset_size=4, seed=0)
+    by_group = {g: [p for p in plans if p.group == g] for g in "abc"}
+    assert [len(p.members) for p in by_group["a"]] == [4, 3, 3] and len(by_group["b"]) == 2
+    assert by_group["c"] == []  # one image: nothing to compare it with
+    for g in "ab":  # every readable image in exactly one subset, URI order inside
+        uris = [m.uri for p in by_group[g] for m in p.members]
+        assert sorted(uris) == [m.uri for m in members[g]]
+        assert all(list(p.members) == sorted(p.members, key=lambda m: m.uri) for p in by_group[g])
+    again = plan_subsets({"a": members["a"]}, max_subset_size=4, seed=0)
+    assert again == by_group["a"]  # adding or removing other groups does not reshuffle a group
+    assert plan_subsets(members, 4, seed=1) != plans
+
+
+def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
+    base = job_config(inputs={"uris": ["s3://b/x/"]})
+    same = job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"num_actors": 4, "shard_size": 5},
+                      run_date="2026-11-22", storage_options={"key": "AKIA", "secret": "s"})
+    assert config_hash(base) == config_hash(same)
+    assert config_hash(base) != config_hash(job_config(inputs={"uris": ["s3://b/x/"]}, musc={"topmin_max": 0.2}))
+    assert config_hash(base) != config_hash(job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"shard_size": 6}))
+    shown = redact({"storage_options": {"key": "AKIA", "secret": "s", "endpoint_url": "http://h",
+                                        "client_kwargs": {"aws_session_token": "t"}}})
+    assert "AKIA" not in json.dumps(shown) and shown["storage_options"]["endpoint_url"] == "http://h"
+    assert shown["storage_options"]["client_kwargs"]["aws_session_token"] == "<redacted>"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("bogus=1", "bogus"),
+    ("scoring.max_subset_size=abc", "scoring.max_subset_size"),
+    ("scoring.max_subset_size=1", "scoring.max_subset_size"),
+    ("flagging.policy=threshold", "flagging.value"),
+    ("run_date=22-11-2026", "run_date"),
+    ("inputs.uris=null", "inputs.uris"),
+])
+def test_bad_config_is_one_line_naming_the_key_before_any_work(tmp_path, capsys, override, key):
+    conf = tmp_path / "job.yaml"
+    conf.write_text(f"inputs: {{manifest: {tmp_path}/m.csv}}\noutput: {{prefix: {tmp_path}/out}}\n")
+    if override == "inputs.uris=null":
+        override = f"inputs.uris=[{tmp_path}]"  # both uris and manifest
+    assert main(["--config", str(conf), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_date_values_from_yaml_are_accepted(tmp_path):
+    cfg = config_from_dict(JobConfig, {"inputs": {"manifest": "m.csv"}, "run_date": __import__("datetime").date(2026, 11, 22)})
+    assert cfg.run_date == "2026-11-22"
+    with pytest.raises(ConfigError, match="exactly one of"):
+        config_from_dict(JobConfig, {})
+
+
+def test_missing_bucket_and_missing_credentials_fail_in_one_line(s3_bucket, tmp_path, capsys, monkeypatch):
+    conf = tmp_path / "job.yaml"
+    conf.write_text(f"inputs: {{uris: ['s3://{s3_bucket}/night/']}}\noutput: {{prefix: 's3://no-such-bucket/musc'}}\n"
+                    "backbone: {family: timm_cnn, name: resnet18, random_init: true}\n")
+    assert main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such-bucket" in err and "does not exist" in err
+
+    assert main(["--config", str(conf), f"output.prefix=s3://{s3_bucket}/musc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "night" in err and "not found" in err
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()  # a fresh process: no client made with the old credentials
+    assert main(["--config", str(conf), f"output.prefix=s3://{s3_bucket}/musc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no credentials" in err and s3_bucket in err
+    monkeypatch.undo()
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert s3fs.S3FileSystem(skip_instance_cache=True).ls(s3_bucket) == []  # nothing was written
+
+
+# ---- whole runs on an in-process Ray cluster ----
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+def read_scores(prefix: str) -> "pyarrow.Table":
+    """The scores table with plain pyarrow (its own S3 client, Hive partitions), as a BI tool would."""
+    import os
+
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], scheme="http",
+                                 access_key="testing", secret_key="testing", region="us-east-1")
+    return pds.dataset(prefix.removeprefix("s3://") + "/scores", filesystem=fs, format="parquet",
+                       partitioning="hive").to_table()
+
+
+def engine_reference(root, category: str, cfg: JobConfig):
+    """The engine called directly on the local copy: features, MuSc on the whole group, metrics."""
+    samples = [s for s in read_split(str(root), "mvtec", category, "test")
+               if s.image_path.rsplit("/", 1)[-1] not in CORRUPT_FILES]
+    size = cfg.backbone.image_size
+    torch.manual_seed(0)  # the same random init as every extraction actor
+    backbone = build_backbone(cfg.backbone)
+    feats = backbone.extract(np.stack([load_image(s.image_path, size) for s in samples]))
+    result = score_features(feats, cfg.musc, "cpu", keep_scale=True)
+    maps = anomaly_maps(result.patch_scores, size, cfg.musc.gaussian_sigma).numpy()
+    masks = np.stack([load_mask(s, size) for s in samples])
+    metrics = category_metrics(result.image_scores.numpy(), np.array([s.label for s in samples]), maps, masks)
+    rel = {s.image_path[len(str(root)):]: float(v) for s, v in zip(samples, result.image_scores)}
+    return rel, metrics
+
+
+def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, s3_batch, capsys):
+    out = s3_batch["prefix"].rsplit("/", 1)[0] + "/musc"
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="night-1")
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+
+    table = read_scores(out)
+    rows = table.to_pylist()
+    inputs = [r.uri for r in s3_batch["records"]]
+    assert sorted(r["uri"] for r in rows) == sorted(inputs)  # one row per input, none twice
+    by_name = {r["uri"][len(s3_batch["prefix"]):]: r for r in rows}
+    for name in CORRUPT_FILES:
+        row = by_name[f"/weave/test/good/{name}"]
+        assert row["status"] == "decode_error" and row["error"] and row["score"] is None
+    solo = by_name["/solo/test/good/000.png"]
+    assert solo["status"] == "group_too_small" and "needs at least 2" in solo["error"]
+    scored = [r for r in rows if r["status"] == "ok"]
+    assert len(scored) == 14 and all(r["group"] in ("weave", "disc") for r in scored)
+    assert {r["run_date"] for r in rows} == {report.manifest["run_date"]}
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    for group in ("weave", "disc"):
+        group_rows = [r for r in scored if r["group"] == group]
+        assert sorted(r["rank_in_group"] for r in group_rows) == list(range(1, 8))
+        assert sum(r["is_anomaly"] for r in group_rows) == 2  # top 25% of 7
+        for r in group_rows:
+            assert (r["map_uri"] is not None) == r["is_anomaly"]
+            if r["map_uri"]:
+                assert fs.cat_file(r["map_uri"])[:8] == b"\x89PNG\r\n\x1a\n"
+        engine_scores, engine_metrics = engine_reference(s3_batch["root"], group, cfg)
+        for name, score in engine_scores.items():
+            assert by_name[name]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+        job_metrics = report.manifest["metrics"]["per_group"][group]
+        for key in ("image_auroc", "pixel_auroc", "au_pro"):
+            assert job_metrics[key] == pytest.approx(engine_metrics[key], abs=0.03), key
+
+    run = f"{out}/runs/night-1"
+    manifest = json.loads(fs.cat_file(f"{run}/manifest.json"))
+    assert manifest["status"] == "succeeded" and fs.exists(f"{run}/_SUCCESS")
+    assert manifest["counts"]["inputs"] == manifest["counts"]["rows_written"] == len(inputs) == 18
+    assert manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
+    assert not fs.exists(f"{run}/features")  # large intermediates are removed after success
+    assert fs.exists(f"{out}/metrics/run_date={manifest['run_date']}/part-night-1.parquet")
+    summary = capsys.readouterr()
+    assert "mutual scoring" in summary.err  # progress output
+
+    again = run_job(cfg)  # a finished run is not redone
+    assert again.exit_code == 0 and again.manifest["finished_at"] == manifest["finished_at"]
+    assert read_scores(out).num_rows == len(inputs)
+
+
+def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s3_batch, tmp_path):
+    out = str(tmp_path / "out")
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out, "keep_features": True},
+                     run_id="night-2", scoring={"max_subset_size": 4})
+    first = run_job(cfg)
+    assert first.exit_code == 0
+    counts = first.manifest["counts"]
+    assert counts["subsets"] == 4 and counts["subsets_skipped"] == 0 and counts["shards_skipped"] == 0
+    # an interrupted run: one group's results and the success marker never got written
+    run = tmp_path / "out" / "runs" / "night-2"
+    (run / "_SUCCESS").unlink()
+    (run / "groups" / "disc.json").unlink()
+    (run / "subsets" / "disc" / "subset-00001.parquet").unlink()
+    second = run_job(cfg)
+    counts = second.manifest["counts"]
+    assert second.exit_code == 0
+    assert counts["shards_skipped"] == counts["shards"] == 4 and counts["images_extracted"] == 0
+    assert counts["subsets_skipped"] == 3 and counts["groups_skipped"] == 2  # weave and solo
+    assert counts["rows_written"] == 18
+    assert pds.dataset(f"{out}/scores", partitioning="hive").to_table().num_rows == 18
+
+    changed = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="night-2",
+                         scoring={"max_subset_size": 5})
+    with pytest.raises(Exception, match="different config"):
+        run_job(changed)

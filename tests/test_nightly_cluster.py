@@ -1,0 +1,139 @@
+"""The nightly job as users run it: `ray start --head`, then `ray job submit -- python jobs/musc.py`,
+against the local S3 server. Also: workers killed mid-run, and a failed run resumed by its run id."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as pds
+import pyarrow.fs
+import pytest
+import s3fs
+from conftest import CORRUPT_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+JOB_CONFIG = """
+inputs:
+  uris: ["{prefix}/*/test/*/*.png"]
+  group_template: "{{product}}/test/{{_kind}}/{{name}}"
+output: {{prefix: "{out}", heatmaps: all}}
+backbone: {{family: timm_cnn, name: resnet18, random_init: true, image_size: 64, layers: [1, 2], batch_size: 8}}
+extraction: {{shard_size: 5}}
+scoring: {{max_subset_size: 4}}
+flagging: {{policy: robust_z}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_server, tmp_path_factory):
+    """A real local Ray cluster started with the CLI; yields its job-submission (dashboard) URL."""
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("an in-process Ray instance is running")
+    dashboard = free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    start = [str(RAY), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
+             "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}",
+             f"--ray-client-server-port={free_port()}"]
+    # a loopback-only test cluster: no token auth, so the CLI needs no token file from the head
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    subprocess.run(start, check=True, capture_output=True, timeout=120, env=os.environ.copy())
+    yield f"http://127.0.0.1:{dashboard}"
+    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+    del os.environ["RAY_AUTH_MODE"]
+
+
+def submit(cluster: str, workdir: Path, overrides: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """`ray job submit --working-dir` of a copy of the project, as a user submits it."""
+    cmd = [str(RAY), "job", "submit", "--address", cluster, "--working-dir", str(workdir)]
+    if env:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env})]
+    cmd += ["--", sys.executable, "jobs/musc.py", "--config", "job.yaml", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def workdir(tmp_path, s3_batch):
+    """The project's code plus a job config pointing at the batch in S3."""
+    work = tmp_path / "work"
+    for name in ("pipeline", "jobs"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = s3_batch["prefix"].rsplit("/", 1)[0] + "/musc"
+    (work / "job.yaml").write_text(JOB_CONFIG.format(prefix=s3_batch["prefix"], out=out))
+    return work, out
+
+
+def scores_rows(out: str) -> list[dict]:
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], scheme="http",
+                                 access_key="testing", secret_key="testing", region="us-east-1")
+    return pds.dataset(out.removeprefix("s3://") + "/scores", filesystem=fs, partitioning="hive").to_table().to_pylist()
+
+
+def assert_one_row_per_input(rows: list[dict], s3_batch: dict) -> None:
+    assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in s3_batch["records"])
+    statuses = {r["uri"].rsplit("/", 1)[-1] if r["status"] == "decode_error" else r["uri"]: r["status"] for r in rows}
+    assert {k for k, v in statuses.items() if v == "decode_error"} == CORRUPT_FILES
+    assert sum(v == "ok" for v in statuses.values()) == 14
+    assert [r["group"] for r in rows if r["status"] == "group_too_small"] == ["solo"]
+
+
+def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
+    work, out = workdir
+    done = submit(ray_cluster, work, ["run_id=submitted"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout and "18 in, 14 scored" in done.stdout
+
+    rows = scores_rows(out)
+    assert_one_row_per_input(rows, s3_batch)
+    scored = [r for r in rows if r["status"] == "ok"]
+    assert {r["group"] for r in scored} == {"weave", "disc"}  # {_kind} matched a folder but is not a group key
+    assert {r["subset_size"] for r in scored} == {3, 4} and {r["flag_policy"] for r in scored} == {"robust_z>3.5"}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    maps = fs.glob(out.removeprefix("s3://") + "/heatmaps/**/*.png")
+    assert len(maps) == 14 and sorted(f"s3://{m}" for m in maps) == sorted(r["map_uri"] for r in scored)
+    manifest = json.loads(fs.cat_file(f"{out}/runs/submitted/manifest.json"))
+    assert manifest["status"] == "succeeded" and manifest["metrics"] is None  # no labels from a listing
+    assert manifest["counts"]["inputs"] == 18 and fs.exists(f"{out}/runs/submitted/_SUCCESS")
+    assert set(manifest["timings_s"]) == {"preflight", "extraction", "scoring"}
+
+
+def test_killed_workers_are_retried_without_lost_or_duplicated_rows(ray_cluster, workdir, s3_batch, tmp_path):
+    work, out = workdir
+    markers = tmp_path / "crashes"
+    crash = {"MUSC_CRASH_ONCE": f"extract_shard,score_subset,finalise_group:{markers}"}
+    done = submit(ray_cluster, work, ["run_id=crashing"], env=crash)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in markers.iterdir()) == ["extract_shard", "finalise_group", "score_subset"]
+    assert_one_row_per_input(scores_rows(out), s3_batch)
+
+
+def test_a_failed_run_fails_loudly_and_resumes_by_run_id(ray_cluster, workdir, s3_batch, tmp_path):
+    work, out = workdir
+    crash = {"MUSC_CRASH_ONCE": f"finalise_group:{tmp_path / 'crashes'}"}
+    failed = submit(ray_cluster, work, ["run_id=resumed", "scoring.max_retries=0"], env=crash)
+    assert failed.returncode != 0
+    assert "FAILED" in failed.stdout and "group" in failed.stdout
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    run = f"{out}/runs/resumed"
+    assert json.loads(fs.cat_file(f"{run}/manifest.json"))["status"] == "failed"
+    assert not fs.exists(f"{run}/_SUCCESS")
+
+    done = submit(ray_cluster, work, ["run_id=resumed"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    counts = json.loads(fs.cat_file(f"{run}/manifest.json"))["counts"]
+    assert counts["shards_skipped"] == counts["shards"] and counts["images_extracted"] == 0
+    assert counts["subsets_skipped"] == counts["subsets"] == 4
+    assert counts["groups_skipped"] == counts["groups"] - 1
+    assert_one_row_per_input(scores_rows(out), s3_batch)

@@ -153,7 +153,9 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
 
     ex = extraction or ExtractionConfig()
     todo = [s for s in shards if not exists(shard_uri(features_prefix, s["shard_id"]), storage_options)]
-    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0}
+    # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
+    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
+               "actor_seconds": 0.0}
     if not todo:
         return summary
     start = time.perf_counter()
@@ -172,6 +174,7 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
     for row in ds.iter_rows():
         summary["images"] += int(row["images"])
         summary["failed"] += int(row["failed"])
+        summary["actor_seconds"] += float(row["seconds"])
     summary["seconds"] = time.perf_counter() - start
     return summary
 

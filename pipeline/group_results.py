@@ -113,8 +113,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], subset_uris: list[
         flags = flag(scores, ctx.flag_policy, ctx.flag_value)
         patches = np.concatenate([r.patch_scores for r in results])
         # maps are convex combinations of patch scores, so this range holds every map pixel
-        score_range = (float(patches.min()), float(patches.max()))
-        vmin, vmax = score_range
+        vmin, vmax = float(patches.min()), float(patches.max())
         metrics = _group_metrics(results, by_uri, ctx, (vmin, vmax if vmax > vmin else vmin + 1.0))
         i = 0
         for r in results:

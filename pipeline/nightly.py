@@ -32,7 +32,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,10 @@ class JobReport:
 
     exit_code: int
     manifest: dict[str, Any]
-    failures: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.manifest["failures"]
 
 
 def config_hash(cfg: JobConfig) -> str:
@@ -345,6 +348,7 @@ def run_job(cfg: JobConfig) -> JobReport:
         ex = cfg.extraction
         extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
         timings["extraction"] = time.perf_counter() - t
+        timings["extraction_actor_busy"] = extraction["actor_seconds"]
         t = time.perf_counter()
         by_group, backbone = _read_shard_index(shards, state.features_prefix, so)
         ctx = GroupContext(
@@ -368,7 +372,7 @@ def run_job(cfg: JobConfig) -> JobReport:
                          started_at, time.perf_counter() - t0)
     write_bytes(state.manifest_uri, json.dumps(manifest, indent=2, allow_nan=True).encode(), so)
     if failures:
-        return JobReport(1, manifest, failures)
+        return JobReport(1, manifest)
     if not cfg.output.keep_features:
         fs, path = fsspec.core.url_to_fs(state.features_prefix, **so)
         if fs.exists(path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, EvalConfig, config_from_dict, describe, load_config
+from pipeline.config import ConfigError, EvalConfig, JobConfig, config_from_dict, describe, load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -14,6 +14,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def test_shipped_eval_configs_load(path):
     cfg = load_config(path, EvalConfig)
     assert isinstance(cfg, EvalConfig)
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "nightly.yaml"])
+def test_shipped_job_configs_load(name):
+    cfg = load_config(CONF / name, JobConfig)
+    assert cfg.inputs.manifest or cfg.inputs.uris
 
 
 def test_unknown_key_is_named_with_suggestion():
@@ -65,14 +71,15 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(bad, EvalConfig)
 
 
-def test_every_key_is_documented():
-    text = describe(EvalConfig)
+@pytest.mark.parametrize("root", [EvalConfig, JobConfig])
+def test_every_key_is_documented(root):
+    text = describe(root)
 
     def walk(cls, prefix=""):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("doc"), f"{prefix}{f.name} has no documentation"
             assert f"{prefix}{f.name}" in text
-            if dataclasses.is_dataclass(f.type) or isinstance(f.default_factory, type):
+            if dataclasses.is_dataclass(f.default_factory):
                 walk(f.default_factory, f"{prefix}{f.name}.")
 
-    walk(EvalConfig)
+    walk(root)

@@ -23,6 +23,15 @@ def mvtec_root() -> Path:
     return MVTEC_ROOT
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """An in-process local Ray cluster (2 CPUs) for one test module, shut down after it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 endpoint on loopback (moto's server mode); yields its URL.

@@ -1,6 +1,5 @@
 """The feature stage on a real (in-process) Ray cluster: shards, error rows, features, re-run skipping."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,13 +13,6 @@ from pipeline.synthetic import generate_dataset
 BACKBONE = BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64, layers=[1, 2],
                           batch_size=4)
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture

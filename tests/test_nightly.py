@@ -116,14 +116,6 @@ def test_missing_bucket_and_missing_credentials_fail_in_one_line(s3_bucket, tmp_
 
 # ---- whole runs on an in-process Ray cluster ----
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
-
-
 def read_scores(prefix: str) -> "pyarrow.Table":
     """The scores table with plain pyarrow (its own S3 client, Hive partitions), as a BI tool would."""
     import os

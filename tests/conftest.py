@@ -39,10 +39,13 @@ def s3_server():
     Credentials and the endpoint go through the standard AWS environment variables, which is how
     users configure s3fs too, so the code under test is not told it talks to a fake.
     """
+    import logging
     import os
     import socket
 
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,0 +1,107 @@
+"""The scoring and group stages without Ray, on hand-made shards: ranks, flags, maps, rows, edge groups."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.backbones import Features
+from pipeline.config import MuscConfig
+from pipeline.feature_shards import read_shard_records, shard_table, shard_uri
+from pipeline.flagging import rank_in_group
+from pipeline.group_results import GroupContext, finalise_group, group_summary_uri
+from pipeline.musc import score_features
+from pipeline.subset_scoring import Member, SubsetPlan, read_subset_result, score_subset, subset_result_uri
+
+MUSC = MuscConfig(aggregation_degrees=[1, 3], rscin_windows=[1, 2])
+
+
+def context(tmp_path, **changes) -> GroupContext:
+    fields = dict(output_prefix=str(tmp_path / "out"), run_prefix=str(tmp_path / "out" / "runs" / "r1"), run_id="r1",
+                  run_date="2026-11-22", config_hash="abc", backbone="test-backbone", image_size=16,
+                  gaussian_sigma=1.0, heatmaps="all", flag_policy="top_fraction", flag_value=0.25)
+    return GroupContext(**{**fields, **changes})
+
+
+@pytest.fixture
+def one_shard(tmp_path):
+    """A shard of group 'line/a': four readable images (one with a planted outlier patch) and a corrupt one."""
+    rng = np.random.default_rng(0)
+    uris, errors = [], []
+    for i in range(5):
+        path = tmp_path / "img" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+        uris.append(str(path))
+        errors.append("" if i < 4 else "UnidentifiedImageError: cannot identify image file")
+    base = torch.randn(1, 8, 4, 4)
+    stages = [base + 0.05 * torch.randn(5, 8, 4, 4) for _ in range(2)]
+    for stage in stages:
+        stage[2, :, 1, 2] += 3.0  # image 2 has one patch unlike anything in the others
+    embedding = torch.nn.functional.normalize(torch.randn(5, 6), dim=1)
+    records = [{"uri": u, "group": "line/a", "label": int(i == 2), "mask_uri": None} for i, u in enumerate(uris)]
+    features = Features(stages, embedding)
+    table = shard_table(records, errors, features, "test-backbone")
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    features_prefix = str(tmp_path / "features")
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "shard-00000.parquet").write_bytes(buffer.getvalue())
+    return features_prefix, features, uris
+
+
+def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one_shard):
+    features_prefix, features, uris = one_shard
+    rows, backbone = read_shard_records(shard_uri(features_prefix, 0))
+    assert backbone == "test-backbone" and [r["status"] for r in rows] == ["ok"] * 4 + ["decode_error"]
+    ctx = context(tmp_path)
+    plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
+    result_uri = subset_result_uri(ctx.run_prefix, "line/a", 0)
+    assert "line%2Fa" in result_uri
+    summary = score_subset(plan, features_prefix, result_uri, MUSC)
+    assert summary["images"] == 4
+
+    # the same as the engine on the same (fp16-stored) features, on the raw score scale
+    stored = Features([s[:4].half().float() for s in features.stages], features.embedding[:4])
+    expected = score_features(stored, MUSC, "cpu", keep_scale=True)
+    result = read_subset_result(result_uri)
+    np.testing.assert_allclose(result.score, expected.image_scores.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(result.patch_scores, expected.patch_scores.numpy(), rtol=1e-5)
+    assert int(np.argmax(result.score)) == 2  # the planted outlier scores highest
+
+    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)], [result_uri], ctx)
+    assert group["statuses"] == {"ok": 4, "decode_error": 1} and group["flagged"] == 1
+    assert group["metrics"]["image_auroc"] == 1.0 and np.isnan(group["metrics"]["pixel_auroc"])  # no masks
+    table = pq.read_table(group["scores_uri"]).to_pylist()
+    assert [r["uri"] for r in table] == sorted(uris)
+    by_uri = {r["uri"]: r for r in table}
+    ranks, percentiles = rank_in_group(result.score)
+    for i in range(4):
+        row = by_uri[uris[i]]
+        assert row["rank_in_group"] == ranks[i] and row["percentile_in_group"] == pytest.approx(percentiles[i])
+        assert row["is_anomaly"] == (i == 2) and row["flag_policy"] == "top_fraction=0.25"
+        assert row["subset_size"] == 4 and row["backbone"] == "test-backbone" and row["run_id"] == "r1"
+        png = Image.open(row["map_uri"])
+        assert png.size == (32, 16)  # the photo and the map over it, side by side
+    error_row = by_uri[uris[4]]
+    assert error_row["status"] == "decode_error" and "cannot identify" in error_row["error"]
+    assert error_row["score"] is None and error_row["map_uri"] is None
+    assert json.loads(open(group_summary_uri(ctx.run_prefix, "line/a")).read())["inputs"] == 5
+
+
+def test_groups_with_one_readable_image_or_none_get_rows_and_a_status(tmp_path):
+    ctx = context(tmp_path, heatmaps="flagged")
+    ok = {"uri": "/x/only.png", "group": "solo", "label": None, "mask_uri": None, "status": "ok", "error": None}
+    bad = {"uri": "/x/bad.png", "group": "solo", "label": None, "mask_uri": None, "status": "decode_error",
+           "error": "OSError: truncated"}
+    solo = finalise_group("solo", [ok, bad], [], ctx)
+    assert solo["statuses"] == {"group_too_small": 1, "decode_error": 1} and solo["metrics"] is None
+    rows = {r["uri"]: r for r in pq.read_table(solo["scores_uri"]).to_pylist()}
+    assert "1 readable image" in rows["/x/only.png"]["error"] and rows["/x/bad.png"]["error"] == "OSError: truncated"
+
+    broken = finalise_group("broken", [{**bad, "group": "broken"}], [], ctx)
+    assert broken["statuses"] == {"decode_error": 1} and broken["scored"] == 0

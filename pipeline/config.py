@@ -320,6 +320,111 @@ class JobConfig:
         return self.flagging.value if self.flagging.value is not None else FLAG_DEFAULT_VALUES[self.flagging.policy]
 
 
+def _vit_encoder(name: str, image_size: int, layers: list[int]) -> BackboneConfig:
+    return BackboneConfig(family="timm_vit", name=name, image_size=image_size, layers=layers)
+
+
+@dataclass
+class ViTADConfig:
+    """ViTAD (Zhang et al.): plain ViT encoder -> one linear fuser -> plain ViT decoder one stage shorter."""
+
+    encoder: BackboneConfig = _doc(
+        "Frozen encoder: a timm ViT split into 4 stages; layers are the 4 stage ends (DINO ViT-S/16: "
+        "blocks 2, 5, 8, 11). The last stage feeds the fuser; stages 2-4 are the restraint stages.",
+        default_factory=lambda: _vit_encoder("vit_small_patch16_224.dino", 256, [2, 5, 8, 11]),
+    )
+    decoder_depth: int = _doc(
+        "Decoder blocks, split evenly into 3 stages that reconstruct encoder stages 4, 3, 2 (9 for a "
+        "12-block encoder: one stage shorter).",
+        default=9,
+    )
+    decoder_heads: int | None = _doc("Decoder attention heads (null: embedding dim / 64).", default=None)
+    loss: Literal["pointwise", "flat"] = _doc(
+        "'pointwise': mean over positions of the cosine distance per restraint stage (the paper's loss); "
+        "'flat': cosine distance of the whole flattened feature map (the paper's Cos_f ablation).",
+        default="pointwise",
+    )
+    score_pool_kernel: int = _doc(
+        "Image score = max of the anomaly map after average pooling with this kernel (pixels, stride 1).",
+        default=16,
+    )
+    lr: float = _doc("AdamW learning rate (paper: 1e-4).", default=1e-4)
+    weight_decay: float = _doc("AdamW weight decay (paper: 1e-4).", default=1e-4)
+    lr_step_at: float = _doc(
+        "Step schedule: the learning rate drops 10x after this fraction of the iterations (paper: epoch 80 "
+        "of 100).",
+        default=0.8,
+    )
+
+
+@dataclass
+class DinomalyConfig:
+    """Dinomaly (Guo et al.): middle-layer taps -> noisy MLP bottleneck -> linear-attention decoder."""
+
+    encoder: BackboneConfig = _doc(
+        "Frozen encoder: a DINOv2-with-registers ViT; layers are the tapped middle blocks (ViT-B: 2-9; "
+        "ViT-L: 4, 6, ..., 18). Registers and CLS are dropped.",
+        default_factory=lambda: _vit_encoder("vit_base_patch14_reg4_dinov2.lvd142m", 392, list(range(2, 10))),
+    )
+    resize: int | None = _doc(
+        "Resize images to this size, then centre-crop encoder.image_size (paper: 448 -> 392). null: "
+        "resize straight to encoder.image_size.",
+        default=448,
+    )
+    decoder_depth: int = _doc("Decoder blocks (paper: 8, one per tapped layer).", default=8)
+    decoder_heads: int | None = _doc("Decoder attention heads (null: embedding dim / 64).", default=None)
+    attention: Literal["linear", "softmax"] = _doc("Decoder token mixer (paper: linear).", default="linear")
+    dropout: float = _doc("Dropout rate of the noisy bottleneck (paper: 0.2; 0.4 for diverse data).", default=0.2)
+    groups: int = _doc(
+        "Loose constraint: tapped layers and decoder layers are averaged in this many contiguous groups and "
+        "compared group to group (paper: 2).",
+        default=2,
+    )
+    loss: Literal["global_hm", "flat", "pointwise"] = _doc(
+        "'global_hm': global cosine loss with hard mining (paper); 'flat' without hard mining; "
+        "'pointwise': mean point-wise cosine distance.",
+        default="global_hm",
+    )
+    hard_mining_rate: float = _doc(
+        "Final fraction of well-reconstructed points whose gradient is down-weighted (paper: 0.9).", default=0.9
+    )
+    hard_mining_warmup: float = _doc(
+        "The hard-mining rate rises linearly from 0 over this fraction of the iterations (paper: 1000 of "
+        "10000).",
+        default=0.1,
+    )
+    easy_grad_weight: float = _doc("Gradient factor of the down-weighted points (paper: 0.1).", default=0.1)
+    top_fraction: float = _doc("Image score = mean of the top fraction of map pixels (paper: 0.01).", default=0.01)
+    lr: float = _doc("StableAdamW peak learning rate (paper: 2e-3).", default=2e-3)
+    final_lr: float = _doc("Learning rate at the end of the cosine decay (paper: 2e-4).", default=2e-4)
+    warmup: float = _doc("Linear warm-up over this fraction of the iterations (paper: 100 of 10000).", default=0.01)
+    weight_decay: float = _doc("Weight decay (paper: 1e-4).", default=1e-4)
+
+
+@dataclass
+class TrainingConfig:
+    """How a detector is trained: one model on the normal images of all categories (multi-class)."""
+
+    iterations: int = _doc("Optimiser steps.", default=10000)
+    batch_size: int = _doc("Images per step (paper: 8).", default=8)
+    amp: bool = _doc("Mixed precision on CUDA (bf16 autocast); ignored on CPU.", default=True)
+    seed: int = _doc("Seed of the weight initialisation and batch order.", default=1)
+    eval_every: int = _doc("Evaluate on the validation split every this many steps (0: only at the end).",
+                           default=0)
+    gaussian_sigma: float = _doc("Gaussian smoothing of the anomaly maps in pixels (0: none).", default=4.0)
+
+
+@dataclass
+class DetectorConfig:
+    """A trained detector: which one, its settings, and how it is trained."""
+
+    kind: Literal["vitad", "dinomaly"] = _doc("Which detector.", default="vitad")
+    vitad: ViTADConfig = _doc("ViTAD settings (used when kind is vitad).", default_factory=ViTADConfig)
+    dinomaly: DinomalyConfig = _doc("Dinomaly settings (used when kind is dinomaly).",
+                                    default_factory=DinomalyConfig)
+    training: TrainingConfig = _doc("Training loop.", default_factory=TrainingConfig)
+
+
 C = TypeVar("C")
 
 
@@ -405,6 +510,35 @@ def _validate_values(cfg: Any, prefix: str) -> None:
                 datetime.date.fromisoformat(cfg.run_date)
             except ValueError:
                 raise bad("run_date", f"must be a date YYYY-MM-DD, got {cfg.run_date!r}") from None
+    elif isinstance(cfg, (ViTADConfig, DinomalyConfig)):
+        if cfg.decoder_depth < 1:
+            raise bad("decoder_depth", f"must be >= 1, got {cfg.decoder_depth}")
+        if cfg.lr <= 0:
+            raise bad("lr", f"must be > 0, got {cfg.lr}")
+        if isinstance(cfg, ViTADConfig):
+            if cfg.decoder_depth % 3:
+                raise bad("decoder_depth", f"must split into 3 stages (a multiple of 3), got {cfg.decoder_depth}")
+            if not 0 < cfg.lr_step_at <= 1:
+                raise bad("lr_step_at", f"must be in (0, 1], got {cfg.lr_step_at}")
+            if cfg.score_pool_kernel < 1:
+                raise bad("score_pool_kernel", f"must be >= 1, got {cfg.score_pool_kernel}")
+        else:
+            if not 0 <= cfg.dropout < 1:
+                raise bad("dropout", f"must be in [0, 1), got {cfg.dropout}")
+            if cfg.groups < 1:
+                raise bad("groups", f"must be >= 1, got {cfg.groups}")
+            if not 0 <= cfg.hard_mining_rate < 1:
+                raise bad("hard_mining_rate", f"must be in [0, 1), got {cfg.hard_mining_rate}")
+            if not 0 < cfg.top_fraction <= 1:
+                raise bad("top_fraction", f"must be in (0, 1], got {cfg.top_fraction}")
+            if cfg.resize is not None and cfg.resize < cfg.encoder.image_size:
+                raise bad("resize", f"must be >= encoder.image_size ({cfg.encoder.image_size}), got {cfg.resize}")
+    elif isinstance(cfg, TrainingConfig):
+        for key in ("iterations", "batch_size"):
+            if getattr(cfg, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
+        if cfg.eval_every < 0:
+            raise bad("eval_every", f"must be >= 0, got {cfg.eval_every}")
     elif isinstance(cfg, EvalConfig):
         if cfg.divide_num < 1:
             raise bad("divide_num", f"must be >= 1, got {cfg.divide_num}")
@@ -477,13 +611,30 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-    kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in names if name in data}
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict) and callable(f.default_factory):
+            # a partial section overrides the field's own default (e.g. one key of a detector's
+            # encoder), not the section class's defaults
+            value = _merged(dataclasses.asdict(f.default_factory()), value)
+        kwargs[f.name] = _convert(value, hints[f.name], prefix + f.name)
     cfg = cls(**kwargs)
     for name in names:  # sections left at their defaults must be valid too (e.g. no inputs given at all)
         if name not in data and dataclasses.is_dataclass(hints[name]):
             _validate_defaults(getattr(cfg, name), f"{prefix}{name}.")
     _validate_values(cfg, prefix)
     return cfg
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, recursing into mappings present in both."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 def _validate_defaults(cfg: Any, prefix: str) -> None:

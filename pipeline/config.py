@@ -425,6 +425,61 @@ class DetectorConfig:
     training: TrainingConfig = _doc("Training loop.", default_factory=TrainingConfig)
 
 
+SEARCH_TYPES = ("loguniform", "uniform", "randint", "choice")
+
+
+@dataclass
+class SchedulerConfig:
+    """Early stopping of unpromising trials."""
+
+    kind: Literal["asha", "fifo"] = _doc("'asha' (async successive halving) or 'fifo' (no early stopping).",
+                                         default="asha")
+    grace_period: int = _doc("ASHA: evaluations every trial gets before it can be stopped.", default=1)
+    reduction_factor: int = _doc("ASHA: keep the top 1/reduction_factor at each rung.", default=2)
+
+
+@dataclass
+class SweepConfig:
+    """`python jobs/sweep.py`: a Ray Tune sweep of a trained detector, results to object storage."""
+
+    name: str = _doc("Experiment name: the folder under storage_path and output_prefix.", default="sweep")
+    detector: DetectorConfig = _doc("The base detector config every trial starts from.",
+                                    default_factory=DetectorConfig)
+    dataset: DatasetConfig = _doc("Training data (train split, normal images of every category) and the "
+                                  "labelled validation data (test split).", default_factory=DatasetConfig)
+    synthetic: SyntheticConfig = _doc("Generate a synthetic dataset into dataset.root when it is missing.",
+                                      default_factory=SyntheticConfig)
+    search_space: dict[str, Any] = _doc(
+        "Detector keys to search, e.g. {'vitad.lr': {type: loguniform, low: 1e-5, high: 1e-3}, "
+        "'dinomaly.dropout': {type: choice, values: [0.1, 0.2, 0.4]}}. Types: loguniform, uniform, "
+        "randint (low, high) and choice (values).",
+        default_factory=dict,
+    )
+    num_samples: int = _doc("Trials (samples drawn from the search space).", default=8)
+    metric: str = _doc("Validation metric to optimise (one of the engine's: mad, image_auroc, ...).",
+                       default="mad")
+    mode: Literal["max", "min"] = _doc("Whether the metric is maximised or minimised.", default="max")
+    evaluations: int = _doc(
+        "Validation evaluations per trial, evenly spaced over its iterations (ASHA's time unit).", default=4
+    )
+    scheduler: SchedulerConfig = _doc("Early stopping.", default_factory=SchedulerConfig)
+    max_concurrent: int = _doc("Trials run at once (0: as many as resources allow).", default=0)
+    trial_cpus: float = _doc("CPUs per trial.", default=1.0)
+    trial_gpus: float = _doc("GPUs per trial (fractions share a GPU).", default=0.0)
+    storage_path: str = _doc(
+        "Where Tune keeps experiment state and checkpoints (s3://... or a local folder); re-running the "
+        "same name resumes the sweep from there.",
+        default="outputs/sweeps/tune",
+    )
+    output_prefix: str = _doc(
+        "Where the trials table (trials.parquet) and the best checkpoint and config (best/) are written.",
+        default="outputs/sweeps",
+    )
+    storage_options: dict[str, Any] = _doc("Passed to fsspec for output_prefix (e.g. endpoint_url).",
+                                           default_factory=dict)
+    seed: int = _doc("Seed of the search-space sampling.", default=0)
+
+
 C = TypeVar("C")
 
 
@@ -539,11 +594,39 @@ def _validate_values(cfg: Any, prefix: str) -> None:
                 raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
         if cfg.eval_every < 0:
             raise bad("eval_every", f"must be >= 0, got {cfg.eval_every}")
+    elif isinstance(cfg, SweepConfig):
+        for key, spec in cfg.search_space.items():
+            _check_search_dimension(key, spec, bad)
+        for key in ("num_samples", "evaluations"):
+            if getattr(cfg, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
+        if cfg.evaluations > cfg.detector.training.iterations:
+            raise bad("evaluations", f"more evaluations ({cfg.evaluations}) than iterations "
+                                     f"({cfg.detector.training.iterations})")
     elif isinstance(cfg, EvalConfig):
         if cfg.divide_num < 1:
             raise bad("divide_num", f"must be >= 1, got {cfg.divide_num}")
         if cfg.save_maps < 0:
             raise bad("save_maps", f"must be >= 0, got {cfg.save_maps}")
+
+
+def _check_search_dimension(key: str, spec: Any, bad: Any) -> None:
+    """A search-space entry must name a detector key and a well-formed distribution."""
+    node: Any = DetectorConfig
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            raise bad(f"search_space.{key}", f"'{part}' is not a detector config key")
+        node = typing.get_type_hints(node)[part]
+    if not isinstance(spec, dict) or spec.get("type") not in SEARCH_TYPES:
+        raise bad(f"search_space.{key}", f"needs type: one of {list(SEARCH_TYPES)}, got {spec!r}")
+    if spec["type"] == "choice":
+        if not isinstance(spec.get("values"), list) or not spec["values"]:
+            raise bad(f"search_space.{key}", "choice needs a non-empty list of values")
+    elif not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high")) or spec["low"] >= spec["high"]:
+        raise bad(f"search_space.{key}", f"{spec['type']} needs numbers low < high, got {spec!r}")
+    elif spec["type"] == "loguniform" and spec["low"] <= 0:
+        raise bad(f"search_space.{key}", "loguniform needs low > 0")
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -650,13 +733,25 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.path=value")
     path, raw = override.split("=", 1)
-    keys = path.strip().split(".")
+    _set_path(data, path.strip(), yaml.safe_load(raw))
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
     node = data
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: '{k}' is not a mapping")
-    node[keys[-1]] = yaml.safe_load(raw)
+            raise ConfigError(f"config key '{path}': '{k}' is not a mapping")
+    node[keys[-1]] = value
+
+
+def with_values(cfg: C, values: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with dotted keys set to plain values, validated like a config file."""
+    data = config_to_dict(cfg)
+    for path, value in values.items():
+        _set_path(data, path, value)
+    return config_from_dict(type(cfg), data)
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any] | None, overrides: list[str] | None = None) -> C:

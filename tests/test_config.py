@@ -5,7 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, EvalConfig, JobConfig, config_from_dict, describe, load_config
+from pipeline.config import (
+    ConfigError,
+    DetectorConfig,
+    EvalConfig,
+    JobConfig,
+    SweepConfig,
+    config_from_dict,
+    describe,
+    load_config,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -71,7 +80,21 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(bad, EvalConfig)
 
 
-@pytest.mark.parametrize("root", [EvalConfig, JobConfig])
+@pytest.mark.parametrize("name", ["sweep_vitad.yaml", "sweep_dinomaly.yaml"])
+def test_shipped_sweep_configs_load_and_every_sample_is_a_valid_detector(name):
+    import random
+
+    from pipeline.tuning import trial_config
+
+    cfg = load_config(CONF / name, SweepConfig)
+    assert cfg.search_space and cfg.detector.kind in name
+    rng = random.Random(0)
+    for _ in range(5):  # values drawn from each dimension make valid detector configs
+        params = {k: rng.choice(s["values"]) if s["type"] == "choice" else s["low"] for k, s in cfg.search_space.items()}
+        assert isinstance(trial_config(cfg.detector, params, cfg.evaluations), DetectorConfig)
+
+
+@pytest.mark.parametrize("root", [EvalConfig, JobConfig, SweepConfig])
 def test_every_key_is_documented(root):
     text = describe(root)
 

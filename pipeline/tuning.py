@@ -1,0 +1,214 @@
+"""Ray Tune sweeps of the trained detectors, with results and the best model on object storage.
+
+    python jobs/sweep.py --config conf/sweep_vitad.yaml [key.path=value ...]
+
+Each trial trains one detector config (the base config with the sampled keys replaced) and reports
+the engine's validation metrics ``evaluations`` times; ASHA stops trials that trail at a rung. Tune
+keeps its state under ``storage_path``/``name`` (S3 works), so running the same command again after
+a crash restores the sweep: finished trials are kept and unfinished or errored ones run again from
+the start under a new trial id (a trial's checkpoint holds its weights, not its optimiser state,
+so it is not resumed mid-way). At the end the sweep writes ``trials.parquet`` (config columns, metrics, timings, whether
+ASHA stopped it) and ``best/`` (checkpoint and config of the best trial) to ``output_prefix``/``name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from .config import ConfigError, DetectorConfig, SweepConfig, config_to_dict, load_config, with_values
+from .datasets import list_categories
+from .detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
+from .detectors.models import build_detector
+from .detectors.training import LabelledSplit, load_split, train_detector
+from .faults import crash_point
+from .storage import StorageError, check_bucket, join_uri, write_bytes
+from .synthetic import generate_dataset
+
+log = logging.getLogger(__name__)
+
+
+def search_space(cfg: SweepConfig) -> dict[str, Any]:
+    """The config's search space as Ray Tune sampling objects."""
+    from ray import tune
+
+    make = {
+        "loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
+        "uniform": lambda s: tune.uniform(s["low"], s["high"]),
+        "randint": lambda s: tune.randint(int(s["low"]), int(s["high"])),
+        "choice": lambda s: tune.choice(s["values"]),
+    }
+    return {key: make[spec["type"]](spec) for key, spec in cfg.search_space.items()}
+
+
+def trial_config(base: DetectorConfig, params: dict[str, Any], evaluations: int) -> DetectorConfig:
+    """The base detector config with a trial's sampled values (validated like any config), evaluated
+    ``evaluations`` times over its iterations."""
+    cfg = with_values(base, params)
+    cfg.training.eval_every = max(1, cfg.training.iterations // evaluations)
+    return cfg
+
+
+def run_trial(params: dict[str, Any], base: DetectorConfig, train_images, validation: LabelledSplit,
+              evaluations: int) -> None:
+    """One Tune trial: train, and report metrics with a checkpoint at every evaluation."""
+    from ray import tune
+
+    cfg = trial_config(base, params, evaluations)
+    detector = build_detector(cfg)
+    crash_point("sweep_trial")
+
+    def report(entry: dict) -> None:
+        if "mad" not in entry:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(detector, cfg, folder, metrics=entry)
+            tune.report(entry, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train_detector(detector, train_images, cfg, validation=validation, report=report)
+
+
+def _storage_filesystem(storage_path: str):
+    """pyarrow's S3 client for the Tune storage, pointed at AWS_ENDPOINT_URL when one is set."""
+    if not storage_path.startswith("s3://") or not os.environ.get("AWS_ENDPOINT_URL"):
+        return None
+    import pyarrow.fs
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    scheme, _, host = endpoint.partition("://")
+    return pyarrow.fs.S3FileSystem(endpoint_override=host, scheme=scheme,
+                                   region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def _prepare_data(cfg: SweepConfig) -> tuple[Any, LabelledSplit]:
+    root = cfg.dataset.root
+    if cfg.synthetic.enabled and not Path(root).exists():
+        syn = cfg.synthetic
+        kwargs = {"categories": syn.categories} if syn.categories else {}
+        generate_dataset(root, n_train=syn.n_train, n_test_good=syn.n_test_good, n_test_defect=syn.n_test_defect,
+                         image_size=syn.image_size, seed=syn.seed, **kwargs)
+    categories = cfg.dataset.categories or list_categories(root, cfg.dataset.layout)
+    det = cfg.detector.vitad if cfg.detector.kind == "vitad" else cfg.detector.dinomaly
+    resize = getattr(det, "resize", None)
+    size = det.encoder.image_size
+    train = load_split(root, cfg.dataset.layout, categories, "train", size, resize, normal_only=True)
+    validation = load_split(root, cfg.dataset.layout, categories, "test", size, resize)
+    return train.images, validation
+
+
+def trials_table(results, cfg: SweepConfig) -> pa.Table:
+    """One row per trial: sampled config, last and best metric, timings, status, stopped early."""
+    full = cfg.evaluations
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        history = result.metrics_dataframe
+        best = None
+        if history is not None and cfg.metric in history:
+            best = float(history[cfg.metric].max() if cfg.mode == "max" else history[cfg.metric].min())
+        row = {"trial_id": Path(result.path).name,  # the trial's folder: stable across restores
+               **{f"config.{k}": v for k, v in (result.config or {}).items()},
+               "status": "ERROR" if result.error else "TERMINATED",
+               "evaluations": int(metrics.get("training_iteration", 0)),
+               "stopped_early": bool(not result.error and metrics.get("training_iteration", 0) < full),
+               "iterations": int(metrics.get("iteration", 0)), f"best_{cfg.metric}": best,
+               "time_total_s": float(metrics.get("time_total_s", 0.0)),
+               "error": str(result.error).splitlines()[0][:300] if result.error else None}
+        row.update({k: float(v) for k, v in metrics.items()
+                    if k in ("loss", "image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+                             "pixel_f1_max", "au_pro", "mad")})
+        rows.append(row)
+    return pa.Table.from_pylist(rows)
+
+
+def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """Run or resume the sweep; write the trials table and the best checkpoint. Returns a summary."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    start = time.perf_counter()
+    for uri, role in ((cfg.storage_path, "storage_path"), (cfg.output_prefix, "output_prefix")):
+        check_bucket(uri, cfg.storage_options, role)
+    train_images, validation = _prepare_data(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=cfg.detector, train_images=train_images, validation=validation,
+                             evaluations=cfg.evaluations),
+        {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
+    filesystem = _storage_filesystem(cfg.storage_path)
+    # with an explicit pyarrow filesystem, Tune wants paths without the scheme ("bucket/key")
+    storage_path = cfg.storage_path.removeprefix("s3://") if filesystem is not None else cfg.storage_path
+    experiment = join_uri(storage_path, cfg.name)
+    restored = tune.Tuner.can_restore(experiment, storage_filesystem=filesystem)
+    if restored:
+        print(f"resuming sweep {experiment}", file=sys.stderr)
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True,
+                                   storage_filesystem=filesystem)
+    else:
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=cfg.evaluations,
+                                   grace_period=cfg.scheduler.grace_period,
+                                   reduction_factor=cfg.scheduler.reduction_factor)
+                     if cfg.scheduler.kind == "asha" else FIFOScheduler())
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+                                        scheduler=scheduler,
+                                        search_alg=tune.search.BasicVariantGenerator(
+                                            random_state=cfg.seed, max_concurrent=cfg.max_concurrent)),
+            run_config=tune.RunConfig(
+                name=cfg.name, storage_path=storage_path, storage_filesystem=filesystem,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=cfg.metric,
+                                                        checkpoint_score_order=cfg.mode),
+                verbose=1),
+        )
+    results = tuner.fit()
+    out = join_uri(cfg.output_prefix, cfg.name)
+    table = trials_table(results, cfg)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    write_bytes(join_uri(out, "trials.parquet"), buffer.getvalue().to_pybytes(), cfg.storage_options)
+    best = results.get_best_result(metric=cfg.metric, mode=cfg.mode, scope="all")
+    checkpoint = best.get_best_checkpoint(cfg.metric, cfg.mode)
+    with checkpoint.as_directory() as folder:
+        for name in (WEIGHTS_NAME, META_NAME):
+            write_bytes(join_uri(out, "best", name), (Path(folder) / name).read_bytes(), cfg.storage_options)
+    best_cfg = trial_config(cfg.detector, best.config, cfg.evaluations)
+    write_bytes(join_uri(out, "best", "detector.yaml"), yaml.safe_dump(config_to_dict(best_cfg)).encode(),
+                cfg.storage_options)
+    summary = {"experiment": join_uri(cfg.storage_path, cfg.name), "resumed": restored, "trials": table.num_rows,
+               "errored": sum(1 for r in results if r.error),
+               "stopped_early": int(sum(table.column("stopped_early").to_pylist())),
+               "best_config": best.config, f"best_{cfg.metric}": best.metrics_dataframe[cfg.metric].agg(cfg.mode),
+               "outputs": out, "seconds": time.perf_counter() - start}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: 0 when every trial finished, 1 when some errored, 2 for a bad config."""
+    parser = argparse.ArgumentParser(description="Ray Tune sweep of a trained anomaly detector")
+    parser.add_argument("--config", required=True, help="YAML config (every key: python -m pipeline.config)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, SweepConfig, args.overrides)
+        summary = run_sweep(cfg)
+    except (ConfigError, StorageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 1 if summary["errored"] else 0

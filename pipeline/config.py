@@ -8,9 +8,11 @@ rejects unknown keys, wrong types and out-of-range values with a message that na
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import difflib
+import logging
 import re
 import types
 import typing
@@ -772,6 +774,17 @@ def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = No
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return config_from_dict(cls, data, overrides)
+
+
+def config_from_command_line(cls: type[C], description: str, argv: list[str] | None = None) -> C:
+    """``--config FILE [key.path=value ...]`` parsed into ``cls``: the one command line of every entry
+    point. Also sets up warning-level logging."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML config (every key: python -m pipeline.config)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. run_date=2026-11-22")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return load_config(args.config, cls, args.overrides)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

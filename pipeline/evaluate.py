@@ -10,10 +10,8 @@ over all images of the category. Writes ``metrics.txt``, ``metrics.csv``, ``metr
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import torch
 
 from .anomaly_maps import anomaly_maps
 from .backbones import Backbone, Features, build_backbone
-from .config import EvalConfig, config_to_dict, load_config
+from .config import EvalConfig, config_from_command_line, config_to_dict
 from .datasets import Sample, list_categories, load_image, load_mask, read_split
 from .heatmaps import overlay_png
 from .metrics import category_metrics, format_table, mean_row
@@ -32,8 +30,6 @@ from .musc import score_features
 from .progress import Progress
 from .subsets import split_subsets
 from .synthetic import generate_dataset
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,12 +156,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="YAML config (keys: python -m pipeline.config)")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. divide_num=3")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, EvalConfig, args.overrides)
+    cfg = config_from_command_line(EvalConfig, __doc__.split("\n\n")[0], argv)
     run_evaluation(cfg)
     return 0
 

@@ -21,7 +21,6 @@ that looks complete but is not.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import json
@@ -42,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .backbones import WeightsError, check_weights_setting
-from .config import ConfigError, JobConfig, config_to_dict, load_config
+from .config import ConfigError, JobConfig, config_from_command_line, config_to_dict
 from .feature_shards import plan_shards, read_shard_records, run_feature_stage, shard_uri
 from .group_results import GroupContext, finalise_group, group_summary_uri, read_group_summary
 from .inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
@@ -451,13 +450,8 @@ def format_summary(report: JobReport) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs."""
-    parser = argparse.ArgumentParser(description="MuSc nightly anomaly scoring on Ray")
-    parser.add_argument("--config", required=True, help="YAML config (every key: python -m pipeline.config)")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. run_date=2026-11-22")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, JobConfig, args.overrides)
+        cfg = config_from_command_line(JobConfig, "MuSc nightly anomaly scoring on Ray", argv)
         report = run_job(cfg)
     except (ConfigError, InputError, StorageError, WeightsError, JobError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -13,9 +13,7 @@ ASHA stopped it) and ``best/`` (checkpoint and config of the best trial) to ``ou
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -27,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from .config import ConfigError, DetectorConfig, SweepConfig, config_to_dict, load_config, with_values
+from .config import ConfigError, DetectorConfig, SweepConfig, config_from_command_line, config_to_dict, with_values
 from .datasets import list_categories
 from .detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from .detectors.models import build_detector
@@ -35,8 +33,6 @@ from .detectors.training import LabelledSplit, load_split, train_detector
 from .faults import crash_point
 from .storage import StorageError, check_bucket, join_uri, write_bytes
 from .synthetic import generate_dataset
-
-log = logging.getLogger(__name__)
 
 
 def search_space(cfg: SweepConfig) -> dict[str, Any]:
@@ -199,13 +195,8 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: 0 when every trial finished, 1 when some errored, 2 for a bad config."""
-    parser = argparse.ArgumentParser(description="Ray Tune sweep of a trained anomaly detector")
-    parser.add_argument("--config", required=True, help="YAML config (every key: python -m pipeline.config)")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, SweepConfig, args.overrides)
+        cfg = config_from_command_line(SweepConfig, "Ray Tune sweep of a trained anomaly detector", argv)
         summary = run_sweep(cfg)
     except (ConfigError, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)

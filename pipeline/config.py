@@ -306,9 +306,20 @@ class JobConfig:
         "credentials to the environment, an AWS profile or the instance role; values are never logged.",
         default_factory=dict,
     )
+    detector: Literal["musc", "vitad", "dinomaly"] = _doc(
+        "Who scores: 'musc' (zero-shot, images of a group scored against each other; uses backbone, musc, "
+        "scoring) or a trained 'vitad' / 'dinomaly' from detector_checkpoint (each image on its own, O(N); "
+        "backbone and musc are then unused). The outputs are the same tables either way.",
+        default="musc",
+    )
+    detector_checkpoint: str | None = _doc(
+        "Checkpoint folder of the trained detector (local or s3://, as jobs/sweep.py writes under best/).",
+        default=None,
+    )
     backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
     musc: MuscConfig = _doc("Scorer settings.", default_factory=MuscConfig)
-    extraction: ExtractionConfig = _doc("Feature-extraction stage.", default_factory=ExtractionConfig)
+    extraction: ExtractionConfig = _doc("Feature-extraction stage (for a trained detector: its scoring actors).",
+                                        default_factory=ExtractionConfig)
     scoring: ScoringConfig = _doc("Mutual-scoring stage.", default_factory=ScoringConfig)
     flagging: FlaggingConfig = _doc("Anomaly flags.", default_factory=FlaggingConfig)
     demo: SyntheticConfig = _doc(
@@ -560,6 +571,8 @@ def _validate_values(cfg: Any, prefix: str) -> None:
         if cfg.policy == "top_fraction" and cfg.value is not None and not 0 < cfg.value <= 1:
             raise bad("value", f"top_fraction must be in (0, 1], got {cfg.value}")
     elif isinstance(cfg, JobConfig):
+        if cfg.detector != "musc" and not cfg.detector_checkpoint:
+            raise bad("detector_checkpoint", f"detector '{cfg.detector}' needs a trained checkpoint")
         if cfg.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", cfg.run_id):
             raise bad("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {cfg.run_id!r}")
         if cfg.run_date is not None:

@@ -102,6 +102,14 @@ def load_image(path: str | BinaryIO, size: int | None = None) -> np.ndarray:
     return np.asarray(image)
 
 
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size window of an (H, W, ...) array at least that large."""
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {size}x{size} from an image of {image.shape[0]}x{image.shape[1]}")
+    return image[top:top + size, left:left + size]
+
+
 def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A sample's ground truth as (H, W) bool, any non-zero value anomalous; all False without a mask.
 

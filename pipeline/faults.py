@@ -3,7 +3,8 @@
 Set ``MUSC_CRASH_ONCE=<point>[,<point>...]:<marker folder>`` in the workers' environment. The first
 process to reach ``crash_point(<point>)`` creates ``<marker folder>/<point>`` and dies with
 ``os._exit`` (as a killed worker does: no exception, no cleanup); every later arrival finds the
-marker and carries on. Points: ``extract_shard``, ``score_subset``, ``finalise_group``.
+marker and carries on. Points: ``extract_shard``, ``detector_shard``, ``score_subset``,
+``finalise_group``, ``sweep_trial``.
 Unset, ``crash_point`` costs one environment lookup.
 """
 

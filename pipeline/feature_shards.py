@@ -26,7 +26,7 @@ import torch
 
 from .backbones import Backbone, Features, build_backbone
 from .config import BackboneConfig, ExtractionConfig
-from .datasets import load_image
+from .datasets import center_crop, load_image
 from .faults import crash_point
 from .inputs import InputRecord
 from .results import STATUS_DECODE_ERROR, STATUS_OK
@@ -51,13 +51,16 @@ def plan_shards(records: Sequence[InputRecord], shard_size: int) -> list[dict[st
     ]
 
 
-def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None) -> dict:
-    """Read and decode a shard's images; failures are recorded per image with their reason."""
+def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
+                 resize: int | None = None) -> dict:
+    """Read and decode a shard's images (resized to ``image_size``, or to ``resize`` and centre-cropped
+    to ``image_size``); failures are recorded per image with their reason."""
     images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
     errors = []
     for i, record in enumerate(shard["records"]):
         try:
-            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size)
+            image = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), resize or image_size)
+            images[i] = center_crop(image, image_size)
             errors.append("")
         except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
             errors.append(f"{type(err).__name__}: {err}"[:500])
@@ -68,23 +71,35 @@ def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
     return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
 
 
-def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
-    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns.
-
-    Failed images keep their row (status != ok) with zero features so every input stays visible.
-    """
-    columns = {
+def records_table(records: list[dict[str, Any]], errors: list[str], backbone: str) -> pa.Table:
+    """A shard's record columns with each image's status and error; ``backbone`` names the model."""
+    return pa.table({
         "uri": pa.array([r["uri"] for r in records], pa.string()),
         "group": pa.array([r["group"] for r in records], pa.string()),
         "label": pa.array([r["label"] for r in records], pa.int8()),
         "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
         "status": pa.array([STATUS_OK if not e else STATUS_DECODE_ERROR for e in errors], pa.string()),
         "error": pa.array([e or None for e in errors], pa.string()),
-        "embedding": _tensor_column(features.embedding.numpy().astype(np.float32)),
-    }
+    }).replace_schema_metadata({"backbone": backbone})
+
+
+def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
+    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns.
+
+    Failed images keep their row (status != ok) with zero features so every input stays visible.
+    """
+    table = records_table(records, errors, backbone)
+    table = table.append_column("embedding", _tensor_column(features.embedding.numpy().astype(np.float32)))
     for i, stage in enumerate(features.stages):
-        columns[f"stage_{i}"] = _tensor_column(stage.numpy().astype(np.float16))
-    return pa.table(columns).replace_schema_metadata({"backbone": backbone})
+        table = table.append_column(f"stage_{i}", _tensor_column(stage.numpy().astype(np.float16)))
+    return table.replace_schema_metadata({"backbone": backbone})
+
+
+def write_table(uri: str, table: pa.Table, storage_options: dict[str, Any] | None = None) -> None:
+    """One Parquet object, written whole."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    write_bytes(uri, buffer.getvalue(), storage_options)
 
 
 def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
@@ -135,9 +150,7 @@ class ShardFeatureExtractor:
                 tensor[failed] = 0.0
             crash_point("extract_shard")
             table = shard_table(records, errors, feats, self.backbone.description)
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            write_bytes(shard_uri(self.features_prefix, int(shard_id)), buffer.getvalue(), self.storage_options)
+            write_table(shard_uri(self.features_prefix, int(shard_id)), table, self.storage_options)
             summaries["shard_id"].append(int(shard_id))
             summaries["images"].append(len(records))
             summaries["failed"].append(sum(1 for e in errors if e))
@@ -149,10 +162,23 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
                       extraction: ExtractionConfig | None = None,
                       storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Extract and write every shard not written yet; returns counts and timings of this run."""
+    ex = extraction or ExtractionConfig()
+    return run_shard_actors(
+        shards, features_prefix, {"image_size": backbone_cfg.image_size}, ShardFeatureExtractor,
+        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.num_cpus_per_actor},
+        ex, storage_options)
+
+
+def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwargs: dict[str, Any],
+                     actor_cls: type, actor_kwargs: dict[str, Any], extraction: ExtractionConfig,
+                     storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shard pipeline of the job's first stage: shards whose object under ``done_prefix`` exists
+    are skipped; the rest are decoded on CPU tasks and handed to a pool of ``actor_cls`` callables
+    (which write that object last). Returns counts and timings of this run."""
     import ray
 
-    ex = extraction or ExtractionConfig()
-    todo = [s for s in shards if not exists(shard_uri(features_prefix, s["shard_id"]), storage_options)]
+    ex = extraction
+    todo = [s for s in shards if not exists(shard_uri(done_prefix, s["shard_id"]), storage_options)]
     # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
                "actor_seconds": 0.0}
@@ -160,12 +186,11 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
         return summary
     start = time.perf_counter()
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-    ds = ds.map(decode_shard, fn_kwargs={"image_size": backbone_cfg.image_size, "storage_options": storage_options},
+    ds = ds.map(decode_shard, fn_kwargs={**decode_kwargs, "storage_options": storage_options},
                 num_cpus=ex.num_cpus_per_decode_task)
     ds = ds.map_batches(
-        ShardFeatureExtractor,
-        fn_constructor_kwargs={"backbone_cfg": backbone_cfg, "features_prefix": features_prefix,
-                               "storage_options": storage_options, "num_threads": ex.num_cpus_per_actor},
+        actor_cls,
+        fn_constructor_kwargs={**actor_kwargs, "storage_options": storage_options},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=ex.num_actors),
         num_cpus=ex.num_cpus_per_actor,
@@ -177,4 +202,3 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
         summary["actor_seconds"] += float(row["seconds"])
     summary["seconds"] = time.perf_counter() - start
     return summary
-

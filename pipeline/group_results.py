@@ -125,7 +125,8 @@ def finalise_group(group: str, records: list[dict[str, Any]], subset_uris: list[
                     map_uri = heatmap_uri(ctx, group, uri)
                     write_bytes(map_uri, overlay_png(image, heat[0].numpy(), vmin, vmax), ctx.storage_options)
                 rows[uri] = {
-                    "subset_id": r.subset_id, "subset_size": len(r.uris), "score_raw": float(r.score_raw[j]),
+                    "subset_id": r.subset_id, "subset_size": len(r.uris) if r.subset_id is not None else None,
+                    "score_raw": float(r.score_raw[j]),
                     "score": float(scores[i]), "rank_in_group": int(ranks[i]),
                     "percentile_in_group": float(percentiles[i]), "is_anomaly": bool(flags[i]),
                     "flag_policy": ctx.flag_label, "map_uri": map_uri, "scored_at": r.scored_at,

@@ -41,7 +41,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .backbones import WeightsError, check_weights_setting
-from .config import ConfigError, JobConfig, config_from_command_line, config_to_dict
+from .config import ConfigError, DetectorConfig, JobConfig, config_from_command_line, config_to_dict
+from .detector_scoring import run_detector_stage
+from .detectors.checkpoint import META_NAME, read_checkpoint_config
 from .feature_shards import plan_shards, read_shard_records, run_feature_stage, shard_uri
 from .group_results import GroupContext, finalise_group, group_summary_uri, read_group_summary
 from .inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
@@ -159,12 +161,27 @@ def preflight(cfg: JobConfig) -> list[InputRecord]:
             records.extend(list_images(uri, cfg.inputs.group_template, so))
         if len({r.uri for r in records}) != len(records):
             raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
+    if cfg.detector != "musc":
+        _trained_detector_config(cfg)
+        return records
     check_weights_setting(cfg.backbone)
     if cfg.backbone.weights is not None:
         check_bucket(cfg.backbone.weights, so, "backbone.weights")
         if not exists(cfg.backbone.weights, so):
             raise WeightsError(f"backbone.weights {cfg.backbone.weights}: no such file or object")
     return records
+
+
+def _trained_detector_config(cfg: JobConfig) -> DetectorConfig:
+    """The checkpoint's detector config, checked against the job's ``detector``."""
+    uri = cfg.detector_checkpoint or ""
+    check_bucket(uri, cfg.storage_options, "detector_checkpoint")
+    if not exists(join_uri(uri, META_NAME), cfg.storage_options):
+        raise WeightsError(f"detector_checkpoint {uri}: no {META_NAME} there (not a detector checkpoint)")
+    detector_cfg, _ = read_checkpoint_config(uri, cfg.storage_options)
+    if detector_cfg.kind != cfg.detector:
+        raise JobError(f"detector is '{cfg.detector}' but detector_checkpoint {uri} holds a '{detector_cfg.kind}'")
+    return detector_cfg
 
 
 def open_run(cfg: JobConfig, chash: str) -> RunState:
@@ -251,10 +268,13 @@ def _score_groups(cfg: JobConfig, state: RunState, by_group: dict[str, list[dict
     so = cfg.storage_options
     members = {g: [Member(r["uri"], r["shard_id"], r["row"]) for r in rows if r["status"] == STATUS_OK]
                for g, rows in by_group.items()}
-    plans = plan_subsets(members, cfg.scoring.max_subset_size, cfg.scoring.seed)
+    # MuSc scores seeded subsets; a trained detector already wrote one result per (group, shard)
+    plans = plan_subsets(members, cfg.scoring.max_subset_size, cfg.scoring.seed) if cfg.detector == "musc" else []
     plans_by_group: dict[str, list[SubsetPlan]] = defaultdict(list)
     for plan in plans:
         plans_by_group[plan.group].append(plan)
+    pieces = {g: [subset_result_uri(state.run_prefix, g, s) for s in sorted({m.shard_id for m in ms})]
+              for g, ms in members.items()}
     with ThreadPoolExecutor(max_workers=16) as pool:
         finished = dict(zip(by_group, pool.map(lambda g: exists(group_summary_uri(state.run_prefix, g), so), by_group)))
         result_uris = {(p.group, p.subset_id): subset_result_uri(state.run_prefix, p.group, p.subset_id) for p in plans}
@@ -274,7 +294,8 @@ def _score_groups(cfg: JobConfig, state: RunState, by_group: dict[str, list[dict
                 ref = score_task.remote(plan, state.features_prefix, result_uris[(group, plan.subset_id)], cfg)
                 subset_refs[ref] = plan
                 refs.append(ref)
-        uris = [result_uris[(group, p.subset_id)] for p in plans_by_group[group]]
+        uris = ([result_uris[(group, p.subset_id)] for p in plans_by_group[group]] if cfg.detector == "musc"
+                else pieces[group])
         group_refs[group_task.remote(group, by_group[group], uris, ctx, *refs)] = group
     summaries = {g: read_group_summary(state.run_prefix, g, so) for g, done in finished.items() if done}
     subset_progress = Progress("mutual scoring: subsets", len(subset_refs))
@@ -345,18 +366,28 @@ def run_job(cfg: JobConfig) -> JobReport:
         print(f"run {state.run_id}: {len(records)} images in {len({r.group for r in records})} groups, "
               f"{len(shards)} feature shards", file=sys.stderr)
         ex = cfg.extraction
-        extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
-        timings["extraction"] = time.perf_counter() - t
-        timings["extraction_actor_busy"] = extraction["actor_seconds"]
+        if cfg.detector == "musc":
+            stage, image_size, sigma = "extraction", cfg.backbone.image_size, cfg.musc.gaussian_sigma
+            extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
+        else:  # the first stage scores; maps come smoothed from the detector
+            detector_cfg = _trained_detector_config(cfg)
+            section = detector_cfg.vitad if detector_cfg.kind == "vitad" else detector_cfg.dinomaly
+            stage, image_size, sigma = "detector", section.encoder.image_size, 0.0
+            extraction = run_detector_stage(shards, cfg.detector_checkpoint, image_size, getattr(section, "resize", None),
+                                            state.features_prefix, state.run_prefix, ex, cfg.backbone.batch_size, so)
+        timings[stage] = time.perf_counter() - t
+        timings[f"{stage}_actor_busy"] = extraction["actor_seconds"]
         t = time.perf_counter()
         by_group, backbone = _read_shard_index(shards, state.features_prefix, so)
         ctx = GroupContext(
             output_prefix=cfg.output.prefix, run_prefix=state.run_prefix, run_id=state.run_id,
             run_date=state.run_date, config_hash=state.config_hash, backbone=backbone,
-            image_size=cfg.backbone.image_size, gaussian_sigma=cfg.musc.gaussian_sigma,
+            image_size=image_size, gaussian_sigma=sigma,
             heatmaps=cfg.output.heatmaps, flag_policy=cfg.flagging.policy, flag_value=cfg.flag_value(),
             storage_options=so)
         summaries, counts = _score_groups(cfg, state, by_group, ctx, failures)
+        if cfg.detector != "musc":
+            counts["images_scored"] = extraction["images"]
         timings["scoring"] = time.perf_counter() - t
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
@@ -390,6 +421,7 @@ def _manifest(cfg: JobConfig, state: RunState, records: list[InputRecord], extra
     scored = sum(s["scored"] for s in summaries.values())
     extracted = extraction.get("images", 0)
     scored_now = counts.get("images_scored", 0)
+    first = "extraction" if cfg.detector == "musc" else "detector"
     return {
         "run_id": state.run_id, "run_date": state.run_date, "config_hash": state.config_hash,
         "status": "failed" if failures else "succeeded", "failures": failures,
@@ -405,8 +437,8 @@ def _manifest(cfg: JobConfig, state: RunState, records: list[InputRecord], extra
             "images_extracted": extracted,
         },
         "timings_s": timings,
-        "throughput_images_per_s": {
-            "extraction": extracted / timings["extraction"] if extracted and timings.get("extraction") else None,
+        "throughput_images_per_s": {  # first stage: feature extraction (MuSc) or scoring (trained detector)
+            first: extracted / timings[first] if extracted and timings.get(first) else None,
             "scoring": scored_now / timings["scoring"] if scored_now and timings.get("scoring") else None,
         },
         "outputs": {

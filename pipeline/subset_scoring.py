@@ -109,28 +109,39 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, musc_c
     features = gather_features(plan, features_prefix, storage_options)
     result = score_features(features, musc_cfg, device, keep_scale=True)
     crash_point("score_subset")
+    write_subset_result(result_uri, plan.group, plan.subset_id, [m.uri for m in plan.members],
+                        result.image_scores_raw.numpy(), result.image_scores.numpy(), result.patch_scores.numpy(),
+                        storage_options)
     n = len(plan.members)
-    patch = result.patch_scores.numpy().astype(np.float32)
+    return {"group": plan.group, "subset_id": plan.subset_id, "images": n, "seconds": time.perf_counter() - start}
+
+
+def write_subset_result(uri: str, group: str, subset_id: int | None, uris: list[str], score_raw: np.ndarray,
+                        score: np.ndarray, patch_scores: np.ndarray,
+                        storage_options: dict[str, Any] | None = None) -> None:
+    """Scores of images scored together, as one Parquet object the group stage reads.
+
+    ``subset_id`` None: the images were scored independently (a trained detector), not as a subset.
+    """
     table = pa.table({
-        "uri": pa.array([m.uri for m in plan.members], pa.string()),
-        "score_raw": pa.array(result.image_scores_raw.double().numpy(), pa.float64()),
-        "score": pa.array(result.image_scores.double().numpy(), pa.float64()),
-        "patch_scores": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(patch)),
+        "uri": pa.array(uris, pa.string()),
+        "score_raw": pa.array(np.asarray(score_raw, dtype=np.float64)),
+        "score": pa.array(np.asarray(score, dtype=np.float64)),
+        "patch_scores": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(patch_scores, np.float32)),
     }).replace_schema_metadata({
-        "group": plan.group, "subset_id": str(plan.subset_id), "subset_size": str(n),
+        "group": group, "subset_id": "" if subset_id is None else str(subset_id),
         "scored_at": datetime.now(timezone.utc).isoformat(),
     })
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    write_bytes(result_uri, buffer.getvalue(), storage_options)
-    return {"group": plan.group, "subset_id": plan.subset_id, "images": n, "seconds": time.perf_counter() - start}
+    write_bytes(uri, buffer.getvalue(), storage_options)
 
 
 @dataclass
 class SubsetResult:
     """A subset's scores as read back by the group stage."""
 
-    subset_id: int
+    subset_id: int | None  # None: scored independently, not as a subset
     uris: list[str]
     score_raw: np.ndarray  # (n,)
     score: np.ndarray  # (n,) RsCIN on the raw scale
@@ -142,7 +153,7 @@ def read_subset_result(uri: str, storage_options: dict[str, Any] | None = None) 
     table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     return SubsetResult(
-        subset_id=int(meta["subset_id"]),
+        subset_id=int(meta["subset_id"]) if meta["subset_id"] else None,
         uris=table.column("uri").to_pylist(),
         score_raw=table.column("score_raw").to_numpy(),
         score=table.column("score").to_numpy(),

@@ -218,3 +218,45 @@ def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s
                          scoring={"max_subset_size": 5})
     with pytest.raises(Exception, match="different config"):
         run_job(changed)
+
+
+def test_a_trained_detector_writes_the_same_tables(ray_local, s3_batch, tmp_path):
+    from pipeline.config import DetectorConfig
+    from pipeline.detectors.checkpoint import save_checkpoint
+    from pipeline.detectors.models import build_detector
+    from pipeline.detectors.training import load_split, train_detector
+    from pipeline.nightly import JobError
+    from pipeline.synthetic import generate_dataset
+
+    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=8, n_test_good=0,
+                     n_test_defect=0, image_size=64)
+    normals = load_split(str(tmp_path / "normals"), "mvtec", ["weave", "disc"], "train", 64, normal_only=True)
+    det_cfg = config_from_dict(DetectorConfig, {"kind": "vitad", "vitad": {"encoder": {
+        "name": "vit_tiny_patch16_224", "image_size": 64, "random_init": True}},
+        "training": {"iterations": 10, "batch_size": 4}})
+    detector = build_detector(det_cfg)
+    train_detector(detector, normals.images, det_cfg, device="cpu")
+    checkpoint = s3_batch["prefix"].rsplit("/", 1)[0] + "/models/vitad"
+    save_checkpoint(detector, det_cfg, checkpoint)
+
+    out = str(tmp_path / "out")
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out, "heatmaps": "all"},
+                     run_id="vitad-1", detector="vitad", detector_checkpoint=checkpoint)
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in s3_batch["records"])
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("decode_error") == 3 and statuses.count("ok") == 15  # one image alone is scored too
+    scored = {r["uri"][len(s3_batch["prefix"]):]: r for r in rows if r["status"] == "ok"}
+    assert all(r["subset_id"] is None and r["map_uri"] for r in scored.values())
+    for name in ("/disc/test/good/000.png", "/weave/test/good/001.png", "/solo/test/good/000.png"):
+        image = load_image(str(s3_batch["root"]) + name, 64)
+        _, direct = detector.predict(detector.preprocess(image[None]))
+        assert scored[name]["score"] == pytest.approx(float(direct[0]), rel=1e-4)
+    assert report.manifest["metrics"]["per_group"]["weave"]["image_auroc"] >= 0.0
+
+    wrong = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, detector="dinomaly",
+                       detector_checkpoint=checkpoint)
+    with pytest.raises(JobError, match="holds a 'vitad'"):
+        run_job(wrong)

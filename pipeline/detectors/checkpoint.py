@@ -34,12 +34,18 @@ def save_checkpoint(detector: ReconstructionDetector, cfg: DetectorConfig, uri: 
     return uri
 
 
+def read_checkpoint_config(uri: str, storage_options: dict[str, Any] | None = None
+                           ) -> tuple[DetectorConfig, dict[str, Any]]:
+    """A checkpoint's detector config and metadata, without building the model."""
+    meta = json.loads(read_bytes(join_uri(uri, META_NAME), storage_options))
+    return config_from_dict(DetectorConfig, meta["config"]), meta
+
+
 def load_checkpoint(uri: str, storage_options: dict[str, Any] | None = None
                     ) -> tuple[ReconstructionDetector, DetectorConfig, dict[str, Any]]:
     """The detector (encoder from its configured weights, decoder from the checkpoint), its config
     and the checkpoint's metadata. Missing or unexpected tensors are an error, not a warning."""
-    meta = json.loads(read_bytes(join_uri(uri, META_NAME), storage_options))
-    cfg = config_from_dict(DetectorConfig, meta["config"])
+    cfg, meta = read_checkpoint_config(uri, storage_options)
     detector = build_detector(cfg)
     state = load_safetensors(read_bytes(join_uri(uri, WEIGHTS_NAME), storage_options))
     expected = detector.trainable_state()

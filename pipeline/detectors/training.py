@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..backbones import resolve_device
 from ..config import DetectorConfig
-from ..datasets import load_image, load_mask, read_split
+from ..datasets import center_crop, load_image, load_mask, read_split, resize_mask
 from ..metrics import category_metrics, mean_row
 from .models import ReconstructionDetector
 from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
@@ -27,19 +27,14 @@ from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
 
 def fit_image(image: np.ndarray, size: int, resize: int | None) -> np.ndarray:
     """An (H, W, 3) uint8 image at ``size``: resized to ``resize`` and centre-cropped when given."""
-    if resize is None or resize == size:
-        return image if image.shape[:2] == (size, size) else np.asarray(
-            Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-    big = np.asarray(Image.fromarray(image).resize((resize, resize), Image.Resampling.BICUBIC))
-    start = (resize - size) // 2
-    return big[start:start + size, start:start + size]
+    side = resize or size
+    if image.shape[:2] != (side, side):
+        image = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+    return center_crop(image, size)
 
 
 def _fit_mask(mask: np.ndarray, size: int, resize: int | None) -> np.ndarray:
-    side = resize or size
-    big = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)) > 127
-    start = (side - size) // 2
-    return big[start:start + size, start:start + size]
+    return center_crop(resize_mask(mask, resize or size), size)
 
 
 @dataclass

@@ -1,0 +1,82 @@
+"""The nightly job's scoring stage for a trained detector (ViTAD, Dinomaly) instead of MuSc.
+
+A trained detector scores each image on its own, so there are no subsets: Ray Data decodes the
+shards on CPU tasks and an actor pool of ``ShardDetectorScorer`` callables (one checkpoint load per
+actor) scores them. Each actor writes, per shard, the shard's record table (status and error per
+image, as the feature stage does) and one result object per group present in the shard, in the
+format the group stage reads; the group stage then ranks, flags, draws and writes rows exactly as
+for MuSc, so BI sees the same tables whichever detector ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbones import resolve_device
+from .config import ExtractionConfig
+from .detectors.checkpoint import load_checkpoint
+from .detectors.training import predict_batches
+from .faults import crash_point
+from .feature_shards import records_table, run_shard_actors, shard_uri, write_table
+from .subset_scoring import subset_result_uri, write_subset_result
+
+MAP_SIDE = 64  # stored map resolution: reviewers' heat maps and pixel metrics upsample it again
+
+
+class ShardDetectorScorer:
+    """Ray Data actor: loads the checkpoint once, scores shards, writes records and group results."""
+
+    def __init__(self, checkpoint: str, shards_prefix: str, run_prefix: str, batch_size: int,
+                 storage_options: dict[str, Any] | None = None, num_threads: int = 1, device: str = "auto") -> None:
+        torch.set_num_threads(num_threads)
+        self.device = resolve_device(device)
+        self.detector, _, _ = load_checkpoint(checkpoint, storage_options)
+        self.detector.to(self.device)
+        self.shards_prefix, self.run_prefix = shards_prefix, run_prefix
+        self.batch_size, self.storage_options = batch_size, storage_options
+        self.name = f"{checkpoint} ({self.detector.encoder.description})"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summary: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
+        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
+                                                     batch["errors"]):
+            start = time.perf_counter()
+            records, errors = list(records), list(errors)
+            ok = [i for i, e in enumerate(errors) if not e]
+            by_group: dict[str, list[int]] = defaultdict(list)
+            for i in ok:
+                by_group[records[i]["group"]].append(i)
+            for group, rows in by_group.items():
+                maps, scores = predict_batches(self.detector, np.stack([images[i] for i in rows]), self.batch_size,
+                                               self.device)
+                small = F.interpolate(torch.from_numpy(maps)[:, None], size=(MAP_SIDE, MAP_SIDE), mode="area")[:, 0]
+                write_subset_result(subset_result_uri(self.run_prefix, group, int(shard_id)), group, None,
+                                    [records[i]["uri"] for i in rows], scores, scores, small.numpy(),
+                                    self.storage_options)
+            crash_point("detector_shard")
+            # the records object last: its presence marks the shard done
+            write_table(shard_uri(self.shards_prefix, int(shard_id)), records_table(records, errors, self.name),
+                        self.storage_options)
+            summary["shard_id"].append(int(shard_id))
+            summary["images"].append(len(ok))
+            summary["failed"].append(len(records) - len(ok))
+            summary["seconds"].append(time.perf_counter() - start)
+        return {k: np.asarray(v) for k, v in summary.items()}
+
+
+def run_detector_stage(shards: list[dict[str, Any]], checkpoint: str, image_size: int, resize: int | None,
+                       shards_prefix: str, run_prefix: str, extraction: ExtractionConfig, batch_size: int,
+                       storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score every shard not done yet; returns counts and timings like the feature stage."""
+    return run_shard_actors(
+        shards, shards_prefix, {"image_size": image_size, "resize": resize}, ShardDetectorScorer,
+        {"checkpoint": checkpoint, "shards_prefix": shards_prefix, "run_prefix": run_prefix, "batch_size": batch_size,
+         "num_threads": extraction.num_cpus_per_actor,
+         "device": "cuda" if extraction.num_gpus_per_actor > 0 else "cpu"},
+        extraction, storage_options)

@@ -452,6 +452,23 @@ class SchedulerConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """Train on the images a MuSc run ranked most normal instead of a labelled train split."""
+
+    scores_prefix: str | None = _doc(
+        "The scores/ folder of a nightly MuSc job (e.g. s3://bucket/musc/scores); null: use the dataset's "
+        "train split.",
+        default=None,
+    )
+    run_id: str | None = _doc("Which run's scores to take (required with scores_prefix).", default=None)
+    normal_fraction: float = _doc(
+        "Fraction of each group, lowest MuSc scores first, taken as normal (keep it below the share of good "
+        "parts).",
+        default=0.5,
+    )
+
+
+@dataclass
 class SweepConfig:
     """`python jobs/sweep.py`: a Ray Tune sweep of a trained detector, results to object storage."""
 
@@ -462,6 +479,8 @@ class SweepConfig:
                                   "labelled validation data (test split).", default_factory=DatasetConfig)
     synthetic: SyntheticConfig = _doc("Generate a synthetic dataset into dataset.root when it is missing.",
                                       default_factory=SyntheticConfig)
+    pseudo_labels: PseudoLabelConfig = _doc("Optional MuSc pseudo-normal training set.",
+                                            default_factory=PseudoLabelConfig)
     search_space: dict[str, Any] = _doc(
         "Detector keys to search, e.g. {'vitad.lr': {type: loguniform, low: 1e-5, high: 1e-3}, "
         "'dinomaly.dropout': {type: choice, values: [0.1, 0.2, 0.4]}}. Types: loguniform, uniform, "
@@ -609,6 +628,11 @@ def _validate_values(cfg: Any, prefix: str) -> None:
                 raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
         if cfg.eval_every < 0:
             raise bad("eval_every", f"must be >= 0, got {cfg.eval_every}")
+    elif isinstance(cfg, PseudoLabelConfig):
+        if cfg.scores_prefix is not None and not cfg.run_id:
+            raise bad("run_id", "pseudo labels need the run id whose scores to use")
+        if not 0 < cfg.normal_fraction <= 1:
+            raise bad("normal_fraction", f"must be in (0, 1], got {cfg.normal_fraction}")
     elif isinstance(cfg, SweepConfig):
         for key, spec in cfg.search_space.items():
             _check_search_dimension(key, spec, bad)

@@ -31,6 +31,7 @@ from .detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from .detectors.models import build_detector
 from .detectors.training import LabelledSplit, load_split, train_detector
 from .faults import crash_point
+from .pseudo_labels import load_images, most_normal_uris
 from .storage import StorageError, check_bucket, join_uri, write_bytes
 from .synthetic import generate_dataset
 
@@ -98,8 +99,14 @@ def _prepare_data(cfg: SweepConfig) -> tuple[Any, LabelledSplit]:
     det = cfg.detector.vitad if cfg.detector.kind == "vitad" else cfg.detector.dinomaly
     resize = getattr(det, "resize", None)
     size = det.encoder.image_size
-    train = load_split(root, cfg.dataset.layout, categories, "train", size, resize, normal_only=True)
     validation = load_split(root, cfg.dataset.layout, categories, "test", size, resize)
+    pseudo = cfg.pseudo_labels
+    if pseudo.scores_prefix is not None:
+        chosen = most_normal_uris(pseudo.scores_prefix, pseudo.run_id, pseudo.normal_fraction, cfg.storage_options)
+        uris = [u for group in chosen.values() for u in group]
+        print(f"training on {len(uris)} pseudo-normal images of run {pseudo.run_id}", file=sys.stderr)
+        return load_images(uris, size, resize, cfg.storage_options), validation
+    train = load_split(root, cfg.dataset.layout, categories, "train", size, resize, normal_only=True)
     return train.images, validation
 
 

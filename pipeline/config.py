@@ -129,6 +129,36 @@ class MuscConfig:
 
 
 @dataclass
+class PatchEADConfig:
+    """PatchEAD (training-free, patch-only): cosine distances between raw patch tokens (Eq. 1-4)."""
+
+    mode: Literal["batch", "fewshot"] = _doc(
+        "'batch' (zero-shot: each image against the rest of its batch) or 'fewshot' (against N normal "
+        "reference images).",
+        default="batch",
+    )
+    batch_size: int = _doc("Batch zero-shot: images per batch (paper: 64), seeded random batches.", default=64)
+    image_fraction: float = _doc(
+        "Batch mode: K_P = max(1, fraction x N) reference images averaged per patch (paper: 0.3).", default=0.3
+    )
+    fewshot_images: int = _doc("Few-shot mode: K_P (paper: 1).", default=1)
+    patch_match: Literal["nearest", "farthest"] = _doc(
+        "Eq. 2 per reference image: 'nearest' = min over its patches of the cosine distance (the reading "
+        "consistent with nearest-neighbour matching, default); 'farthest' = max, as the text literally says.",
+        default="nearest",
+    )
+    image_selection: Literal["nearest", "farthest"] = _doc(
+        "Eq. 3: average the K_P references with the smallest distances ('nearest', default) or the "
+        "'top K_P highest-scoring' ones ('farthest', the literal text).",
+        default="nearest",
+    )
+    top_patch_fraction: float = _doc("Eq. 4: image score = mean of the top max(1, rho L) patch scores; rho.",
+                                     default=0.01)
+    gaussian_sigma: float = _doc("Smoothing of the upsampled maps in pixels (0: none).", default=4.0)
+    seed: int = _doc("Seed of the batch split.", default=0)
+
+
+@dataclass
 class DatasetConfig:
     """A benchmark dataset on local disk in one of the supported folder layouts."""
 
@@ -551,6 +581,15 @@ def _validate_values(cfg: Any, prefix: str) -> None:
             raise bad("tile_images", f"must be >= 1 or null, got {cfg.tile_images}")
         if cfg.memory_budget_mb is not None and cfg.memory_budget_mb < 1:
             raise bad("memory_budget_mb", f"must be >= 1 or null, got {cfg.memory_budget_mb}")
+    elif isinstance(cfg, PatchEADConfig):
+        if cfg.batch_size < 2:
+            raise bad("batch_size", f"must be >= 2, got {cfg.batch_size}")
+        if not 0 < cfg.image_fraction <= 1:
+            raise bad("image_fraction", f"must be in (0, 1], got {cfg.image_fraction}")
+        if cfg.fewshot_images < 1:
+            raise bad("fewshot_images", f"must be >= 1, got {cfg.fewshot_images}")
+        if not 0 < cfg.top_patch_fraction <= 1:
+            raise bad("top_patch_fraction", f"must be in (0, 1], got {cfg.top_patch_fraction}")
     elif isinstance(cfg, SyntheticConfig):
         for key in ("n_train", "n_test_good", "n_test_defect"):
             if getattr(cfg, key) < 0:

@@ -66,11 +66,21 @@ def resolve_matmul_dtype(precision: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _merge_topk(best: torch.Tensor, start: int, new: torch.Tensor) -> None:
-    """Fold new per-image similarities (b, M, j) into the kept top-k of rows start..start+b."""
+MATCH_RULES = ("nearest", "farthest")
+
+
+def _merge_topk(best: torch.Tensor, start: int, new: torch.Tensor, largest: bool = True) -> None:
+    """Fold new per-image similarities (b, M, j) into the kept top-k (or bottom-k) of rows start..start+b."""
     rows = slice(start, start + new.shape[0])
     merged = torch.cat([best[rows], new], dim=2)
-    best[rows] = torch.topk(merged, best.shape[2], dim=2).values
+    best[rows] = torch.topk(merged, best.shape[2], dim=2, largest=largest).values
+
+
+def _check_rule(name: str, value: str) -> bool:
+    """True for 'nearest' (largest similarity), False for 'farthest'."""
+    if value not in MATCH_RULES:
+        raise ValueError(f"{name} must be one of {MATCH_RULES}, got {value!r}")
+    return value == "nearest"
 
 
 def top_image_similarities(
@@ -81,21 +91,30 @@ def top_image_similarities(
     matmul_precision: str = "auto",
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    patch_match: str = "nearest",
+    image_selection: str = "nearest",
 ) -> torch.Tensor:
     """For every patch, its k best nearest-patch similarities over the other images.
 
     ``z`` (N, M, C) holds unit tokens. Returns (N, M, k) fp32 on ``device``, sorted descending:
     entry [i, m, t] is the (t+1)-th largest over j != i of max_n z[i, m] . z[j, n].
     ``progress(done, total)`` is called after each tile.
+
+    The two rules are what MuSc and PatchEAD differ in: ``patch_match`` 'farthest' takes the least
+    similar patch of each other image (min over n instead of max), ``image_selection`` 'farthest'
+    keeps the k least similar images (sorted ascending) instead of the k most similar.
     """
     n, m, c = z.shape
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
+    nearest_patch = _check_rule("patch_match", patch_match)
+    keep_largest = _check_rule("image_selection", image_selection)
+    reduce = torch.amax if nearest_patch else torch.amin
     device = torch.device(device) if device is not None else z.device
     dtype = resolve_matmul_dtype(matmul_precision, device)
     tile = tile_images or auto_tile_images(n, m, device, memory_budget_mb)
     zc = z.to(device=device, dtype=dtype)
-    best = torch.full((n, m, k), -torch.inf, device=device)
+    best = torch.full((n, m, k), -torch.inf if keep_largest else torch.inf, device=device)
 
     # one reused tile buffer: a fresh multi-MB output per matmul costs more in page faults than the
     # matmul itself when C is small
@@ -107,8 +126,8 @@ def top_image_similarities(
         sim = buffer[: bi * m * bj * m].view(bi * m, bj * m)
         torch.mm(zc[i0:i1].reshape(bi * m, c), zc[j0:j1].reshape(bj * m, c).T, out=sim)
         sim = sim.view(bi, m, bj, m)
-        _merge_topk(best, i0, sim.amax(dim=3).float())  # (bi, M, bj): i's patches matched in j
-        _merge_topk(best, j0, sim.amax(dim=1).float().permute(1, 2, 0))  # (bj, M, bi): j's in i
+        _merge_topk(best, i0, reduce(sim, dim=3).float(), keep_largest)  # (bi, M, bj): i's patches in j
+        _merge_topk(best, j0, reduce(sim, dim=1).float().permute(1, 2, 0), keep_largest)  # (bj, M, bi): j's in i
 
     starts = list(range(0, n, tile))
     total = len(starts) * (len(starts) + 1) // 2
@@ -126,6 +145,40 @@ def top_image_similarities(
         done += 1
         if progress is not None:
             progress(done, total)
+    return best
+
+
+def reference_similarities(
+    queries: torch.Tensor,
+    references: torch.Tensor,
+    k: int,
+    tile_images: int | None = None,
+    memory_budget_mb: int | None = None,
+    matmul_precision: str = "auto",
+    device: torch.device | str | None = None,
+    patch_match: str = "nearest",
+    image_selection: str = "nearest",
+) -> torch.Tensor:
+    """As ``top_image_similarities``, but every query (Q, M, C) against a separate set of reference
+    images (R, M', C) (few-shot: the normal prompts) instead of against the other queries."""
+    q, m, c = queries.shape
+    r, mr, _ = references.shape
+    if not 1 <= k <= r:
+        raise ValueError(f"k must be in [1, R] = [1, {r}], got {k}")
+    nearest_patch = _check_rule("patch_match", patch_match)
+    keep_largest = _check_rule("image_selection", image_selection)
+    reduce = torch.amax if nearest_patch else torch.amin
+    device = torch.device(device) if device is not None else queries.device
+    dtype = resolve_matmul_dtype(matmul_precision, device)
+    tile = tile_images or auto_tile_images(max(q, r), max(m, mr), device, memory_budget_mb)
+    zq, zr = queries.to(device=device, dtype=dtype), references.to(device=device, dtype=dtype)
+    best = torch.full((q, m, k), -torch.inf if keep_largest else torch.inf, device=device)
+    for i0 in range(0, q, tile):
+        i1 = min(i0 + tile, q)
+        for j0 in range(0, r, tile):
+            j1 = min(j0 + tile, r)
+            sim = (zq[i0:i1].reshape(-1, c) @ zr[j0:j1].reshape(-1, c).T).view(i1 - i0, m, j1 - j0, mr)
+            _merge_topk(best, i0, reduce(sim, dim=3).float(), keep_largest)
     return best
 
 

@@ -49,22 +49,65 @@ class Features:
 
     stages: list[torch.Tensor]  # each (B, C_l, h, w), one common grid
     embedding: torch.Tensor  # (B, D), unit length
+    # (B, h, w): last-layer CLS-to-patch attention averaged over heads (ViTs only; foreground masks)
+    attention: torch.Tensor | None = None
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Features:
-        return Features([s.to(device, dtype) for s in self.stages], self.embedding.to(device, dtype))
+        attention = None if self.attention is None else self.attention.to(device, dtype)
+        return Features([s.to(device, dtype) for s in self.stages], self.embedding.to(device, dtype), attention)
 
     @staticmethod
     def cat(parts: Sequence[Features]) -> Features:
         if not parts:
             raise ValueError("no features to concatenate")
         n_stages = len(parts[0].stages)
+        has_attention = all(p.attention is not None for p in parts)
         return Features(
             [torch.cat([p.stages[i] for p in parts]) for i in range(n_stages)],
             torch.cat([p.embedding for p in parts]),
+            torch.cat([p.attention for p in parts]) if has_attention else None,
         )
+
+    def select(self, index: torch.Tensor) -> Features:
+        """The features of the images at ``index``."""
+        return Features([s[index] for s in self.stages], self.embedding[index],
+                        None if self.attention is None else self.attention[index])
 
     def __len__(self) -> int:
         return self.embedding.shape[0]
+
+
+def cls_patch_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,
+                        prefix_tokens: int, q_norm: nn.Module | None = None,
+                        k_norm: nn.Module | None = None) -> torch.Tensor:
+    """Softmax attention of the CLS token (position 0) over the patch tokens, averaged over heads.
+
+    ``x`` (B, N, C) is the attention layer's input and ``weight``/``bias`` its fused q, k, v input
+    projection (3C, C); only the CLS query row is computed. Returns (B, g, g) for the g x g patches.
+    """
+    grid = math.isqrt(x.shape[1] - prefix_tokens)
+    b, n, c = x.shape
+    d = c // heads
+    q = F.linear(x[:, :1], weight[:c], None if bias is None else bias[:c]).view(b, 1, heads, d).transpose(1, 2)
+    k = F.linear(x, weight[c:2 * c], None if bias is None else bias[c:2 * c]).view(b, n, heads, d).transpose(1, 2)
+    if q_norm is not None and k_norm is not None:
+        q, k = q_norm(q), k_norm(k)
+    weights = torch.softmax((q @ k.transpose(-1, -2)).float() * d**-0.5, dim=-1)  # (B, H, 1, N)
+    return weights.mean(dim=1)[:, 0, prefix_tokens:].reshape(b, grid, grid)
+
+
+class _InputCapture:
+    """Keeps the input of a module's forward while the context is open (a forward pre-hook)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.input = module, None
+
+    def __enter__(self) -> _InputCapture:
+        self.handle = self.module.register_forward_pre_hook(lambda _, args: setattr(self, "input", args[0]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
 
 
 def evenly_divided_stages(depth: int, num_stages: int = 4) -> list[int]:
@@ -279,9 +322,12 @@ class OpenClipViT(Backbone):
         visual.image_size = (grid * patch, grid * patch)
 
     def forward(self, x: torch.Tensor) -> Features:
-        out = self.visual.forward_intermediates(x, indices=self.layers, output_fmt="NLC")
+        attn = self.visual.transformer.resblocks[-1].attn
+        with _InputCapture(attn) as last:
+            out = self.visual.forward_intermediates(x, indices=self.layers, output_fmt="NLC")
         stages = [_tokens_to_grid(t, self.grid) for t in out["image_intermediates"]]
-        return Features(stages, F.normalize(out["image_features"].float(), dim=-1))
+        attention = cls_patch_attention(last.input, attn.in_proj_weight, attn.in_proj_bias, attn.num_heads, 1)
+        return Features(stages, F.normalize(out["image_features"].float(), dim=-1), attention)
 
 
 class TimmViT(Backbone):
@@ -305,8 +351,12 @@ class TimmViT(Backbone):
         self.model = model.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> Features:
-        final, intermediates = self.model.forward_intermediates(x, indices=self.layers, output_fmt="NCHW")
-        return Features(list(intermediates), F.normalize(final[:, 0].float(), dim=-1))
+        attn = self.model.blocks[-1].attn
+        with _InputCapture(attn) as last:
+            final, intermediates = self.model.forward_intermediates(x, indices=self.layers, output_fmt="NCHW")
+        attention = cls_patch_attention(last.input, attn.qkv.weight, attn.qkv.bias, attn.num_heads,
+                                        self.model.num_prefix_tokens, attn.q_norm, attn.k_norm)
+        return Features(list(intermediates), F.normalize(final[:, 0].float(), dim=-1), attention)
 
 
 class TimmCNN(Backbone):

@@ -85,6 +85,20 @@ class BackboneConfig:
 
 
 @dataclass
+class ForegroundConfig:
+    """PatchEAD+'s foreground mask, usable by MuSc too: down-weight background patch scores."""
+
+    enabled: bool = _doc(
+        "Weight patch scores by the backbone's last-layer CLS-to-patch attention (ViT backbones only): "
+        "min-max normalised per image, patches above threshold keep their score, the rest are scaled by "
+        "background_weight.",
+        default=False,
+    )
+    threshold: float = _doc("Normalised attention above which a patch is foreground (paper: 0.05).", default=0.05)
+    background_weight: float = _doc("Factor on background patch scores (paper: 0.5).", default=0.5)
+
+
+@dataclass
 class MuscConfig:
     """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
 
@@ -126,6 +140,8 @@ class MuscConfig:
         "CUDA, fp32 on CPU.",
         default="auto",
     )
+    foreground: ForegroundConfig = _doc("Optional foreground mask (PatchEAD+ visual prompt).",
+                                        default_factory=ForegroundConfig)
 
 
 @dataclass
@@ -156,6 +172,7 @@ class PatchEADConfig:
                                      default=0.01)
     gaussian_sigma: float = _doc("Smoothing of the upsampled maps in pixels (0: none).", default=4.0)
     seed: int = _doc("Seed of the batch split.", default=0)
+    foreground: ForegroundConfig = _doc("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
 
 
 @dataclass
@@ -581,6 +598,11 @@ def _validate_values(cfg: Any, prefix: str) -> None:
             raise bad("tile_images", f"must be >= 1 or null, got {cfg.tile_images}")
         if cfg.memory_budget_mb is not None and cfg.memory_budget_mb < 1:
             raise bad("memory_budget_mb", f"must be >= 1 or null, got {cfg.memory_budget_mb}")
+    elif isinstance(cfg, ForegroundConfig):
+        if not 0 <= cfg.threshold < 1:
+            raise bad("threshold", f"must be in [0, 1), got {cfg.threshold}")
+        if not 0 <= cfg.background_weight <= 1:
+            raise bad("background_weight", f"must be in [0, 1], got {cfg.background_weight}")
     elif isinstance(cfg, PatchEADConfig):
         if cfg.batch_size < 2:
             raise bad("batch_size", f"must be >= 2, got {cfg.batch_size}")

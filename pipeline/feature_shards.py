@@ -92,6 +92,8 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
     table = table.append_column("embedding", _tensor_column(features.embedding.numpy().astype(np.float32)))
     for i, stage in enumerate(features.stages):
         table = table.append_column(f"stage_{i}", _tensor_column(stage.numpy().astype(np.float16)))
+    if features.attention is not None:  # ViTs: CLS attention for foreground masks
+        table = table.append_column("attention", _tensor_column(features.attention.numpy().astype(np.float32)))
     return table.replace_schema_metadata({"backbone": backbone})
 
 
@@ -120,11 +122,14 @@ def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
     table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
     if rows is not None:
         table = table.take(pa.array(rows, pa.int64()))
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(table.column(name).combine_chunks().to_numpy_ndarray().astype(np.float32))
+
     stage_names = sorted((n for n in table.column_names if n.startswith("stage_")), key=lambda n: int(n[6:]))
-    stages = [torch.from_numpy(table.column(n).combine_chunks().to_numpy_ndarray().astype(np.float32))
-              for n in stage_names]
-    embedding = torch.from_numpy(table.column("embedding").combine_chunks().to_numpy_ndarray().astype(np.float32))
-    return table.drop_columns([*stage_names, "embedding"]), Features(stages, embedding)
+    has_attention = "attention" in table.column_names
+    features = Features([tensor(n) for n in stage_names], tensor("embedding"),
+                        tensor("attention") if has_attention else None)
+    return table.drop_columns([*stage_names, "embedding", *(["attention"] if has_attention else [])]), features
 
 
 class ShardFeatureExtractor:

@@ -14,6 +14,7 @@ import torch
 from .anomaly_maps import image_scores
 from .backbones import Features
 from .config import MuscConfig
+from .foreground import apply_foreground
 from .lnamd import lnamd
 from .msm import mutual_scores
 from .rscin import rscin
@@ -55,7 +56,7 @@ def score_features(
         )
         if progress is not None:
             progress(done, len(pairs))
-    patch = (total / len(pairs)).view(n, h, w).cpu()
+    patch = apply_foreground((total / len(pairs)).view(n, h, w).cpu(), features, cfg.foreground)
     raw = image_scores(patch)
     final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
     return MuscResult(patch, raw, final)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .backbones import Features
 from .config import PatchEADConfig
+from .foreground import apply_foreground
 from .msm import reference_similarities, top_image_similarities
 from .musc import MuscResult
 from .subsets import split_by_max_size
@@ -73,7 +74,7 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
         ref = unit_tokens(reference.stages[level]) if cfg.mode == "fewshot" else None
         for batch in batches:
             total[batch] += patch_scores(z[batch], cfg, ref, device).cpu()
-    patches = (total / len(features.stages)).view(n, h, w)
+    patches = apply_foreground((total / len(features.stages)).view(n, h, w), features, cfg.foreground)
     scores = image_scores(patches.flatten(1), cfg.top_patch_fraction)
     return MuscResult(patches, scores, scores)
 

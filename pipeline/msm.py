@@ -83,6 +83,17 @@ def _check_rule(name: str, value: str) -> bool:
     return value == "nearest"
 
 
+def _match_rules(patch_match: str, image_selection: str) -> tuple[Callable[..., torch.Tensor], bool]:
+    """The reduction over another image's patches, and whether the kept per-image values are the largest."""
+    reduce = torch.amax if _check_rule("patch_match", patch_match) else torch.amin
+    return reduce, _check_rule("image_selection", image_selection)
+
+
+def _kept_values(shape: tuple[int, int, int], keep_largest: bool, device: torch.device) -> torch.Tensor:
+    """The running top-k (bottom-k) buffer, filled so that any real similarity replaces the filler."""
+    return torch.full(shape, -torch.inf if keep_largest else torch.inf, device=device)
+
+
 def top_image_similarities(
     z: torch.Tensor,
     k: int,
@@ -107,14 +118,12 @@ def top_image_similarities(
     n, m, c = z.shape
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
-    nearest_patch = _check_rule("patch_match", patch_match)
-    keep_largest = _check_rule("image_selection", image_selection)
-    reduce = torch.amax if nearest_patch else torch.amin
+    reduce, keep_largest = _match_rules(patch_match, image_selection)
     device = torch.device(device) if device is not None else z.device
     dtype = resolve_matmul_dtype(matmul_precision, device)
     tile = tile_images or auto_tile_images(n, m, device, memory_budget_mb)
     zc = z.to(device=device, dtype=dtype)
-    best = torch.full((n, m, k), -torch.inf if keep_largest else torch.inf, device=device)
+    best = _kept_values((n, m, k), keep_largest, device)
 
     # one reused tile buffer: a fresh multi-MB output per matmul costs more in page faults than the
     # matmul itself when C is small
@@ -165,14 +174,12 @@ def reference_similarities(
     r, mr, _ = references.shape
     if not 1 <= k <= r:
         raise ValueError(f"k must be in [1, R] = [1, {r}], got {k}")
-    nearest_patch = _check_rule("patch_match", patch_match)
-    keep_largest = _check_rule("image_selection", image_selection)
-    reduce = torch.amax if nearest_patch else torch.amin
+    reduce, keep_largest = _match_rules(patch_match, image_selection)
     device = torch.device(device) if device is not None else queries.device
     dtype = resolve_matmul_dtype(matmul_precision, device)
     tile = tile_images or auto_tile_images(max(q, r), max(m, mr), device, memory_budget_mb)
     zq, zr = queries.to(device=device, dtype=dtype), references.to(device=device, dtype=dtype)
-    best = torch.full((q, m, k), -torch.inf if keep_largest else torch.inf, device=device)
+    best = _kept_values((q, m, k), keep_largest, device)
     for i0 in range(0, q, tile):
         i1 = min(i0 + tile, q)
         for j0 in range(0, r, tile):

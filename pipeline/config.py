@@ -173,6 +173,12 @@ class PatchEADConfig:
     gaussian_sigma: float = _doc("Smoothing of the upsampled maps in pixels (0: none).", default=4.0)
     seed: int = _doc("Seed of the batch split.", default=0)
     foreground: ForegroundConfig = _doc("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
+    align: bool = _doc(
+        "PatchEAD+ alignment: warp images onto a common pose before feature extraction (batch: onto the "
+        "batch's first image; few-shot: the prompts onto each query) and score the 180-degree-rotated "
+        "copies too, averaging the scores of both.",
+        default=False,
+    )
 
 
 @dataclass

@@ -15,10 +15,13 @@ the same ``msm`` functions and costs the same.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import Features
+
+from .alignment import align_to, rotated_180
+from .backbones import Backbone, Features
 from .config import PatchEADConfig
 from .foreground import apply_foreground
 from .msm import reference_similarities, top_image_similarities
@@ -78,3 +81,40 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
     scores = image_scores(patches.flatten(1), cfg.top_patch_fraction)
     return MuscResult(patches, scores, scores)
 
+
+
+def _extract(backbone: Backbone, images: np.ndarray | list[np.ndarray]) -> Features:
+    return Features.cat(list(backbone.extract_batches(list(images))))
+
+
+def _average_with_copy(result: MuscResult, copy: MuscResult) -> MuscResult:
+    """Scores of images and of their 180-degree copies, averaged; the copy's maps are turned back."""
+    patches = (result.patch_scores + copy.patch_scores.flip(1, 2)) / 2
+    scores = (result.image_scores + copy.image_scores) / 2
+    return MuscResult(patches, scores, scores)
+
+
+def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
+                 references: np.ndarray | None = None) -> MuscResult:
+    """PatchEAD(+) from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
+
+    With ``cfg.align``, batch mode warps every image onto the first and scores the aligned batch and
+    its 180-degree-rotated copy separately (so no image is compared with its own copy, which would
+    hide its defects), averaging the two; few-shot mode warps the prompts onto each query and adds
+    their 180-degree copies to that query's prompts. Maps are in the aligned frame.
+    """
+    if not cfg.align:
+        return score_patchead(_extract(backbone, images), cfg, None if references is None
+                              else _extract(backbone, references))
+    if references is None:
+        aligned = align_to(list(images), images[0])
+        upright = score_patchead(_extract(backbone, aligned), cfg)
+        turned = score_patchead(_extract(backbone, [rotated_180(a) for a in aligned]), cfg)
+        return _average_with_copy(upright, turned)
+    parts = []
+    for query in images:
+        prompts = align_to(list(references), query)
+        prompts += [rotated_180(p) for p in prompts]
+        parts.append(score_patchead(_extract(backbone, query[None]), cfg, _extract(backbone, prompts)))
+    return MuscResult(torch.cat([p.patch_scores for p in parts]), torch.cat([p.image_scores for p in parts]),
+                      torch.cat([p.image_scores for p in parts]))

@@ -85,3 +85,28 @@ def test_nearest_neighbour_reading_separates_defects_and_the_literal_one_does_no
         aurocs[reading] = float(np.mean(values))
     # measured: nearest 0.985, literal (farthest patch, farthest images) 0.59
     assert aurocs["nearest"] > 0.9 and aurocs["nearest"] > aurocs["farthest"] + 0.2
+
+
+def test_score_images_with_alignment_runs_both_modes_and_turns_copies_back():
+    from pipeline.musc import MuscResult
+    from pipeline.patchead import _average_with_copy, score_images
+
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64,
+                                             layers=[1, 2]))
+    from pipeline.synthetic import render_image
+
+    images = np.stack([render_image("plate", 64, [3, i])[0] for i in range(5)])
+    plain = score_images(backbone, images, PatchEADConfig())
+    direct = score_patchead(backbone.extract(images), PatchEADConfig())
+    assert torch.allclose(plain.image_scores, direct.image_scores, atol=1e-6)
+    for cfg, refs in ((PatchEADConfig(align=True), None),
+                      (PatchEADConfig(mode="fewshot", align=True), images[:2])):
+        result = score_images(backbone, images[2:] if refs is not None else images, cfg, refs)
+        assert result.patch_scores.shape[1:] == (16, 16) and torch.isfinite(result.image_scores).all()
+
+    maps = torch.arange(8.0).view(1, 2, 4)
+    upright = MuscResult(maps, torch.tensor([1.0]), torch.tensor([1.0]))
+    turned = MuscResult(maps.flip(1, 2), torch.tensor([3.0]), torch.tensor([3.0]))  # the copy's map, turned
+    averaged = _average_with_copy(upright, turned)
+    assert torch.equal(averaged.patch_scores, maps) and averaged.image_scores.item() == 2.0

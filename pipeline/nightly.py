@@ -367,13 +367,14 @@ def run_job(cfg: JobConfig) -> JobReport:
               f"{len(shards)} feature shards", file=sys.stderr)
         ex = cfg.extraction
         if cfg.detector == "musc":
-            stage, image_size, sigma = "extraction", cfg.backbone.image_size, cfg.musc.gaussian_sigma
+            stage, image_size, sigma, resize = "extraction", cfg.backbone.image_size, cfg.musc.gaussian_sigma, None
             extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
         else:  # the first stage scores; maps come smoothed from the detector
             detector_cfg = _trained_detector_config(cfg)
             section = detector_cfg.vitad if detector_cfg.kind == "vitad" else detector_cfg.dinomaly
             stage, image_size, sigma = "detector", section.encoder.image_size, 0.0
-            extraction = run_detector_stage(shards, cfg.detector_checkpoint, image_size, getattr(section, "resize", None),
+            resize = getattr(section, "resize", None)
+            extraction = run_detector_stage(shards, cfg.detector_checkpoint, image_size, resize,
                                             state.features_prefix, state.run_prefix, ex, cfg.backbone.batch_size, so)
         timings[stage] = time.perf_counter() - t
         timings[f"{stage}_actor_busy"] = extraction["actor_seconds"]
@@ -384,7 +385,7 @@ def run_job(cfg: JobConfig) -> JobReport:
             run_date=state.run_date, config_hash=state.config_hash, backbone=backbone,
             image_size=image_size, gaussian_sigma=sigma,
             heatmaps=cfg.output.heatmaps, flag_policy=cfg.flagging.policy, flag_value=cfg.flag_value(),
-            storage_options=so)
+            storage_options=so, resize=resize)
         summaries, counts = _score_groups(cfg, state, by_group, ctx, failures)
         if cfg.detector != "musc":
             counts["images_scored"] = extraction["images"]

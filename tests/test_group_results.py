@@ -105,3 +105,24 @@ def test_groups_with_one_readable_image_or_none_get_rows_and_a_status(tmp_path):
 
     broken = finalise_group("broken", [{**bad, "group": "broken"}], [], ctx)
     assert broken["statuses"] == {"decode_error": 1} and broken["scored"] == 0
+
+
+def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
+    """A detector that saw resize-then-crop inputs (Dinomaly) gets maps over the same crop."""
+    features_prefix, _, uris = one_shard
+    rows, _ = read_shard_records(shard_uri(features_prefix, 0))
+    ctx = context(tmp_path, image_size=16, resize=20)
+    plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
+    result_uri = subset_result_uri(ctx.run_prefix, "line/a", 0)
+    score_subset(plan, features_prefix, result_uri, MUSC)
+    mask = np.zeros((20, 20), np.uint8)
+    mask[0:2, :] = 255  # an anomaly only in the rows the centre crop removes
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    rows = [{**r, "shard_id": 0, "row": i, "mask_uri": str(tmp_path / "mask.png") if r["label"] else None}
+            for i, r in enumerate(rows)]
+    group = finalise_group("line/a", rows, [result_uri], ctx)
+    assert np.isnan(group["metrics"]["pixel_auroc"])  # the cropped mask has no anomalous pixel left
+    row = pq.read_table(group["scores_uri"]).to_pylist()[0]
+    photo = np.asarray(Image.open(row["map_uri"]))[:, :16]
+    source = np.asarray(Image.open(row["uri"]).convert("RGB").resize((20, 20), Image.Resampling.BICUBIC))
+    assert np.array_equal(photo, source[2:18, 2:18])

@@ -90,3 +90,17 @@ def mean_of_top_fraction(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     flat = maps.flatten(1)
     k = max(1, int(flat.shape[1] * fraction))
     return torch.topk(flat, k, dim=1).values.mean(dim=1)
+
+
+def dice_loss(anomaly_prob: torch.Tensor, mask: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - (2 |P . M| + eps) / (|P| + |M| + eps) over all pixels of the batch (SOWA, Eq. 5);
+    ``eps`` keeps an all-normal batch predicted all-normal at zero loss."""
+    p, m = anomaly_prob.flatten(), mask.float().flatten()
+    return 1.0 - (2.0 * (p * m).sum() + eps) / (p.sum() + m.sum() + eps)
+
+
+def focal_loss(probs: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over pixels of -(1 - p_t)^gamma log p_t, where ``probs`` (B, 2, H, W) are the softmax
+    [normal, anomalous] probabilities and p_t the probability of the true class (SOWA, Eq. 5)."""
+    p_true = probs.gather(1, mask.long().unsqueeze(1)).squeeze(1).clamp_min(eps)
+    return (-(1.0 - p_true) ** gamma * torch.log(p_true)).mean()

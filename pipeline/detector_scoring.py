@@ -10,7 +10,6 @@ for MuSc, so BI sees the same tables whichever detector ran.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -23,13 +22,13 @@ from .config import ExtractionConfig
 from .detectors.checkpoint import load_checkpoint
 from .detectors.training import predict_batches
 from .faults import crash_point
-from .feature_shards import records_table, run_shard_actors, shard_uri, write_table
+from .feature_shards import ShardActor, records_table, run_shard_actors, shard_uri, write_table
 from .subset_scoring import subset_result_uri, write_subset_result
 
 MAP_SIDE = 64  # stored map resolution: reviewers' heat maps and pixel metrics upsample it again
 
 
-class ShardDetectorScorer:
+class ShardDetectorScorer(ShardActor):
     """Ray Data actor: loads the checkpoint once, scores shards, writes records and group results."""
 
     def __init__(self, checkpoint: str, shards_prefix: str, run_prefix: str, batch_size: int,
@@ -42,32 +41,23 @@ class ShardDetectorScorer:
         self.batch_size, self.storage_options = batch_size, storage_options
         self.name = f"{checkpoint} ({self.detector.encoder.description})"
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summary: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
-        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
-                                                     batch["errors"]):
-            start = time.perf_counter()
-            records, errors = list(records), list(errors)
-            ok = [i for i, e in enumerate(errors) if not e]
-            by_group: dict[str, list[int]] = defaultdict(list)
-            for i in ok:
+    def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
+                      errors: list[str]) -> None:
+        by_group: dict[str, list[int]] = defaultdict(list)
+        for i, error in enumerate(errors):
+            if not error:
                 by_group[records[i]["group"]].append(i)
-            for group, rows in by_group.items():
-                maps, scores = predict_batches(self.detector, np.stack([images[i] for i in rows]), self.batch_size,
-                                               self.device)
-                small = F.interpolate(torch.from_numpy(maps)[:, None], size=(MAP_SIDE, MAP_SIDE), mode="area")[:, 0]
-                write_subset_result(subset_result_uri(self.run_prefix, group, int(shard_id)), group, None,
-                                    [records[i]["uri"] for i in rows], scores, scores, small.numpy(),
-                                    self.storage_options)
-            crash_point("detector_shard")
-            # the records object last: its presence marks the shard done
-            write_table(shard_uri(self.shards_prefix, int(shard_id)), records_table(records, errors, self.name),
-                        self.storage_options)
-            summary["shard_id"].append(int(shard_id))
-            summary["images"].append(len(ok))
-            summary["failed"].append(len(records) - len(ok))
-            summary["seconds"].append(time.perf_counter() - start)
-        return {k: np.asarray(v) for k, v in summary.items()}
+        for group, rows in by_group.items():
+            maps, scores = predict_batches(self.detector, np.stack([images[i] for i in rows]), self.batch_size,
+                                           self.device)
+            small = F.interpolate(torch.from_numpy(maps)[:, None], size=(MAP_SIDE, MAP_SIDE), mode="area")[:, 0]
+            write_subset_result(subset_result_uri(self.run_prefix, group, shard_id), group, None,
+                                [records[i]["uri"] for i in rows], scores, scores, small.numpy(),
+                                self.storage_options)
+        crash_point("detector_shard")
+        # the records object last: its presence marks the shard done
+        write_table(shard_uri(self.shards_prefix, shard_id), records_table(records, errors, self.name),
+                    self.storage_options)
 
 
 def run_detector_stage(shards: list[dict[str, Any]], checkpoint: str, image_size: int, resize: int | None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -132,7 +133,34 @@ def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
     return table.drop_columns([*stage_names, "embedding", *(["attention"] if has_attention else [])]), features
 
 
-class ShardFeatureExtractor:
+class ShardActor(ABC):
+    """Base of the first stage's Ray Data actors: called with decoded shards, one at a time.
+
+    Subclasses load their model once in ``__init__`` and write a shard's objects in
+    ``process_shard`` (the object under the stage's done-prefix last); the per-shard summary the
+    driver reads back is the same for every actor.
+    """
+
+    @abstractmethod
+    def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
+                      errors: list[str]) -> None:
+        """Handle one shard; ``errors[i]`` is non-empty where image i could not be decoded."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
+        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
+                                                     batch["errors"]):
+            start = time.perf_counter()
+            records, errors = list(records), list(errors)
+            self.process_shard(int(shard_id), records, images, errors)
+            summaries["shard_id"].append(int(shard_id))
+            summaries["images"].append(len(records))
+            summaries["failed"].append(sum(1 for e in errors if e))
+            summaries["seconds"].append(time.perf_counter() - start)
+        return {k: np.asarray(v) for k, v in summaries.items()}
+
+
+class ShardFeatureExtractor(ShardActor):
     """Ray Data actor: loads the backbone once, extracts a shard's features, writes the shard object."""
 
     def __init__(self, backbone_cfg: BackboneConfig, features_prefix: str,
@@ -143,24 +171,15 @@ class ShardFeatureExtractor:
         self.features_prefix = features_prefix
         self.storage_options = storage_options
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
-        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
-                                                     batch["errors"]):
-            start = time.perf_counter()
-            records, errors = list(records), list(errors)
-            feats = Features.cat(list(self.backbone.extract_batches(list(images))))
-            failed = torch.tensor([bool(e) for e in errors])
-            for tensor in (*feats.stages, feats.embedding):
-                tensor[failed] = 0.0
-            crash_point("extract_shard")
-            table = shard_table(records, errors, feats, self.backbone.description)
-            write_table(shard_uri(self.features_prefix, int(shard_id)), table, self.storage_options)
-            summaries["shard_id"].append(int(shard_id))
-            summaries["images"].append(len(records))
-            summaries["failed"].append(sum(1 for e in errors if e))
-            summaries["seconds"].append(time.perf_counter() - start)
-        return {k: np.asarray(v) for k, v in summaries.items()}
+    def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
+                      errors: list[str]) -> None:
+        feats = Features.cat(list(self.backbone.extract_batches(list(images))))
+        failed = torch.tensor([bool(e) for e in errors])
+        for tensor in (*feats.stages, feats.embedding):
+            tensor[failed] = 0.0
+        crash_point("extract_shard")
+        table = shard_table(records, errors, feats, self.backbone.description)
+        write_table(shard_uri(self.features_prefix, shard_id), table, self.storage_options)
 
 
 def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig, features_prefix: str,

@@ -387,8 +387,8 @@ def run_job(cfg: JobConfig) -> JobReport:
             heatmaps=cfg.output.heatmaps, flag_policy=cfg.flagging.policy, flag_value=cfg.flag_value(),
             storage_options=so, resize=resize)
         summaries, counts = _score_groups(cfg, state, by_group, ctx, failures)
-        if cfg.detector != "musc":
-            counts["images_scored"] = extraction["images"]
+        if cfg.detector != "musc":  # scored in the first stage: every image that decoded
+            counts["images_scored"] = extraction["images"] - extraction["failed"]
         timings["scoring"] = time.perf_counter() - t
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")

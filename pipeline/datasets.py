@@ -85,9 +85,10 @@ def read_split(root: str, layout: str, category: str, split: str = "test", *,
     return sorted(samples, key=lambda s: (s.defect_type, s.image_path))
 
 
-def load_image(path: str | BinaryIO, size: int | None = None) -> np.ndarray:
+def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
     """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
-    (bicubic) when size is given. Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``.
+    (bicubic) when size is given, or to ``resize`` x ``resize`` and then centre-cropped to size x size
+    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``.
 
     16-bit greyscale is scaled to 8 bits (not clipped, as a plain PIL conversion would do).
     """
@@ -97,9 +98,10 @@ def load_image(path: str | BinaryIO, size: int | None = None) -> np.ndarray:
             grey = np.asarray(image, dtype=np.float64) / 257.0
             image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
         image = image.convert("RGB")
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image)
+    side = resize or size
+    if side is not None and image.size != (side, side):
+        image = image.resize((side, side), Image.Resampling.BICUBIC)
+    return center_crop(np.asarray(image), size) if resize and size is not None else np.asarray(image)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -149,12 +151,14 @@ def read_mask(path: str | BinaryIO) -> np.ndarray:
     return values > 0
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """A bool mask resized to size x size with nearest-neighbour sampling (no new values)."""
-    if mask.shape == (size, size):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(resized) > 127
+def resize_mask(mask: np.ndarray, size: int, resize: int | None = None) -> np.ndarray:
+    """A bool mask resized to size x size with nearest-neighbour sampling (no new values), or to
+    ``resize`` x ``resize`` and centre-cropped to size x size, as ``load_image`` does the image."""
+    side = resize or size
+    if mask.shape != (side, side):
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)
+        mask = np.asarray(resized) > 127
+    return center_crop(mask, size) if resize else mask
 
 
 def _check_root(root: str, layout: str, split_csv: str | None) -> Path:

@@ -27,7 +27,7 @@ import torch
 
 from .backbones import Backbone, Features, build_backbone
 from .config import BackboneConfig, ExtractionConfig
-from .datasets import center_crop, load_image
+from .datasets import load_image
 from .faults import crash_point
 from .inputs import InputRecord
 from .results import STATUS_DECODE_ERROR, STATUS_OK
@@ -60,8 +60,7 @@ def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[s
     errors = []
     for i, record in enumerate(shard["records"]):
         try:
-            image = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), resize or image_size)
-            images[i] = center_crop(image, image_size)
+            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size, resize)
             errors.append("")
         except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
             errors.append(f"{type(err).__name__}: {err}"[:500])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .anomaly_maps import anomaly_maps
-from .datasets import center_crop, load_image, read_mask, resize_mask
+from .datasets import load_image, read_mask, resize_mask
 from .faults import crash_point
 from .flagging import flag, rank_in_group
 from .heatmaps import overlay_png
@@ -92,7 +92,7 @@ def _group_metrics(results: list[SubsetResult], records: dict[str, dict], ctx: G
             for i, uri in enumerate(chunk):
                 if records[uri]["mask_uri"]:
                     mask_file = io.BytesIO(read_bytes(records[uri]["mask_uri"], ctx.storage_options))
-                    masks[i] = center_crop(resize_mask(read_mask(mask_file), ctx.resize or size), size)
+                    masks[i] = resize_mask(read_mask(mask_file), size, ctx.resize)
             acc.update(maps.numpy(), masks)
     pixel = acc.compute() if acc.anomalous.any() else None
     return metrics_row(image, pixel)
@@ -121,8 +121,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], subset_uris: list[
             for j, uri in enumerate(r.uris):
                 map_uri = None
                 if ctx.heatmaps == "all" or (ctx.heatmaps == "flagged" and flags[i]):
-                    image = center_crop(load_image(io.BytesIO(read_bytes(uri, ctx.storage_options)),
-                                                   ctx.resize or ctx.image_size), ctx.image_size)
+                    image = load_image(io.BytesIO(read_bytes(uri, ctx.storage_options)), ctx.image_size, ctx.resize)
                     heat = anomaly_maps(torch.from_numpy(r.patch_scores[j:j + 1]), ctx.image_size, ctx.gaussian_sigma)
                     map_uri = heatmap_uri(ctx, group, uri)
                     write_bytes(map_uri, overlay_png(image, heat[0].numpy(), vmin, vmax), ctx.storage_options)

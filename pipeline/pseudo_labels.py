@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs
 
-from .datasets import center_crop, load_image
+from .datasets import load_image
 from .results import STATUS_OK
 from .storage import read_bytes
 
@@ -46,5 +46,4 @@ def most_normal_uris(scores_prefix: str, run_id: str, fraction: float,
 def load_images(uris: list[str], size: int, resize: int | None = None,
                 storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """(N, size, size, 3) uint8 images from any URIs, resized (and centre-cropped from ``resize``)."""
-    return np.stack([center_crop(load_image(io.BytesIO(read_bytes(u, storage_options)), resize or size), size)
-                     for u in uris])
+    return np.stack([load_image(io.BytesIO(read_bytes(u, storage_options)), size, resize) for u in uris])

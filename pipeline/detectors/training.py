@@ -15,26 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..backbones import resolve_device
 from ..config import DetectorConfig
-from ..datasets import center_crop, load_image, load_mask, read_split, resize_mask
+from ..datasets import load_image, load_mask, read_split, resize_mask
 from ..metrics import category_metrics, mean_row
 from .models import ReconstructionDetector
 from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
-
-
-def fit_image(image: np.ndarray, size: int, resize: int | None) -> np.ndarray:
-    """An (H, W, 3) uint8 image at ``size``: resized to ``resize`` and centre-cropped when given."""
-    side = resize or size
-    if image.shape[:2] != (side, side):
-        image = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
-    return center_crop(image, size)
-
-
-def _fit_mask(mask: np.ndarray, size: int, resize: int | None) -> np.ndarray:
-    return center_crop(resize_mask(mask, resize or size), size)
 
 
 @dataclass
@@ -55,9 +42,9 @@ def load_split(root: str, layout: str, categories: list[str], split: str, size: 
         for sample in read_split(root, layout, category, split):
             if normal_only and sample.label:
                 continue
-            images.append(fit_image(load_image(sample.image_path), size, resize))
+            images.append(load_image(sample.image_path, size, resize))
             labels.append(sample.label)
-            masks.append(_fit_mask(load_mask(sample), size, resize))
+            masks.append(resize_mask(load_mask(sample), size, resize))
             cats.append(category)
     if not images:
         raise ValueError(f"no {'normal ' if normal_only else ''}images in split {split!r} of {categories} under {root}")

@@ -490,6 +490,11 @@ class DetectorConfig:
                                     default_factory=DinomalyConfig)
     training: TrainingConfig = _doc("Training loop.", default_factory=TrainingConfig)
 
+    def input_geometry(self) -> tuple[int, int | None]:
+        """(encoder input size, resize before the centre crop or None) of the chosen detector."""
+        section = self.vitad if self.kind == "vitad" else self.dinomaly
+        return section.encoder.image_size, getattr(section, "resize", None)
+
 
 SEARCH_TYPES = ("loguniform", "uniform", "randint", "choice")
 

@@ -147,8 +147,9 @@ def prepare_demo_inputs(cfg: JobConfig) -> None:
     write_manifest(records_from_dataset(str(root)), cfg.inputs.manifest)
 
 
-def preflight(cfg: JobConfig) -> list[InputRecord]:
-    """Everything that can be checked before work starts; returns the inputs. Raises one-line errors."""
+def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
+    """Everything that can be checked before work starts; returns the inputs and, for a trained
+    detector, its checkpoint's config. Raises one-line errors."""
     so = cfg.storage_options
     check_bucket(cfg.output.prefix, so, "output.prefix")
     if cfg.inputs.manifest is not None:
@@ -162,14 +163,13 @@ def preflight(cfg: JobConfig) -> list[InputRecord]:
         if len({r.uri for r in records}) != len(records):
             raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
     if cfg.detector != "musc":
-        _trained_detector_config(cfg)
-        return records
+        return records, _trained_detector_config(cfg)
     check_weights_setting(cfg.backbone)
     if cfg.backbone.weights is not None:
         check_bucket(cfg.backbone.weights, so, "backbone.weights")
         if not exists(cfg.backbone.weights, so):
             raise WeightsError(f"backbone.weights {cfg.backbone.weights}: no such file or object")
-    return records
+    return records, None
 
 
 def _trained_detector_config(cfg: JobConfig) -> DetectorConfig:
@@ -274,7 +274,7 @@ def _score_groups(cfg: JobConfig, state: RunState, by_group: dict[str, list[dict
     for plan in plans:
         plans_by_group[plan.group].append(plan)
     pieces = {g: [subset_result_uri(state.run_prefix, g, s) for s in sorted({m.shard_id for m in ms})]
-              for g, ms in members.items()}
+              for g, ms in members.items()} if cfg.detector != "musc" else {}
     with ThreadPoolExecutor(max_workers=16) as pool:
         finished = dict(zip(by_group, pool.map(lambda g: exists(group_summary_uri(state.run_prefix, g), so), by_group)))
         result_uris = {(p.group, p.subset_id): subset_result_uri(state.run_prefix, p.group, p.subset_id) for p in plans}
@@ -346,7 +346,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     prepare_demo_inputs(cfg)
-    records = preflight(cfg)
+    records, detector_cfg = preflight(cfg)
     state = open_run(cfg, config_hash(cfg))
     so = cfg.storage_options
     if exists(state.success_uri, so):
@@ -370,10 +370,8 @@ def run_job(cfg: JobConfig) -> JobReport:
             stage, image_size, sigma, resize = "extraction", cfg.backbone.image_size, cfg.musc.gaussian_sigma, None
             extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
         else:  # the first stage scores; maps come smoothed from the detector
-            detector_cfg = _trained_detector_config(cfg)
-            section = detector_cfg.vitad if detector_cfg.kind == "vitad" else detector_cfg.dinomaly
-            stage, image_size, sigma = "detector", section.encoder.image_size, 0.0
-            resize = getattr(section, "resize", None)
+            stage, sigma = "detector", 0.0
+            image_size, resize = detector_cfg.input_geometry()
             extraction = run_detector_stage(shards, cfg.detector_checkpoint, image_size, resize,
                                             state.features_prefix, state.run_prefix, ex, cfg.backbone.batch_size, so)
         timings[stage] = time.perf_counter() - t

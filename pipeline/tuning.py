@@ -96,9 +96,7 @@ def _prepare_data(cfg: SweepConfig) -> tuple[Any, LabelledSplit]:
         generate_dataset(root, n_train=syn.n_train, n_test_good=syn.n_test_good, n_test_defect=syn.n_test_defect,
                          image_size=syn.image_size, seed=syn.seed, **kwargs)
     categories = cfg.dataset.categories or list_categories(root, cfg.dataset.layout)
-    det = cfg.detector.vitad if cfg.detector.kind == "vitad" else cfg.detector.dinomaly
-    resize = getattr(det, "resize", None)
-    size = det.encoder.image_size
+    size, resize = cfg.detector.input_geometry()
     validation = load_split(root, cfg.dataset.layout, categories, "test", size, resize)
     pseudo = cfg.pseudo_labels
     if pseudo.scores_prefix is not None:

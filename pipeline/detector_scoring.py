@@ -22,7 +22,8 @@ from .config import ExtractionConfig
 from .detectors.checkpoint import load_checkpoint
 from .detectors.training import predict_batches
 from .faults import crash_point
-from .feature_shards import ShardActor, records_table, run_shard_actors, shard_uri, write_table
+from .feature_shards import ShardActor, records_table, run_shard_actors, shard_uri
+from .storage import write_parquet
 from .subset_scoring import subset_result_uri, write_subset_result
 
 MAP_SIDE = 64  # stored map resolution: reviewers' heat maps and pixel metrics upsample it again
@@ -56,8 +57,8 @@ class ShardDetectorScorer(ShardActor):
                                 self.storage_options)
         crash_point("detector_shard")
         # the records object last: its presence marks the shard done
-        write_table(shard_uri(self.shards_prefix, shard_id), records_table(records, errors, self.name),
-                    self.storage_options)
+        write_parquet(shard_uri(self.shards_prefix, shard_id), records_table(records, errors, self.name),
+                      self.storage_options)
 
 
 def run_detector_stage(shards: list[dict[str, Any]], checkpoint: str, image_size: int, resize: int | None,

@@ -31,7 +31,7 @@ from .datasets import load_image
 from .faults import crash_point
 from .inputs import InputRecord
 from .results import STATUS_DECODE_ERROR, STATUS_OK
-from .storage import exists, join_uri, read_bytes, write_bytes
+from .storage import exists, join_uri, read_bytes, write_parquet
 
 # the shard's per-image columns besides the features
 RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
@@ -95,13 +95,6 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
     if features.attention is not None:  # ViTs: CLS attention for foreground masks
         table = table.append_column("attention", _tensor_column(features.attention.numpy().astype(np.float32)))
     return table.replace_schema_metadata({"backbone": backbone})
-
-
-def write_table(uri: str, table: pa.Table, storage_options: dict[str, Any] | None = None) -> None:
-    """One Parquet object, written whole."""
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    write_bytes(uri, buffer.getvalue(), storage_options)
 
 
 def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
@@ -178,7 +171,7 @@ class ShardFeatureExtractor(ShardActor):
             tensor[failed] = 0.0
         crash_point("extract_shard")
         table = shard_table(records, errors, feats, self.backbone.description)
-        write_table(shard_uri(self.features_prefix, shard_id), table, self.storage_options)
+        write_parquet(shard_uri(self.features_prefix, shard_id), table, self.storage_options)
 
 
 def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig, features_prefix: str,

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .storage import is_remote, write_bytes
+from .storage import is_remote, write_bytes, write_parquet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -138,9 +138,9 @@ def write_manifest(records: list[InputRecord], uri: str, storage_options: dict[s
     table = pa.Table.from_pylist([asdict(r) for r in records], schema=pa.schema([
         ("uri", pa.string()), ("group", pa.string()), ("label", pa.int8()), ("mask_uri", pa.string()),
     ]))
-    buffer = pa.BufferOutputStream()
     if uri.endswith(".parquet"):
-        pq.write_table(table, buffer)
-    else:
-        pa_csv.write_csv(table, buffer)
+        write_parquet(uri, table, storage_options)
+        return
+    buffer = pa.BufferOutputStream()
+    pa_csv.write_csv(table, buffer)
     write_bytes(uri, buffer.getvalue().to_pybytes(), storage_options)

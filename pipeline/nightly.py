@@ -38,7 +38,6 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .backbones import WeightsError, check_weights_setting
 from .config import ConfigError, DetectorConfig, JobConfig, config_from_command_line, config_to_dict
@@ -50,7 +49,16 @@ from .inputs import InputError, InputRecord, list_images, read_manifest, records
 from .metrics import TABLE_COLUMNS, format_table, mean_row
 from .progress import Progress
 from .results import STATUS_OK
-from .storage import StorageError, check_bucket, exists, is_remote, join_uri, read_bytes, write_bytes
+from .storage import (
+    StorageError,
+    check_bucket,
+    exists,
+    is_remote,
+    join_uri,
+    read_bytes,
+    write_bytes,
+    write_parquet,
+)
 from .subset_scoring import Member, SubsetPlan, plan_subsets, score_subset, subset_result_uri
 from .synthetic import generate_dataset
 
@@ -331,10 +339,8 @@ def _write_metrics(cfg: JobConfig, state: RunState, summaries: dict[str, dict]) 
     if not per_group:
         return None
     rows = [{"group": g, **{c: m.get(c) for c in TABLE_COLUMNS}, "run_id": state.run_id} for g, m in per_group.items()]
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
     parquet_uri = join_uri(cfg.output.prefix, "metrics", f"run_date={state.run_date}", f"part-{state.run_id}.parquet")
-    write_bytes(parquet_uri, buffer.getvalue().to_pybytes(), cfg.storage_options)
+    write_parquet(parquet_uri, pa.Table.from_pylist(rows), cfg.storage_options)
     table = format_table(per_group)
     write_bytes(join_uri(state.run_prefix, "metrics.txt"), (table + "\n").encode(), cfg.storage_options)
     return {"table": table, "per_group": per_group, "mean": mean_row(per_group), "uri": parquet_uri}

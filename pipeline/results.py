@@ -12,14 +12,12 @@ pyarrow's Hive partitioning decodes by default.
 
 from __future__ import annotations
 
-import io
 import urllib.parse
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .storage import join_uri, write_bytes
+from .storage import join_uri, write_parquet
 
 SCORES_SCHEMA = pa.schema([
     ("uri", pa.string()),
@@ -59,8 +57,6 @@ def write_group_scores(output_prefix: str, run_date: str, group: str, run_id: st
     if not rows:
         raise ValueError(f"group {group!r}: no rows to write")
     table = pa.Table.from_pylist(rows, schema=SCORES_SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
     uri = join_uri(output_prefix, "scores", partition_path(run_date, group), f"part-{run_id}.parquet")
-    write_bytes(uri, buffer.getvalue(), storage_options)
+    write_parquet(uri, table, storage_options, compression="zstd")
     return uri

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class StorageError(RuntimeError):
@@ -80,6 +82,14 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(target)
+
+
+def write_parquet(uri: str, table: pa.Table, storage_options: dict[str, Any] | None = None,
+                  compression: str = "snappy") -> None:
+    """A table as one Parquet object, written whole (``write_bytes``)."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression=compression)
+    write_bytes(uri, buffer.getvalue().to_pybytes(), storage_options)
 
 
 def check_bucket(uri: str, storage_options: dict[str, Any] | None = None, role: str = "location") -> None:

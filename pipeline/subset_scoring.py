@@ -31,7 +31,7 @@ from .config import MuscConfig
 from .faults import crash_point
 from .feature_shards import read_feature_shard, shard_uri
 from .musc import score_features
-from .storage import join_uri, read_bytes, write_bytes
+from .storage import join_uri, read_bytes, write_parquet
 from .subsets import split_by_max_size
 
 
@@ -132,9 +132,7 @@ def write_subset_result(uri: str, group: str, subset_id: int | None, uris: list[
         "group": group, "subset_id": "" if subset_id is None else str(subset_id),
         "scored_at": datetime.now(timezone.utc).isoformat(),
     })
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    write_bytes(uri, buffer.getvalue(), storage_options)
+    write_parquet(uri, table, storage_options, compression="zstd")
 
 
 @dataclass

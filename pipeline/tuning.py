@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from .config import ConfigError, DetectorConfig, SweepConfig, config_from_command_line, config_to_dict, with_values
@@ -32,7 +31,7 @@ from .detectors.models import build_detector
 from .detectors.training import LabelledSplit, load_split, train_detector
 from .faults import crash_point
 from .pseudo_labels import load_images, most_normal_uris
-from .storage import StorageError, check_bucket, join_uri, write_bytes
+from .storage import StorageError, check_bucket, join_uri, write_bytes, write_parquet
 from .synthetic import generate_dataset
 
 
@@ -179,9 +178,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     results = tuner.fit()
     out = join_uri(cfg.output_prefix, cfg.name)
     table = trials_table(results, cfg)
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
-    write_bytes(join_uri(out, "trials.parquet"), buffer.getvalue().to_pybytes(), cfg.storage_options)
+    write_parquet(join_uri(out, "trials.parquet"), table, cfg.storage_options)
     best = results.get_best_result(metric=cfg.metric, mode=cfg.mode, scope="all")
     checkpoint = best.get_best_checkpoint(cfg.metric, cfg.mode)
     with checkpoint.as_directory() as folder:

@@ -254,7 +254,12 @@ def test_a_trained_detector_writes_the_same_tables(ray_local, s3_batch, tmp_path
         image = load_image(str(s3_batch["root"]) + name, 64)
         _, direct = detector.predict(detector.preprocess(image[None]))
         assert scored[name]["score"] == pytest.approx(float(direct[0]), rel=1e-4)
-    assert report.manifest["metrics"]["per_group"]["weave"]["image_auroc"] >= 0.0
+    from sklearn.metrics import roc_auc_score
+
+    for group in ("weave", "disc"):  # the table's image AUROC is the one of the rows written
+        group_rows = [r for r in rows if r["group"] == group and r["status"] == "ok"]
+        expected = roc_auc_score([r["label"] for r in group_rows], [r["score"] for r in group_rows])
+        assert report.manifest["metrics"]["per_group"][group]["image_auroc"] == pytest.approx(expected)
 
     wrong = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, detector="dinomaly",
                        detector_checkpoint=checkpoint)

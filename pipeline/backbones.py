@@ -282,22 +282,39 @@ def _create_timm_model(name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
-class OpenClipViT(Backbone):
-    """CLIP vision tower from open_clip with its position embedding resized to the input grid."""
+def create_open_clip(cfg: BackboneConfig, with_text: bool = False) -> nn.Module:
+    """An open_clip model with the configured weights.
 
-    def __init__(self, cfg: BackboneConfig) -> None:
-        import open_clip
+    Feature extraction needs only the vision tower, so a vision-only checkpoint is accepted; with
+    ``with_text`` (SOWA's prompts) the checkpoint must hold the whole model, text tower included.
+    """
+    import open_clip
 
-        super().__init__(cfg, CLIP_MEAN, CLIP_STD)
-        try:
-            model = open_clip.create_model(cfg.name, pretrained=None)
-        except RuntimeError as err:
-            raise ValueError(f"unknown open_clip model '{cfg.name}': {err}") from err
-        visual = model.visual
-        state = _weights_or_refuse(cfg)
-        if state is not None:
+    try:
+        model = open_clip.create_model(cfg.name, pretrained=None)
+    except RuntimeError as err:
+        raise ValueError(f"unknown open_clip model '{cfg.name}': {err}") from err
+    state = _weights_or_refuse(cfg)
+    if state is not None:
+        if with_text:
+            load_weights_strict(model, state, cfg.weights or "", allow_unused=False)
+        else:
             visual_state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-            load_weights_strict(visual, visual_state or state, cfg.weights or "", allow_unused=False)
+            load_weights_strict(model.visual, visual_state or state, cfg.weights or "", allow_unused=False)
+    return model
+
+
+class OpenClipViT(Backbone):
+    """CLIP vision tower from open_clip with its position embedding resized to the input grid.
+
+    ``visual`` is an already loaded tower (a model built by ``create_open_clip`` whose text tower
+    is used elsewhere); by default the tower is created and loaded here.
+    """
+
+    def __init__(self, cfg: BackboneConfig, visual: nn.Module | None = None) -> None:
+        super().__init__(cfg, CLIP_MEAN, CLIP_STD)
+        if visual is None:
+            visual = create_open_clip(cfg).visual
         patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else visual.patch_size
         self.grid = _check_patch_multiple(cfg.image_size, patch, cfg.name)
         self._resize_position_embedding(visual, self.grid)

@@ -359,10 +359,11 @@ class JobConfig:
         "credentials to the environment, an AWS profile or the instance role; values are never logged.",
         default_factory=dict,
     )
-    detector: Literal["musc", "vitad", "dinomaly"] = _doc(
+    detector: Literal["musc", "vitad", "dinomaly", "sowa"] = _doc(
         "Who scores: 'musc' (zero-shot, images of a group scored against each other; uses backbone, musc, "
-        "scoring) or a trained 'vitad' / 'dinomaly' from detector_checkpoint (each image on its own, O(N); "
-        "backbone and musc are then unused). The outputs are the same tables either way.",
+        "scoring) or a trained 'vitad' / 'dinomaly' / 'sowa' from detector_checkpoint (each image on its own, "
+        "O(N); backbone and musc are then unused; SOWA scores zero-shot). The outputs are the same tables "
+        "either way.",
         default="musc",
     )
     detector_checkpoint: str | None = _doc(
@@ -468,6 +469,45 @@ class DinomalyConfig:
 
 
 @dataclass
+class SOWAConfig:
+    """SOWA (Hu et al.): frozen CLIP, a frozen-window attention adapter after each of its 4 stages,
+    learnable normal/abnormal prompts; trained on an auxiliary labelled set (images with masks)."""
+
+    clip: BackboneConfig = _doc(
+        "Frozen CLIP (family open_clip, a model with CLIP's own text tower, e.g. ViT-L-14-336). The weights "
+        "must be the full open_clip checkpoint (vision and text). layers are the 4 stage ends (null: 4 "
+        "evenly divided stages, 6 blocks each for ViT-L).",
+        default_factory=lambda: BackboneConfig(family="open_clip", name="ViT-L-14-336", image_size=336),
+    )
+    windows: list[int] = _doc(
+        "Square window side (in patches) of each stage's adapter, shallow to deep; each must divide the patch "
+        "grid (ViT-L-14-336 at 336 px: 24). Small windows keep shallow stages local, large ones let deep "
+        "stages see more context.",
+        default_factory=lambda: [2, 4, 6, 12],
+    )
+    stage_weights: list[float] = _doc("alpha_i of Eq. 2: weight of each stage in the fused map (paper: 1.0).",
+                                      default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    prompt_length: int = _doc("Learnable word embeddings before 'normal object' / 'abnormal object' (paper: 12).",
+                              default=12)
+    lr: float = _doc("Adam learning rate (paper: 1e-3).", default=1e-3)
+    dice_weight: float = _doc("lambda_1 of Eq. 5: Dice loss on the fused map (paper: 1.0).", default=1.0)
+    focal_weight: float = _doc("lambda_2 of Eq. 5: Focal loss on the fused map (paper: 1.0).", default=1.0)
+    bce_weight: float = _doc("lambda_3 of Eq. 5: BCE on the image-level probability (paper: 1.0).", default=1.0)
+    focal_gamma: float = _doc("Focal loss focusing parameter.", default=2.0)
+    image_score: Literal["mean", "image", "map_max"] = _doc(
+        "Image score: 'image' = the CLS embedding's abnormal probability against the prompts, 'map_max' = "
+        "the maximum of the (few-shot combined) anomaly map, 'mean' = their average.",
+        default="mean",
+    )
+    shots: int = _doc(
+        "Few-shot inference: normal reference images per category whose adapted stage features form the "
+        "memory bank (each query patch's cosine distance to its nearest bank patch, averaged over stages, "
+        "is added to the zero-shot map). 0: zero-shot. The nightly job scores zero-shot.",
+        default=0,
+    )
+
+
+@dataclass
 class TrainingConfig:
     """How a detector is trained: one model on the normal images of all categories (multi-class)."""
 
@@ -484,14 +524,21 @@ class TrainingConfig:
 class DetectorConfig:
     """A trained detector: which one, its settings, and how it is trained."""
 
-    kind: Literal["vitad", "dinomaly"] = _doc("Which detector.", default="vitad")
+    kind: Literal["vitad", "dinomaly", "sowa"] = _doc(
+        "Which detector: 'vitad' and 'dinomaly' reconstruct features and train on normal images; 'sowa' "
+        "trains prompts and adapters of a frozen CLIP on an auxiliary labelled set.",
+        default="vitad",
+    )
     vitad: ViTADConfig = _doc("ViTAD settings (used when kind is vitad).", default_factory=ViTADConfig)
     dinomaly: DinomalyConfig = _doc("Dinomaly settings (used when kind is dinomaly).",
                                     default_factory=DinomalyConfig)
+    sowa: SOWAConfig = _doc("SOWA settings (used when kind is sowa).", default_factory=SOWAConfig)
     training: TrainingConfig = _doc("Training loop.", default_factory=TrainingConfig)
 
     def input_geometry(self) -> tuple[int, int | None]:
         """(encoder input size, resize before the centre crop or None) of the chosen detector."""
+        if self.kind == "sowa":
+            return self.sowa.clip.image_size, None
         section = self.vitad if self.kind == "vitad" else self.dinomaly
         return section.encoder.image_size, getattr(section, "resize", None)
 
@@ -539,6 +586,14 @@ class SweepConfig:
                                       default_factory=SyntheticConfig)
     pseudo_labels: PseudoLabelConfig = _doc("Optional MuSc pseudo-normal training set.",
                                             default_factory=PseudoLabelConfig)
+    auxiliary: DatasetConfig = _doc(
+        "SOWA only: the labelled dataset it trains on (its test split: images, labels and masks of other "
+        "products, as the paper trains on VisA to score MVTec AD and vice versa); dataset is then only "
+        "validated on (and gives the few-shot normal images from its train split).",
+        default_factory=lambda: DatasetConfig(root="auxiliary_data"),
+    )
+    auxiliary_synthetic: SyntheticConfig = _doc("Generate a synthetic auxiliary set into auxiliary.root when it "
+                                                "is missing.", default_factory=SyntheticConfig)
     search_space: dict[str, Any] = _doc(
         "Detector keys to search, e.g. {'vitad.lr': {type: loguniform, low: 1e-5, high: 1e-3}, "
         "'dinomaly.dropout': {type: choice, values: [0.1, 0.2, 0.4]}}. Types: loguniform, uniform, "
@@ -694,6 +749,22 @@ def _validate_values(cfg: Any, prefix: str) -> None:
                 raise bad("top_fraction", f"must be in (0, 1], got {cfg.top_fraction}")
             if cfg.resize is not None and cfg.resize < cfg.encoder.image_size:
                 raise bad("resize", f"must be >= encoder.image_size ({cfg.encoder.image_size}), got {cfg.resize}")
+    elif isinstance(cfg, SOWAConfig):
+        if cfg.clip.family != "open_clip":
+            raise bad("clip.family", f"SOWA needs a CLIP model (open_clip), got {cfg.clip.family!r}")
+        if len(cfg.windows) != 4 or any(w < 1 for w in cfg.windows):
+            raise bad("windows", f"needs 4 positive window sides (one per stage), got {cfg.windows}")
+        if len(cfg.stage_weights) != 4:
+            raise bad("stage_weights", f"needs 4 weights (one per stage), got {cfg.stage_weights}")
+        if cfg.clip.layers is not None and len(cfg.clip.layers) != 4:
+            raise bad("clip.layers", f"SOWA has 4 stages: give 4 stage-end blocks, got {cfg.clip.layers}")
+        if cfg.prompt_length < 1:
+            raise bad("prompt_length", f"must be >= 1, got {cfg.prompt_length}")
+        if cfg.lr <= 0:
+            raise bad("lr", f"must be > 0, got {cfg.lr}")
+        for key in ("dice_weight", "focal_weight", "bce_weight", "focal_gamma", "shots"):
+            if getattr(cfg, key) < 0:
+                raise bad(key, f"must be >= 0, got {getattr(cfg, key)}")
     elif isinstance(cfg, TrainingConfig):
         for key in ("iterations", "batch_size"):
             if getattr(cfg, key) < 1:
@@ -711,6 +782,10 @@ def _validate_values(cfg: Any, prefix: str) -> None:
         for key in ("num_samples", "evaluations"):
             if getattr(cfg, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
+        if cfg.detector.kind == "sowa" and cfg.pseudo_labels.scores_prefix is not None:
+            raise bad("pseudo_labels.scores_prefix", "SOWA trains on a labelled auxiliary set, not on pseudo-normals")
+        if cfg.detector.kind == "sowa" and Path(cfg.auxiliary.root) == Path(cfg.dataset.root):
+            raise bad("auxiliary.root", "SOWA must be trained on another dataset than the one it is validated on")
         if cfg.evaluations > cfg.detector.training.iterations:
             raise bad("evaluations", f"more evaluations ({cfg.evaluations}) than iterations "
                                      f"({cfg.detector.training.iterations})")

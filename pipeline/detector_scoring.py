@@ -1,4 +1,4 @@
-"""The nightly job's scoring stage for a trained detector (ViTAD, Dinomaly) instead of MuSc.
+"""The nightly job's scoring stage for a trained detector (ViTAD, Dinomaly, SOWA) instead of MuSc.
 
 A trained detector scores each image on its own, so there are no subsets: Ray Data decodes the
 shards on CPU tasks and an actor pool of ``ShardDetectorScorer`` callables (one checkpoint load per

@@ -2,8 +2,9 @@
 
     python jobs/sweep.py --config conf/sweep_vitad.yaml [key.path=value ...]
 
-Each trial trains one detector config (the base config with the sampled keys replaced) and reports
-the engine's validation metrics ``evaluations`` times; ASHA stops trials that trail at a rung. Tune
+Each trial trains one detector config (the base config with the sampled keys replaced: ViTAD and
+Dinomaly on the dataset's normal train images, SOWA on the auxiliary dataset's labelled test split)
+and reports the engine's validation metrics on the dataset's test split ``evaluations`` times; ASHA stops trials that trail at a rung. Tune
 keeps its state under ``storage_path``/``name`` (S3 works), so running the same command again after
 a crash restores the sweep: finished trials are kept and unfinished or errored ones run again from
 the start under a new trial id (a trial's checkpoint holds its weights, not its optimiser state,
@@ -21,14 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import yaml
 
-from .config import ConfigError, DetectorConfig, SweepConfig, config_from_command_line, config_to_dict, with_values
+from .config import (ConfigError, DatasetConfig, DetectorConfig, SweepConfig, SyntheticConfig,
+                     config_from_command_line, config_to_dict, with_values)
 from .datasets import list_categories
 from .detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from .detectors.models import build_detector
-from .detectors.training import LabelledSplit, load_split, train_detector
+from .detectors.training import LabelledSplit, load_references, load_split, train_detector
 from .faults import crash_point
 from .pseudo_labels import load_images, most_normal_uris
 from .storage import StorageError, check_bucket, join_uri, write_bytes, write_parquet
@@ -56,8 +59,8 @@ def trial_config(base: DetectorConfig, params: dict[str, Any], evaluations: int)
     return cfg
 
 
-def run_trial(params: dict[str, Any], base: DetectorConfig, train_images, validation: LabelledSplit,
-              evaluations: int) -> None:
+def run_trial(params: dict[str, Any], base: DetectorConfig, train: LabelledSplit, validation: LabelledSplit,
+              evaluations: int, references: dict[str, np.ndarray] | None = None) -> None:
     """One Tune trial: train, and report metrics with a checkpoint at every evaluation."""
     from ray import tune
 
@@ -72,7 +75,8 @@ def run_trial(params: dict[str, Any], base: DetectorConfig, train_images, valida
             save_checkpoint(detector, cfg, folder, metrics=entry)
             tune.report(entry, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train_detector(detector, train_images, cfg, validation=validation, report=report)
+    references = references if cfg.kind == "sowa" and cfg.sowa.shots else None
+    train_detector(detector, train, cfg, validation=validation, report=report, references=references)
 
 
 def _storage_filesystem(storage_path: str):
@@ -87,24 +91,36 @@ def _storage_filesystem(storage_path: str):
                                    region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
-def _prepare_data(cfg: SweepConfig) -> tuple[Any, LabelledSplit]:
-    root = cfg.dataset.root
-    if cfg.synthetic.enabled and not Path(root).exists():
-        syn = cfg.synthetic
-        kwargs = {"categories": syn.categories} if syn.categories else {}
-        generate_dataset(root, n_train=syn.n_train, n_test_good=syn.n_test_good, n_test_defect=syn.n_test_defect,
-                         image_size=syn.image_size, seed=syn.seed, **kwargs)
-    categories = cfg.dataset.categories or list_categories(root, cfg.dataset.layout)
+def _categories(dataset: DatasetConfig, synthetic: SyntheticConfig) -> list[str]:
+    """The dataset's categories, generating it first when synthetic data is asked for and missing."""
+    if synthetic.enabled and not Path(dataset.root).exists():
+        kwargs = {"categories": synthetic.categories} if synthetic.categories else {}
+        generate_dataset(dataset.root, n_train=synthetic.n_train, n_test_good=synthetic.n_test_good,
+                         n_test_defect=synthetic.n_test_defect, image_size=synthetic.image_size, seed=synthetic.seed,
+                         **kwargs)
+    return dataset.categories or list_categories(dataset.root, dataset.layout)
+
+
+def _prepare_data(cfg: SweepConfig) -> tuple[LabelledSplit, LabelledSplit, dict[str, np.ndarray] | None]:
+    """(training set, validation split, few-shot references or None) for the configured detector."""
+    categories = _categories(cfg.dataset, cfg.synthetic)
     size, resize = cfg.detector.input_geometry()
-    validation = load_split(root, cfg.dataset.layout, categories, "test", size, resize)
+    validation = load_split(cfg.dataset.root, cfg.dataset.layout, categories, "test", size, resize)
+    if cfg.detector.kind == "sowa":
+        aux = cfg.auxiliary
+        train = load_split(aux.root, aux.layout, _categories(aux, cfg.auxiliary_synthetic), "test", size, resize)
+        shots = cfg.detector.sowa.shots
+        references = (load_references(cfg.dataset.root, cfg.dataset.layout, categories, shots, size, resize)
+                      if shots else None)
+        return train, validation, references
     pseudo = cfg.pseudo_labels
     if pseudo.scores_prefix is not None:
         chosen = most_normal_uris(pseudo.scores_prefix, pseudo.run_id, pseudo.normal_fraction, cfg.storage_options)
         uris = [u for group in chosen.values() for u in group]
         print(f"training on {len(uris)} pseudo-normal images of run {pseudo.run_id}", file=sys.stderr)
-        return load_images(uris, size, resize, cfg.storage_options), validation
-    train = load_split(root, cfg.dataset.layout, categories, "train", size, resize, normal_only=True)
-    return train.images, validation
+        return LabelledSplit.of_normals(load_images(uris, size, resize, cfg.storage_options)), validation, None
+    train = load_split(cfg.dataset.root, cfg.dataset.layout, categories, "train", size, resize, normal_only=True)
+    return train, validation, None
 
 
 def trials_table(results, cfg: SweepConfig) -> pa.Table:
@@ -141,12 +157,12 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     start = time.perf_counter()
     for uri, role in ((cfg.storage_path, "storage_path"), (cfg.output_prefix, "output_prefix")):
         check_bucket(uri, cfg.storage_options, role)
-    train_images, validation = _prepare_data(cfg)
+    train, validation, references = _prepare_data(cfg)
     if not ray.is_initialized():
         ray.init()
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=cfg.detector, train_images=train_images, validation=validation,
-                             evaluations=cfg.evaluations),
+        tune.with_parameters(run_trial, base=cfg.detector, train=train, validation=validation,
+                             evaluations=cfg.evaluations, references=references),
         {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
     filesystem = _storage_filesystem(cfg.storage_path)
     # with an explicit pyarrow filesystem, Tune wants paths without the scheme ("bucket/key")

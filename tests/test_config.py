@@ -80,7 +80,7 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(bad, EvalConfig)
 
 
-@pytest.mark.parametrize("name", ["sweep_vitad.yaml", "sweep_dinomaly.yaml"])
+@pytest.mark.parametrize("name", ["sweep_vitad.yaml", "sweep_dinomaly.yaml", "sweep_sowa.yaml"])
 def test_shipped_sweep_configs_load_and_every_sample_is_a_valid_detector(name):
     import random
 

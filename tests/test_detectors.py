@@ -172,7 +172,7 @@ def test_training_lowers_the_loss_and_separates_defects_better_than_untrained(ki
     det = build_detector(cfg)
     before = evaluate_detector(det, test, 8, torch.device("cpu"))["mean"]
     reports = []
-    result = train_detector(det, train.images, cfg, validation=test, device="cpu", report=reports.append)
+    result = train_detector(det, train, cfg, validation=test, device="cpu", report=reports.append)
     after = result.evaluations[-1]
     assert len(reports) == 60 and reports[-1]["image_auroc"] == after["image_auroc"]
     assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
@@ -186,7 +186,7 @@ def test_checkpoint_round_trip_locally_and_on_s3(product_data, tmp_path, s3_buck
     train, test = product_data
     cfg = detector_config("dinomaly", iterations=5)
     det = build_detector(cfg)
-    train_detector(det, train.images, cfg, device="cpu")
+    train_detector(det, train, cfg, device="cpu")
     x = det.preprocess(test.images[:4])
     maps, scores = det.predict(x)
     for uri in (str(tmp_path / "ckpt"), f"s3://{s3_bucket}/sweeps/best"):

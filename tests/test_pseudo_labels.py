@@ -47,7 +47,8 @@ def test_sweep_trains_on_pseudo_normals_of_a_run(tmp_path):
         "dataset": {"root": str(root)},
         "pseudo_labels": {"scores_prefix": str(tmp_path / "out" / "scores"), "run_id": "night-1",
                           "normal_fraction": 0.5}})
-    train_images, validation = _prepare_data(cfg)
-    assert train_images.shape == (3, 64, 64, 3) and len(validation.labels) == 6
-    np.testing.assert_array_equal(train_images, load_images(images[:3], 64))
+    train, validation, references = _prepare_data(cfg)
+    assert train.images.shape == (3, 64, 64, 3) and len(validation.labels) == 6 and references is None
+    assert not train.labels.any() and not train.masks.any()
+    np.testing.assert_array_equal(train.images, load_images(images[:3], 64))
     assert load_images(images[:1], 48, resize=64).shape == (1, 48, 48, 3)  # resize, then centre crop

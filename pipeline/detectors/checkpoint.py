@@ -16,13 +16,13 @@ from safetensors.torch import save as save_safetensors
 
 from ..config import DetectorConfig, config_from_dict, config_to_dict
 from ..storage import join_uri, read_bytes, write_bytes
-from .models import ReconstructionDetector, build_detector
+from .models import Detector, build_detector
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "detector.json"
 
 
-def save_checkpoint(detector: ReconstructionDetector, cfg: DetectorConfig, uri: str,
+def save_checkpoint(detector: Detector, cfg: DetectorConfig, uri: str,
                     metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
                     storage_options: dict[str, Any] | None = None) -> str:
     """Write weights, then metadata (its presence marks a complete checkpoint); returns ``uri``."""
@@ -42,7 +42,7 @@ def read_checkpoint_config(uri: str, storage_options: dict[str, Any] | None = No
 
 
 def load_checkpoint(uri: str, storage_options: dict[str, Any] | None = None
-                    ) -> tuple[ReconstructionDetector, DetectorConfig, dict[str, Any]]:
+                    ) -> tuple[Detector, DetectorConfig, dict[str, Any]]:
     """The detector (encoder from its configured weights, decoder from the checkpoint), its config
     and the checkpoint's metadata. Missing or unexpected tensors are an error, not a warning."""
     cfg, meta = read_checkpoint_config(uri, storage_options)

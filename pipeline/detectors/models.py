@@ -1,4 +1,6 @@
-"""ViTAD and Dinomaly: a frozen ViT encoder, a trainable decoder that reconstructs its features.
+"""The trained detectors: ViTAD and Dinomaly (here) and SOWA (``sowa``), built from one config.
+
+ViTAD and Dinomaly: a frozen ViT encoder, a trainable decoder that reconstructs its features.
 
 Both share one shape (``ReconstructionDetector``): encode (no gradient), reconstruct, compare with
 cosine distance. They differ in which encoder features are targets, what feeds the decoder, how the
@@ -19,6 +21,7 @@ from ..backbones import Backbone, build_backbone, evenly_divided_stages
 from ..config import DetectorConfig, DinomalyConfig, ViTADConfig
 from .layers import Block, NoisyBottleneck
 from .losses import anomaly_map, max_of_average_pooled, mean_of_top_fraction, reconstruction_loss
+from .sowa import SOWA
 
 
 def _grid(tokens: torch.Tensor, side: int) -> torch.Tensor:
@@ -72,6 +75,11 @@ class ReconstructionDetector(nn.Module, ABC):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.reconstruct(self.encode(x))
+
+    def training_loss(self, x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, progress: float) -> torch.Tensor:
+        """The loss on a batch of normal images (labels and masks are unused: all normal)."""
+        targets, recon = self(x)
+        return self.loss(targets, recon, progress)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,8 +187,13 @@ class Dinomaly(ReconstructionDetector):
         return mean_of_top_fraction(maps, self.cfg.top_fraction)
 
 
-def build_detector(cfg: DetectorConfig) -> ReconstructionDetector:
-    """The configured detector with a freshly initialised decoder (seeded by training.seed)."""
+Detector = ReconstructionDetector | SOWA
+
+
+def build_detector(cfg: DetectorConfig) -> Detector:
+    """The configured detector with freshly initialised trainable parts (seeded by training.seed)."""
     torch.manual_seed(cfg.training.seed)
     sigma = cfg.training.gaussian_sigma
+    if cfg.kind == "sowa":
+        return SOWA(cfg.sowa, sigma)
     return ViTAD(cfg.vitad, sigma) if cfg.kind == "vitad" else Dinomaly(cfg.dinomaly, sigma)

@@ -1,7 +1,8 @@
-"""Training and evaluating a reconstruction detector on the normal images of many categories.
+"""Training and evaluating a detector on the images of many categories.
 
-One model is trained on the normal ("train/good") images of all categories together (the
-multi-class setting of both papers) and evaluated per category with the engine's metrics.
+ViTAD and Dinomaly train one model on the normal ("train/good") images of all categories together
+(the multi-class setting of both papers); SOWA trains on an auxiliary labelled set (images, labels
+and masks of other products). Each is evaluated per category with the engine's metrics.
 ``train_detector`` calls ``report`` with the loss, the learning rate and, every ``eval_every``
 steps, validation metrics: Ray Tune trials report through it.
 """
@@ -20,7 +21,7 @@ from ..backbones import resolve_device
 from ..config import DetectorConfig
 from ..datasets import load_image, load_mask, read_split, resize_mask
 from ..metrics import category_metrics, mean_row
-from .models import ReconstructionDetector
+from .models import Detector
 from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
 
 
@@ -32,6 +33,12 @@ class LabelledSplit:
     labels: np.ndarray  # (N,) 1 anomalous
     masks: np.ndarray  # (N, S, S) bool
     categories: list[str]  # (N,) category of each image
+
+    @classmethod
+    def of_normals(cls, images: np.ndarray, category: str = "normal") -> LabelledSplit:
+        """Images known (or taken) to be normal: label 0, empty masks."""
+        n, size = len(images), images.shape[1]
+        return cls(images, np.zeros(n, np.int64), np.zeros((n, size, size), bool), [category] * n)
 
 
 def load_split(root: str, layout: str, categories: list[str], split: str, size: int,
@@ -51,8 +58,15 @@ def load_split(root: str, layout: str, categories: list[str], split: str, size: 
     return LabelledSplit(np.stack(images), np.array(labels), np.stack(masks), cats)
 
 
+def load_references(root: str, layout: str, categories: list[str], shots: int, size: int,
+                    resize: int | None = None) -> dict[str, np.ndarray]:
+    """Few-shot prompts: the first ``shots`` normal train images of each category."""
+    return {c: load_split(root, layout, [c], "train", size, resize, normal_only=True).images[:shots]
+            for c in categories}
+
+
 @torch.no_grad()
-def predict_batches(detector: ReconstructionDetector, images: np.ndarray, batch_size: int,
+def predict_batches(detector: Detector, images: np.ndarray, batch_size: int,
                     device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly maps (N, S, S) and image scores (N,) for uint8 images, batch by batch."""
     maps, scores = [], []
@@ -63,21 +77,32 @@ def predict_batches(detector: ReconstructionDetector, images: np.ndarray, batch_
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def evaluate_detector(detector: ReconstructionDetector, split: LabelledSplit, batch_size: int,
-                      device: torch.device) -> dict[str, dict[str, float]]:
-    """The engine's metrics per category and their mean (key "mean")."""
-    maps, scores = predict_batches(detector, split.images, batch_size, device)
+def evaluate_detector(detector: Detector, split: LabelledSplit, batch_size: int, device: torch.device,
+                      references: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """The engine's metrics per category and their mean (key "mean"). With ``references`` (SOWA
+    few-shot: normal images per category), each category is scored against its own memory bank."""
     cats = np.array(split.categories)
-    per = {c: category_metrics(scores[cats == c], split.labels[cats == c], maps[cats == c], split.masks[cats == c])
-           for c in dict.fromkeys(split.categories)}
+    per = {}
+    for c in dict.fromkeys(split.categories):
+        rows = cats == c
+        if references is not None:
+            detector.set_memory(detector.preprocess(references[c]).to(device))
+        maps, scores = predict_batches(detector, split.images[rows], batch_size, device)
+        per[c] = category_metrics(scores, split.labels[rows], maps, split.masks[rows])
+    if references is not None:
+        detector.set_memory(None)
     return {**per, "mean": mean_row(per)}
 
 
-def make_optimizer(detector: ReconstructionDetector, cfg: DetectorConfig) -> tuple[torch.optim.Optimizer,
-                                                                                   torch.optim.lr_scheduler.LambdaLR]:
-    """Each paper's recipe: ViTAD AdamW + step decay; Dinomaly StableAdamW (AMSGrad) + warm-up cosine."""
+def make_optimizer(detector: Detector, cfg: DetectorConfig) -> tuple[torch.optim.Optimizer,
+                                                                    torch.optim.lr_scheduler.LambdaLR]:
+    """Each paper's recipe: ViTAD AdamW + step decay; Dinomaly StableAdamW (AMSGrad) + warm-up cosine;
+    SOWA Adam at a constant rate."""
     params = [p for p in detector.parameters() if p.requires_grad]
     iterations = cfg.training.iterations
+    if cfg.kind == "sowa":
+        optimizer = torch.optim.Adam(params, lr=cfg.sowa.lr)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     if cfg.kind == "vitad":
         v = cfg.vitad
         optimizer = torch.optim.AdamW(params, lr=v.lr, weight_decay=v.weight_decay)
@@ -100,10 +125,13 @@ class TrainingResult:
     images_per_second: float = 0.0
 
 
-def train_detector(detector: ReconstructionDetector, train_images: np.ndarray, cfg: DetectorConfig,
+def train_detector(detector: Detector, train: LabelledSplit, cfg: DetectorConfig,
                    validation: LabelledSplit | None = None, device: str = "auto",
-                   report: Callable[[dict], None] | None = None) -> TrainingResult:
-    """Train the decoder on normal uint8 images (N, S, S, 3) for ``cfg.training.iterations`` steps."""
+                   report: Callable[[dict], None] | None = None,
+                   references: dict[str, np.ndarray] | None = None) -> TrainingResult:
+    """Train the detector's trainable parts for ``cfg.training.iterations`` steps: ViTAD and Dinomaly
+    on normal images, SOWA on labelled ones (masks and labels). ``references`` as in
+    ``evaluate_detector``."""
     t = cfg.training
     dev = resolve_device(device)
     detector.to(dev).train()
@@ -115,12 +143,13 @@ def train_detector(detector: ReconstructionDetector, train_images: np.ndarray, c
     start = time.perf_counter()
     for step in range(t.iterations):
         if len(order) < t.batch_size:  # epochs of shuffled indices, batches never straddle two
-            order = list(rng.permutation(len(train_images)))
+            order = list(rng.permutation(len(train.images)))
         batch = [order.pop() for _ in range(min(t.batch_size, len(order)))]
-        x = detector.preprocess(train_images[batch]).to(dev)
+        x = detector.preprocess(train.images[batch]).to(dev)
+        labels = torch.as_tensor(train.labels[batch], device=dev)
+        masks = torch.as_tensor(train.masks[batch], device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            targets, recon = detector(x)
-            loss = detector.loss(targets, recon, step / t.iterations)
+            loss = detector.training_loss(x, labels, masks, step / t.iterations)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} at iteration {step}")
@@ -133,7 +162,7 @@ def train_detector(detector: ReconstructionDetector, train_images: np.ndarray, c
         last = step == t.iterations - 1
         entry = {"iteration": step + 1, "loss": value, "lr": lr}
         if validation is not None and (last or (t.eval_every and (step + 1) % t.eval_every == 0)):
-            metrics = evaluate_detector(detector, validation, t.batch_size, dev)["mean"]
+            metrics = evaluate_detector(detector, validation, t.batch_size, dev, references)["mean"]
             entry.update(metrics)
             result.evaluations.append(entry)
             detector.train()

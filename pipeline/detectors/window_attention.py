@@ -4,10 +4,12 @@ SOWA (Hu et al.) adds after each of CLIP ViT's 4 stages an adapter that splits t
 h x w windows, applies value-value attention there with that stage's own frozen CLIP weights
 (CLIP Surgery's observation: q-k attention of CLIP highlights background; v-v attention groups
 semantically similar tokens), puts the windows back, and projects with one trainable linear layer
-(Eq. 4). These are the building blocks; the SOWA model and its training are not assembled yet.
+(Eq. 4). ``sowa.SOWA`` puts four of these on a frozen CLIP.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +48,12 @@ class FrozenWindowAttention(nn.Module):
     """One FWA adapter: windows -> frozen VV attention (+ the layer's frozen output projection) ->
     windows back -> trainable linear projection to the text-embedding width."""
 
-    def __init__(self, clip_attention: nn.MultiheadAttention, window: tuple[int, int], out_dim: int) -> None:
+    def __init__(self, clip_attention: nn.MultiheadAttention, window: tuple[int, int], out_dim: int,
+                 norm: nn.Module | None = None) -> None:
+        """``norm``: the layer's own pre-attention LayerNorm (frozen copy), applied to the tokens
+        first, since the attention weights were trained on normalised inputs."""
         super().__init__()
+        self.norm = None if norm is None else copy.deepcopy(norm).requires_grad_(False)
         c = clip_attention.embed_dim
         self.heads, self.window = clip_attention.num_heads, window
         # frozen copies of the stage's own attention weights (value part and output projection)
@@ -62,6 +68,8 @@ class FrozenWindowAttention(nn.Module):
         """Patch tokens (B, side*side, C) -> (B, side*side, out_dim)."""
         b, length, c = tokens.shape
         h, w = self.window
+        if self.norm is not None:
+            tokens = self.norm(tokens)
         windows = window_partition(tokens.view(b, side, side, c), h, w)
         attended = F.linear(vv_attention(windows, self.v_weight, self.v_bias, self.heads), self.out_weight,
                             self.out_bias)

@@ -158,6 +158,11 @@ class PatchEADConfig:
         "Batch mode: K_P = max(1, fraction x N) reference images averaged per patch (paper: 0.3).", default=0.3
     )
     fewshot_images: int = _doc("Few-shot mode: K_P (paper: 1).", default=1)
+    fewshot_prompts: int = _doc(
+        "Few-shot mode in evaluation: how many normal train images of the category are the prompts (paper: "
+        "1, 2 or 4 shots).",
+        default=4,
+    )
     patch_match: Literal["nearest", "farthest"] = _doc(
         "Eq. 2 per reference image: 'nearest' = min over its patches of the cosine distance (the reading "
         "consistent with nearest-neighbour matching, default); 'farthest' = max, as the text literally says.",
@@ -213,7 +218,14 @@ class EvalConfig:
     dataset: DatasetConfig = _doc("Which dataset to evaluate.", default_factory=DatasetConfig)
     synthetic: SyntheticConfig = _doc("Optional synthetic data generation.", default_factory=SyntheticConfig)
     backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
-    musc: MuscConfig = _doc("Scorer settings.", default_factory=MuscConfig)
+    scorer: Literal["musc", "patchead"] = _doc("Zero-shot scorer: MuSc or PatchEAD (settings in musc / patchead).",
+                                               default="musc")
+    musc: MuscConfig = _doc("MuSc settings.", default_factory=MuscConfig)
+    patchead: PatchEADConfig = _doc(
+        "PatchEAD settings. Batch mode scores each subset (divide_num) in seeded batches; few-shot mode scores "
+        "every test image against the category's first patchead.fewshot_prompts normal train images.",
+        default_factory=PatchEADConfig,
+    )
     divide_num: int = _doc(
         "Split each category's test images into this many random subsets and score each subset on its "
         "own (paper Table 7); 1 scores the whole category at once.",
@@ -225,6 +237,10 @@ class EvalConfig:
         "Write heat-map PNGs for up to this many images per category (the most anomalous first); 0: none.",
         default=0,
     )
+
+    def scorer_settings(self) -> MuscConfig | PatchEADConfig:
+        """The settings of the chosen scorer."""
+        return self.patchead if self.scorer == "patchead" else self.musc
 
 
 @dataclass
@@ -359,11 +375,11 @@ class JobConfig:
         "credentials to the environment, an AWS profile or the instance role; values are never logged.",
         default_factory=dict,
     )
-    detector: Literal["musc", "vitad", "dinomaly", "sowa"] = _doc(
-        "Who scores: 'musc' (zero-shot, images of a group scored against each other; uses backbone, musc, "
-        "scoring) or a trained 'vitad' / 'dinomaly' / 'sowa' from detector_checkpoint (each image on its own, "
-        "O(N); backbone and musc are then unused; SOWA scores zero-shot). The outputs are the same tables "
-        "either way.",
+    detector: Literal["musc", "patchead", "vitad", "dinomaly", "sowa"] = _doc(
+        "Who scores: 'musc' or 'patchead' (zero-shot, images of a group scored against each other in seeded "
+        "subsets; uses backbone, musc or patchead, scoring) or a trained 'vitad' / 'dinomaly' / 'sowa' from "
+        "detector_checkpoint (each image on its own, O(N); backbone, musc and patchead are then unused; SOWA "
+        "scores zero-shot). The outputs are the same tables either way.",
         default="musc",
     )
     detector_checkpoint: str | None = _doc(
@@ -371,7 +387,12 @@ class JobConfig:
         default=None,
     )
     backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
-    musc: MuscConfig = _doc("Scorer settings.", default_factory=MuscConfig)
+    musc: MuscConfig = _doc("MuSc settings (detector: musc).", default_factory=MuscConfig)
+    patchead: PatchEADConfig = _doc(
+        "PatchEAD settings (detector: patchead): batch mode only, each subset is a batch (subsets larger than "
+        "patchead.batch_size are split again); no alignment, which warps images before extraction.",
+        default_factory=PatchEADConfig,
+    )
     extraction: ExtractionConfig = _doc("Feature-extraction stage (for a trained detector: its scoring actors).",
                                         default_factory=ExtractionConfig)
     scoring: ScoringConfig = _doc("Mutual-scoring stage.", default_factory=ScoringConfig)
@@ -381,6 +402,15 @@ class JobConfig:
         "manifest's folder and write the manifest (with labels and masks, so metrics are computed).",
         default_factory=SyntheticConfig,
     )
+
+    def scores_subsets(self) -> bool:
+        """Zero-shot scorers compare the images of a group (subsets of feature shards); trained detectors
+        score each image alone in the first stage."""
+        return self.detector in ("musc", "patchead")
+
+    def scorer_settings(self) -> MuscConfig | PatchEADConfig:
+        """The settings of the zero-shot scorer."""
+        return self.patchead if self.detector == "patchead" else self.musc
 
     def flag_value(self) -> float:
         """The flag policy's parameter, with the documented default filled in."""
@@ -674,8 +704,9 @@ def _validate_values(cfg: Any, prefix: str) -> None:
             raise bad("batch_size", f"must be >= 2, got {cfg.batch_size}")
         if not 0 < cfg.image_fraction <= 1:
             raise bad("image_fraction", f"must be in (0, 1], got {cfg.image_fraction}")
-        if cfg.fewshot_images < 1:
-            raise bad("fewshot_images", f"must be >= 1, got {cfg.fewshot_images}")
+        for key in ("fewshot_images", "fewshot_prompts"):
+            if getattr(cfg, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(cfg, key)}")
         if not 0 < cfg.top_patch_fraction <= 1:
             raise bad("top_patch_fraction", f"must be in (0, 1], got {cfg.top_patch_fraction}")
     elif isinstance(cfg, SyntheticConfig):
@@ -717,7 +748,9 @@ def _validate_values(cfg: Any, prefix: str) -> None:
         if cfg.policy == "top_fraction" and cfg.value is not None and not 0 < cfg.value <= 1:
             raise bad("value", f"top_fraction must be in (0, 1], got {cfg.value}")
     elif isinstance(cfg, JobConfig):
-        if cfg.detector != "musc" and not cfg.detector_checkpoint:
+        if cfg.detector == "patchead" and (cfg.patchead.mode != "batch" or cfg.patchead.align):
+            raise bad("patchead", "the job runs PatchEAD in batch mode without alignment (mode: batch, align: false)")
+        if not cfg.scores_subsets() and not cfg.detector_checkpoint:
             raise bad("detector_checkpoint", f"detector '{cfg.detector}' needs a trained checkpoint")
         if cfg.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", cfg.run_id):
             raise bad("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {cfg.run_id!r}")

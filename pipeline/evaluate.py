@@ -1,10 +1,10 @@
-"""Evaluate MuSc on a benchmark dataset and print the paper-style metrics table.
+"""Evaluate MuSc or PatchEAD on a benchmark dataset and print the paper-style metrics table.
 
     python -m pipeline.evaluate --config conf/eval_demo.yaml [key.path=value ...]
 
 Per category: the test images are split into ``divide_num`` seeded random subsets (paper Table 7),
-each subset is scored on its own (features -> LNAMD -> MSM -> RsCIN), and the metrics are computed
-over all images of the category. Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` and
+each subset is scored on its own (MuSc: features -> LNAMD -> MSM -> RsCIN; PatchEAD: batch or
+few-shot, ``scorer``), and the metrics are computed over all images of the category. Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` and
 ``scores.csv`` (one row per image) to ``output_dir``; heat maps when ``save_maps`` > 0.
 """
 
@@ -26,7 +26,8 @@ from .config import EvalConfig, config_from_command_line, config_to_dict
 from .datasets import Sample, list_categories, load_image, load_mask, read_split
 from .heatmaps import overlay_png
 from .metrics import category_metrics, format_table, mean_row
-from .musc import score_features
+from .musc import MuscResult, score_features
+from .patchead import score_images
 from .progress import Progress
 from .subsets import split_subsets
 from .synthetic import generate_dataset
@@ -55,6 +56,29 @@ def extract_features(backbone: Backbone, images: list[np.ndarray], label: str) -
     return Features.cat(parts)
 
 
+def fewshot_prompts(cfg: EvalConfig, category: str) -> np.ndarray | None:
+    """Few-shot PatchEAD's normal prompts: the category's first ``fewshot_prompts`` train images."""
+    if cfg.scorer != "patchead" or cfg.patchead.mode != "fewshot":
+        return None
+    normals = [s for s in read_split(cfg.dataset.root, cfg.dataset.layout, category, "train",
+                                     split_csv=cfg.dataset.split_csv) if not s.label]
+    if not normals:
+        raise ValueError(f"few-shot PatchEAD needs normal train images of {category!r}; there are none")
+    return np.stack([load_image(s.image_path, cfg.backbone.image_size) for s in normals[:cfg.patchead.fewshot_prompts]])
+
+
+def score_subset(backbone: Backbone, cfg: EvalConfig, images: list[np.ndarray], prompts: np.ndarray | None,
+                 label: str) -> MuscResult:
+    """One subset through the chosen scorer."""
+    if cfg.scorer == "patchead":
+        progress = Progress(f"{label} PatchEAD", 1)
+        result = score_images(backbone, np.stack(images), cfg.patchead, prompts)
+        progress.update(1)
+        return result
+    features = extract_features(backbone, images, label)
+    return score_features(features, cfg.musc, backbone.mean.device, Progress(f"{label} mutual scoring", 1).update)
+
+
 def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> CategoryResult:
     """Score one category's test split subset by subset and compute its metrics."""
     start = time.perf_counter()
@@ -66,16 +90,15 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
     final = np.zeros(n, dtype=np.float64)
     maps = np.zeros((n, size, size), dtype=np.float32)
     subsets = split_subsets(n, cfg.divide_num, cfg.seed)
-    device = backbone.mean.device
+    prompts = fewshot_prompts(cfg, category)
     for sid, members in enumerate(subsets):
         label = f"[{category} {sid + 1}/{len(subsets)}]"
         images = [load_image(samples[i].image_path, size) for i in members]
-        features = extract_features(backbone, images, label)
-        result = score_features(features, cfg.musc, device, Progress(f"{label} mutual scoring", 1).update)
+        result = score_subset(backbone, cfg, images, prompts, label)
         subset_ids[members] = sid
         raw[members] = result.image_scores_raw.double().numpy()
         final[members] = result.image_scores.double().numpy()
-        maps[members] = anomaly_maps(result.patch_scores, size, cfg.musc.gaussian_sigma).numpy()
+        maps[members] = anomaly_maps(result.patch_scores, size, cfg.scorer_settings().gaussian_sigma).numpy()
     labels = np.array([s.label for s in samples])
     masks = np.stack([load_mask(s, size) for s in samples])
     metrics = category_metrics(final, labels, maps, masks)
@@ -99,7 +122,8 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
     """Write table, CSV, JSON and per-image scores; return the printed table text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     per_category = {name: r.metrics for name, r in results.items()}
-    header = f"MuSc | backbone {backbone.description} | divide_num {cfg.divide_num}"
+    scorer = "MuSc" if cfg.scorer == "musc" else f"PatchEAD ({cfg.patchead.mode})"
+    header = f"{scorer} | backbone {backbone.description} | divide_num {cfg.divide_num}"
     table = header + "\n" + format_table(per_category)
     (out_dir / "metrics.txt").write_text(table + "\n")
     columns = list(next(iter(per_category.values())).keys())

@@ -170,7 +170,7 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
             records.extend(list_images(uri, cfg.inputs.group_template, so))
         if len({r.uri for r in records}) != len(records):
             raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
-    if cfg.detector != "musc":
+    if not cfg.scores_subsets():
         return records, _trained_detector_config(cfg)
     check_weights_setting(cfg.backbone)
     if cfg.backbone.weights is not None:
@@ -254,7 +254,7 @@ def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, 
 
     torch.set_num_threads(cfg.scoring.num_cpus_per_task)
     device = "cuda" if cfg.scoring.num_gpus_per_task > 0 else "cpu"
-    return score_subset(plan, features_prefix, result_uri, cfg.musc, device, cfg.storage_options)
+    return score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options)
 
 
 def _finalise_group_task(group: str, records: list[dict], subset_uris: list[str], ctx: GroupContext,
@@ -277,12 +277,12 @@ def _score_groups(cfg: JobConfig, state: RunState, by_group: dict[str, list[dict
     members = {g: [Member(r["uri"], r["shard_id"], r["row"]) for r in rows if r["status"] == STATUS_OK]
                for g, rows in by_group.items()}
     # MuSc scores seeded subsets; a trained detector already wrote one result per (group, shard)
-    plans = plan_subsets(members, cfg.scoring.max_subset_size, cfg.scoring.seed) if cfg.detector == "musc" else []
+    plans = plan_subsets(members, cfg.scoring.max_subset_size, cfg.scoring.seed) if cfg.scores_subsets() else []
     plans_by_group: dict[str, list[SubsetPlan]] = defaultdict(list)
     for plan in plans:
         plans_by_group[plan.group].append(plan)
     pieces = {g: [subset_result_uri(state.run_prefix, g, s) for s in sorted({m.shard_id for m in ms})]
-              for g, ms in members.items()} if cfg.detector != "musc" else {}
+              for g, ms in members.items()} if not cfg.scores_subsets() else {}
     with ThreadPoolExecutor(max_workers=16) as pool:
         finished = dict(zip(by_group, pool.map(lambda g: exists(group_summary_uri(state.run_prefix, g), so), by_group)))
         result_uris = {(p.group, p.subset_id): subset_result_uri(state.run_prefix, p.group, p.subset_id) for p in plans}
@@ -302,7 +302,7 @@ def _score_groups(cfg: JobConfig, state: RunState, by_group: dict[str, list[dict
                 ref = score_task.remote(plan, state.features_prefix, result_uris[(group, plan.subset_id)], cfg)
                 subset_refs[ref] = plan
                 refs.append(ref)
-        uris = ([result_uris[(group, p.subset_id)] for p in plans_by_group[group]] if cfg.detector == "musc"
+        uris = ([result_uris[(group, p.subset_id)] for p in plans_by_group[group]] if cfg.scores_subsets()
                 else pieces[group])
         group_refs[group_task.remote(group, by_group[group], uris, ctx, *refs)] = group
     summaries = {g: read_group_summary(state.run_prefix, g, so) for g, done in finished.items() if done}
@@ -372,8 +372,9 @@ def run_job(cfg: JobConfig) -> JobReport:
         print(f"run {state.run_id}: {len(records)} images in {len({r.group for r in records})} groups, "
               f"{len(shards)} feature shards", file=sys.stderr)
         ex = cfg.extraction
-        if cfg.detector == "musc":
-            stage, image_size, sigma, resize = "extraction", cfg.backbone.image_size, cfg.musc.gaussian_sigma, None
+        if cfg.scores_subsets():
+            stage, image_size, resize = "extraction", cfg.backbone.image_size, None
+            sigma = cfg.scorer_settings().gaussian_sigma
             extraction = run_feature_stage(shards, cfg.backbone, state.features_prefix, ex, so)
         else:  # the first stage scores; maps come smoothed from the detector
             stage, sigma = "detector", 0.0
@@ -391,7 +392,7 @@ def run_job(cfg: JobConfig) -> JobReport:
             heatmaps=cfg.output.heatmaps, flag_policy=cfg.flagging.policy, flag_value=cfg.flag_value(),
             storage_options=so, resize=resize)
         summaries, counts = _score_groups(cfg, state, by_group, ctx, failures)
-        if cfg.detector != "musc":  # scored in the first stage: every image that decoded
+        if not cfg.scores_subsets():  # scored in the first stage: every image that decoded
             counts["images_scored"] = extraction["images"] - extraction["failed"]
         timings["scoring"] = time.perf_counter() - t
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
@@ -426,7 +427,7 @@ def _manifest(cfg: JobConfig, state: RunState, records: list[InputRecord], extra
     scored = sum(s["scored"] for s in summaries.values())
     extracted = extraction.get("images", 0)
     scored_now = counts.get("images_scored", 0)
-    first = "extraction" if cfg.detector == "musc" else "detector"
+    first = "extraction" if cfg.scores_subsets() else "detector"
     return {
         "run_id": state.run_id, "run_date": state.run_date, "config_hash": state.config_hash,
         "status": "failed" if failures else "succeeded", "failures": failures,

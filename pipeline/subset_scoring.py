@@ -1,4 +1,5 @@
-"""Stage 2 of the nightly job: MuSc on seeded random subsets of each group, read from feature shards.
+"""Stage 2 of the nightly job: MuSc (or PatchEAD) on seeded random subsets of each group, read from
+feature shards.
 
 MuSc's cost grows with the square of the number of images scored together, so each group (product,
 camera, line) is split into as few random subsets of at most ``max_subset_size`` images as needed
@@ -27,10 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from .backbones import Features
-from .config import MuscConfig
+from .config import MuscConfig, PatchEADConfig
 from .faults import crash_point
 from .feature_shards import read_feature_shard, shard_uri
-from .musc import score_features
+from .musc import MuscResult, score_features
+from .patchead import score_patchead
 from .storage import join_uri, read_bytes, write_parquet
 from .subsets import split_by_max_size
 
@@ -102,12 +104,19 @@ def gather_features(plan: SubsetPlan, features_prefix: str, storage_options: dic
     return Features.cat(parts)
 
 
-def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, musc_cfg: MuscConfig,
+def score_together(features: Features, scorer: MuscConfig | PatchEADConfig, device: str = "cpu") -> MuscResult:
+    """MuSc (on the raw score scale, see the module note) or PatchEAD batch mode on one subset."""
+    if isinstance(scorer, PatchEADConfig):
+        return score_patchead(features, scorer, device=device)
+    return score_features(features, scorer, device, keep_scale=True)
+
+
+def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer: MuscConfig | PatchEADConfig,
                  device: str = "cpu", storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score one subset and write its result object; returns a small summary for the driver."""
     start = time.perf_counter()
     features = gather_features(plan, features_prefix, storage_options)
-    result = score_features(features, musc_cfg, device, keep_scale=True)
+    result = score_together(features, scorer, device)
     crash_point("score_subset")
     write_subset_result(result_uri, plan.group, plan.subset_id, [m.uri for m in plan.members],
                         result.image_scores_raw.numpy(), result.image_scores.numpy(), result.patch_scores.numpy(),

@@ -84,3 +84,28 @@ def test_too_many_subsets_is_a_clear_error(tmp_path):
     cfg = config_from_dict(EvalConfig, demo_config(tmp_path, divide_num=11, save_maps=0))
     with pytest.raises(ValueError, match="at least 2 images"):
         run_evaluation(cfg)
+
+
+@pytest.mark.parametrize("mode", ["batch", "fewshot"])
+def test_patchead_scorer_matches_the_engine_on_the_same_features(tmp_path, mode):
+    from pipeline.backbones import build_backbone
+    from pipeline.datasets import load_image, read_split
+    from pipeline.patchead import score_patchead
+
+    data = demo_config(tmp_path, scorer="patchead", patchead={"mode": mode, "fewshot_prompts": 3}, save_maps=0)
+    data["synthetic"].update(categories=["weave"], n_train=3, n_test_good=4, n_test_defect=4, image_size=64)
+    data["dataset"]["categories"] = ["weave"]
+    data["backbone"] = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64}
+    cfg = config_from_dict(EvalConfig, data)
+    result = run_evaluation(cfg)["weave"]
+
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.backbone)
+    test = backbone.extract(np.stack([load_image(s.image_path, 64) for s in result.samples]))
+    train = read_split(str(tmp_path / "data"), "mvtec", "weave", "train")
+    prompts = backbone.extract(np.stack([load_image(s.image_path, 64) for s in train])) if mode == "fewshot" else None
+    expected = score_patchead(test, cfg.patchead, prompts).image_scores.numpy()
+    np.testing.assert_allclose(result.image_scores, expected, rtol=1e-5)
+    assert "PatchEAD" in (tmp_path / "out" / "metrics.txt").read_text()

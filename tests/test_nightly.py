@@ -16,9 +16,8 @@ from pipeline.backbones import build_backbone
 from pipeline.config import ConfigError, JobConfig, config_from_dict
 from pipeline.datasets import load_image, load_mask, read_split
 from pipeline.metrics import category_metrics
-from pipeline.musc import score_features
 from pipeline.nightly import config_hash, main, redact, run_job
-from pipeline.subset_scoring import Member, plan_subsets
+from pipeline.subset_scoring import Member, plan_subsets, score_together
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
             "batch_size": 8}
@@ -127,15 +126,16 @@ def read_scores(prefix: str) -> "pyarrow.Table":
 
 
 def engine_reference(root, category: str, cfg: JobConfig):
-    """The engine called directly on the local copy: features, MuSc on the whole group, metrics."""
+    """The engine called directly on the local copy: features, MuSc (or PatchEAD) on the whole group,
+    metrics."""
     samples = [s for s in read_split(str(root), "mvtec", category, "test")
                if s.image_path.rsplit("/", 1)[-1] not in CORRUPT_FILES]
     size = cfg.backbone.image_size
     torch.manual_seed(0)  # the same random init as every extraction actor
     backbone = build_backbone(cfg.backbone)
     feats = backbone.extract(np.stack([load_image(s.image_path, size) for s in samples]))
-    result = score_features(feats, cfg.musc, "cpu", keep_scale=True)
-    maps = anomaly_maps(result.patch_scores, size, cfg.musc.gaussian_sigma).numpy()
+    result = score_together(feats, cfg.scorer_settings(), "cpu")
+    maps = anomaly_maps(result.patch_scores, size, cfg.scorer_settings().gaussian_sigma).numpy()
     masks = np.stack([load_mask(s, size) for s in samples])
     metrics = category_metrics(result.image_scores.numpy(), np.array([s.label for s in samples]), maps, masks)
     rel = {s.image_path[len(str(root)):]: float(v) for s, v in zip(samples, result.image_scores)}
@@ -191,6 +191,25 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     again = run_job(cfg)  # a finished run is not redone
     assert again.exit_code == 0 and again.manifest["finished_at"] == manifest["finished_at"]
     assert read_scores(out).num_rows == len(inputs)
+
+
+def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):
+    out = str(tmp_path / "out")
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="patchead-1",
+                     detector="patchead")
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    assert report.manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
+    rows = {r["uri"][len(s3_batch["prefix"]):]: r
+            for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
+    for group in ("weave", "disc"):
+        engine_scores, engine_metrics = engine_reference(s3_batch["root"], group, cfg)
+        for name, score in engine_scores.items():
+            assert rows[name]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+        for key in ("image_auroc", "pixel_auroc"):
+            assert report.manifest["metrics"]["per_group"][group][key] == pytest.approx(engine_metrics[key], abs=0.03)
+    with pytest.raises(ConfigError, match="'patchead'.*batch mode without alignment"):
+        job_config(inputs={"manifest": "m.csv"}, detector="patchead", patchead={"align": True})
 
 
 def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s3_batch, tmp_path):

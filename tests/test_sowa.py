@@ -183,3 +183,19 @@ def test_sweep_data_trains_on_the_auxiliary_set_and_validates_on_the_dataset(tmp
         config_from_dict(SweepConfig, {**base, "auxiliary": {"root": str(tmp_path / "target")}})
     with pytest.raises(ConfigError, match="'pseudo_labels.scores_prefix'"):
         config_from_dict(SweepConfig, {**base, "pseudo_labels": {"scores_prefix": "s3://b/scores", "run_id": "r"}})
+
+
+def test_loss_is_the_weighted_sum_of_dice_focal_and_bce(sowa):
+    from pipeline.detectors.losses import dice_loss, focal_loss
+
+    x = sowa.preprocess(images(2))
+    masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    masks[1, 30:60, 20:50] = True
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        fused, image_logits, _ = sowa(x)
+        probs = sowa.pixel_probabilities(fused, SIZE)
+        abnormal = image_logits.softmax(dim=-1)[:, 1]
+        bce = -(torch.log(1 - abnormal[0]) + torch.log(abnormal[1])) / 2
+        expected = dice_loss(probs[:, 1], masks) + focal_loss(probs, masks) + bce
+        assert sowa.training_loss(x, labels, masks, 0.0).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -122,11 +122,12 @@ class SOWA(nn.Module):
         """Eq. 5 on a labelled batch: masks (B, S, S) bool, labels (B,) 1 anomalous."""
         fused, image_logits, _ = self(x)
         probs = self.pixel_probabilities(fused, masks.shape[-1])
-        abnormal = image_logits.softmax(dim=-1)[:, 1].clamp(1e-6, 1 - 1e-6)
+        # BCE on softmax([l0, l1])[1] = sigmoid(l1 - l0): the logit form is exact, stable and autocast-safe
+        abnormal_logit = (image_logits[:, 1] - image_logits[:, 0]).float()
         cfg = self.cfg
-        return (cfg.dice_weight * dice_loss(probs[:, 1], masks)
-                + cfg.focal_weight * focal_loss(probs, masks, cfg.focal_gamma)
-                + cfg.bce_weight * F.binary_cross_entropy(abnormal, labels.float()))
+        return (cfg.dice_weight * dice_loss(probs[:, 1].float(), masks)
+                + cfg.focal_weight * focal_loss(probs.float(), masks, cfg.focal_gamma)
+                + cfg.bce_weight * F.binary_cross_entropy_with_logits(abnormal_logit, labels.float()))
 
     @torch.no_grad()
     def set_memory(self, x: torch.Tensor | None) -> None:

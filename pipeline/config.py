@@ -180,8 +180,9 @@ class PatchEADConfig:
     foreground: ForegroundConfig = _doc("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
     align: bool = _doc(
         "PatchEAD+ alignment: warp images onto a common pose before feature extraction (batch: onto the "
-        "batch's first image; few-shot: the prompts onto each query) and score the 180-degree-rotated "
-        "copies too, averaging the scores of both.",
+        "batch's first image; few-shot: the prompts onto each query); every reference image also offers "
+        "the patches of its 180-degree-rotated copy (never an image's own copy), and patches that a warp "
+        "filled in are not scored.",
         default=False,
     )
 

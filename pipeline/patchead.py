@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-from .alignment import align_to, rotated_180
+from .alignment import Alignment, align_to, rotated_180
 from .backbones import Backbone, Features
 from .config import PatchEADConfig
 from .foreground import apply_foreground
@@ -35,18 +34,27 @@ def unit_tokens(stage: torch.Tensor) -> torch.Tensor:
 
 
 def patch_scores(z: torch.Tensor, cfg: PatchEADConfig, reference: torch.Tensor | None = None,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+                 device: torch.device | str | None = None, turned: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1-3 for one feature level: queries (N, M, C) unit tokens -> (N, M) patch scores m_j.
 
     Without ``reference`` every image is scored against the other N-1 images (batch mode).
+    ``turned`` holds the tokens of the references' 180-degree copies (batch mode: of the N images):
+    each reference image then offers its copy's patches too, and still counts once among the K_P.
     """
     rules = {"patch_match": cfg.patch_match, "image_selection": cfg.image_selection}
     if reference is None:
         k = max(1, int(cfg.image_fraction * (z.shape[0] - 1)))
-        best = top_image_similarities(z, k, device=device, **rules)
+        if turned is None:
+            best = top_image_similarities(z, k, device=device, **rules)
+        else:  # each image against the others with their copies, never against its own copy
+            both = torch.cat([z, turned], dim=1)
+            others = ~torch.eye(len(z), dtype=torch.bool)
+            best = torch.cat([reference_similarities(z[i:i + 1], both[others[i]], k, device=device, **rules)
+                              for i in range(len(z))])
     else:
         k = min(cfg.fewshot_images, reference.shape[0])
-        best = reference_similarities(z, reference, k, device=device, **rules)
+        refs = reference if turned is None else torch.cat([reference, turned], dim=1)
+        best = reference_similarities(z, refs, k, device=device, **rules)
     return (1.0 - best).mean(dim=2)  # cosine distance, Eq. 1, of the kept similarities
 
 
@@ -57,11 +65,12 @@ def image_scores(patches: torch.Tensor, top_fraction: float) -> torch.Tensor:
 
 
 def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features | None = None,
-                   device: torch.device | str | None = None) -> MuscResult:
+                   device: torch.device | str | None = None, turned: Features | None = None) -> MuscResult:
     """PatchEAD scores of N images: per-patch maps (N, h, w) and image scores (raw and final equal).
 
     Batch mode scores seeded random batches of at most ``batch_size`` images; few-shot mode scores
     every image against ``reference``. Several feature levels are averaged, as MuSc does.
+    ``turned``: features of the references' 180-degree copies (batch mode: of the N images).
     """
     n = len(features)
     _, _, h, w = features.stages[0].shape
@@ -75,8 +84,10 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
     for level, stage in enumerate(features.stages):
         z = unit_tokens(stage)
         ref = unit_tokens(reference.stages[level]) if cfg.mode == "fewshot" else None
+        copies = None if turned is None else unit_tokens(turned.stages[level])
         for batch in batches:
-            total[batch] += patch_scores(z[batch], cfg, ref, device).cpu()
+            batch_copies = copies[batch] if copies is not None and ref is None else copies  # few-shot: the prompts'
+            total[batch] += patch_scores(z[batch], cfg, ref, device, batch_copies).cpu()
     patches = apply_foreground((total / len(features.stages)).view(n, h, w), features, cfg.foreground)
     scores = image_scores(patches.flatten(1), cfg.top_patch_fraction)
     return MuscResult(patches, scores, scores)
@@ -87,34 +98,40 @@ def _extract(backbone: Backbone, images: np.ndarray | list[np.ndarray]) -> Featu
     return Features.cat(list(backbone.extract_batches(list(images))))
 
 
-def _average_with_copy(result: MuscResult, copy: MuscResult) -> MuscResult:
-    """Scores of images and of their 180-degree copies, averaged; the copy's maps are turned back."""
-    patches = (result.patch_scores + copy.patch_scores.flip(1, 2)) / 2
-    scores = (result.image_scores + copy.image_scores) / 2
-    return MuscResult(patches, scores, scores)
+def _in_original_frames(result: MuscResult, alignments: list[Alignment], top_fraction: float) -> MuscResult:
+    """Scores of aligned images with the patches that the warp filled in left out (score 0), and
+    the maps moved back onto each original image."""
+    grid = tuple(result.patch_scores.shape[1:])
+    covered = torch.as_tensor(np.stack([a.covered(grid) for a in alignments]))
+    scores = image_scores((result.patch_scores * covered).flatten(1), top_fraction)
+    maps = torch.as_tensor(np.stack([a.map_back((result.patch_scores[i] * covered[i]).numpy())
+                                     for i, a in enumerate(alignments)]))
+    return MuscResult(maps, scores, scores)
 
 
 def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
                  references: np.ndarray | None = None) -> MuscResult:
     """PatchEAD(+) from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
-    With ``cfg.align``, batch mode warps every image onto the first and scores the aligned batch and
-    its 180-degree-rotated copy separately (so no image is compared with its own copy, which would
-    hide its defects), averaging the two; few-shot mode warps the prompts onto each query and adds
-    their 180-degree copies to that query's prompts. Maps are in the aligned frame.
+    With ``cfg.align``, batch mode warps every image onto the first and scores each against the
+    others and their 180-degree copies (never against its own copy, which would hide its defects);
+    patches the warp filled in are left out and the maps are moved back onto the input images.
+    Few-shot mode warps the prompts onto each query and lets each prompt offer its 180-degree copy's
+    patches too.
     """
     if not cfg.align:
         return score_patchead(_extract(backbone, images), cfg, None if references is None
                               else _extract(backbone, references))
     if references is None:
-        aligned = align_to(list(images), images[0])
-        upright = score_patchead(_extract(backbone, aligned), cfg)
-        turned = score_patchead(_extract(backbone, [rotated_180(a) for a in aligned]), cfg)
-        return _average_with_copy(upright, turned)
+        alignments = align_to(list(images), images[0])
+        aligned = [a.image for a in alignments]
+        result = score_patchead(_extract(backbone, aligned), cfg,
+                                turned=_extract(backbone, [rotated_180(a) for a in aligned]))
+        return _in_original_frames(result, alignments, cfg.top_patch_fraction)
     parts = []
     for query in images:
-        prompts = align_to(list(references), query)
-        prompts += [rotated_180(p) for p in prompts]
-        parts.append(score_patchead(_extract(backbone, query[None]), cfg, _extract(backbone, prompts)))
-    return MuscResult(torch.cat([p.patch_scores for p in parts]), torch.cat([p.image_scores for p in parts]),
-                      torch.cat([p.image_scores for p in parts]))
+        prompts = [a.image for a in align_to(list(references), query)]
+        parts.append(score_patchead(_extract(backbone, query[None]), cfg, _extract(backbone, prompts),
+                                    turned=_extract(backbone, [rotated_180(p) for p in prompts])))
+    scores = torch.cat([p.image_scores for p in parts])
+    return MuscResult(torch.cat([p.patch_scores for p in parts]), scores, scores)

@@ -4,11 +4,13 @@ Four products: two textured surfaces (``weave``, a woven fabric; ``wood``, a gra
 parts on a plain background (``disc``, a bottle-cap-like round part with a printed mark; ``plate``, a
 brushed metal plate with four holes and a slot). Normal images of a product vary the way photos of
 one product do: small shifts and rotations, texture phase and period, lighting and sensor noise.
+An optional extra ``pose`` turns and shifts every product further, as parts placed by hand are.
 
-Every image is rendered from its own seed in two independent random streams, one for the product and
-one for the defect, so the same seed renders the same picture with or without the defect. A defect
-is drawn as a shape, composited over the product before lighting and noise, and its mask is the set
-of pixels inside that shape whose value the defect changed: exact, and never a diff of noisy images.
+Every image is rendered from its own seed in independent random streams, one for the product, one
+for the defect and one for the extra pose, so the same seed renders the same picture with or without
+the defect. A defect is drawn as a shape, composited over the product before lighting and noise, and
+its mask is the set of pixels inside that shape whose value the defect changed: exact, and never a
+diff of noisy images.
 """
 
 from __future__ import annotations
@@ -51,20 +53,25 @@ class _Scene:
     noise: np.ndarray  # (S, S, 3) additive sensor noise
 
 
-def render_image(category: str, image_size: int, seed: int | Sequence[int],
-                 defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render_image(category: str, image_size: int, seed: int | Sequence[int], defect: str | None = None,
+                 *, pose: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """One product image (S, S, 3) uint8 and its defect mask (S, S) bool (empty when defect is None).
 
     The same ``seed`` gives the same product with and without the defect: the two images are equal
-    outside the mask and differ at every mask pixel.
+    outside the mask and differ at every mask pixel. ``pose`` = (degrees, fraction of S): the scene
+    is rendered turned about the centre by up to that many degrees and shifted by up to that
+    fraction of the size in x and y (uniform draws), so that poses differ far more than by default
+    while background and borders stay rendered, never filled in by a warp; (0, 0) adds nothing.
     """
     _check_category(category)
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
     if defect is not None and defect not in DEFECTS[category]:
         raise ValueError(f"defect {defect!r} is not drawn on {category!r}; its kinds: {DEFECTS[category]}")
-    product_rng, defect_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    scene = _RENDERERS[category](product_rng, image_size)
+    if min(pose) < 0:
+        raise ValueError(f"pose must be (degrees >= 0, shift fraction >= 0), got {pose}")
+    product_rng, defect_rng, pose_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    scene = _RENDERERS[category](product_rng, _grid(image_size, _draw_pose(pose_rng, image_size, *pose)))
     normal = _finish(scene, scene.image)
     if defect is None:
         return normal, np.zeros((image_size, image_size), dtype=bool)
@@ -80,13 +87,14 @@ def render_image(category: str, image_size: int, seed: int | Sequence[int],
 
 def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, n_train: int = 10,
                      n_test_good: int = 10, n_test_defect: int = 10, image_size: int = 224, seed: int = 0,
-                     *, overwrite: bool = False) -> list[str]:
+                     *, overwrite: bool = False, pose: tuple[float, float] = (0.0, 0.0)) -> list[str]:
     """Write products in the MVTec AD layout under ``root``; returns the category names.
 
     Per category: ``train/good``, ``test/good`` and ``test/<kind>`` with the defect kinds taking
     turns, and ``ground_truth/<kind>/<stem>_mask.png`` (single-channel, 0/255). Deterministic for a
     seed, and a category's images do not depend on which other categories are generated. A non-empty
-    ``root/<category>`` is refused unless ``overwrite``, which deletes it first.
+    ``root/<category>`` is refused unless ``overwrite``, which deletes it first. ``pose``: see
+    :func:`render_image`.
     """
     categories = list(categories)
     for category in categories:
@@ -105,14 +113,16 @@ def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, 
             shutil.rmtree(target)
         key = [seed, zlib.crc32(category.encode())]
         for i in range(n_train):
-            _save(render_image(category, image_size, [*key, 0, i])[0], target / "train" / "good" / f"{i:03d}.png")
+            _save(render_image(category, image_size, [*key, 0, i], pose=pose)[0],
+                  target / "train" / "good" / f"{i:03d}.png")
         for i in range(n_test_good):
-            _save(render_image(category, image_size, [*key, 1, i])[0], target / "test" / "good" / f"{i:03d}.png")
+            _save(render_image(category, image_size, [*key, 1, i], pose=pose)[0],
+                  target / "test" / "good" / f"{i:03d}.png")
         kinds = DEFECTS[category]
         for i in range(n_test_defect):
             kind = kinds[i % len(kinds)]
             stem = f"{i // len(kinds):03d}"
-            image, mask = render_image(category, image_size, [*key, 2, i], kind)
+            image, mask = render_image(category, image_size, [*key, 2, i], kind, pose=pose)
             _save(image, target / "test" / kind / f"{stem}.png")
             _save(mask.astype(np.uint8) * 255, target / "ground_truth" / kind / f"{stem}_mask.png")
     return categories
@@ -136,10 +146,26 @@ def _finish(scene: _Scene, unlit: np.ndarray) -> np.ndarray:
 # --- products --------------------------------------------------------------------------------------
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (x, y), each (S, S) float32."""
+def _draw_pose(rng: np.random.Generator, size: int, degrees: float, shift: float) -> tuple[float, float, float]:
+    """An extra pose (angle in radians, dx, dy in pixels) within the bounds; none for zero bounds."""
+    if degrees == 0 and shift == 0:
+        return 0.0, 0.0, 0.0
+    angle = np.deg2rad(rng.uniform(-degrees, degrees))
+    dx, dy = rng.uniform(-shift, shift, size=2) * size
+    return float(angle), float(dx), float(dy)
+
+
+def _grid(size: int, pose: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Scene coordinates (x, y), each (S, S) float32, of the pixel centres: the pixel grid moved
+    back by the pose (angle, dx, dy), so a scene drawn on them appears turned and shifted by it."""
     axis = np.arange(size, dtype=np.float32) + 0.5
-    return np.meshgrid(axis, axis)
+    x, y = np.meshgrid(axis, axis)
+    angle, dx, dy = pose
+    if (angle, dx, dy) == (0.0, 0.0, 0.0):
+        return x, y
+    c, s, centre = np.cos(angle), np.sin(angle), size / 2
+    u, v = x - centre - dx, y - centre - dy
+    return (centre + c * u + s * v).astype(np.float32), (centre - s * u + c * v).astype(np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: tuple[int, int]) -> np.ndarray:
@@ -164,9 +190,10 @@ def _colour(base: Sequence[float], shade: np.ndarray) -> np.ndarray:
     return (np.asarray(base, dtype=np.float32)[None, None, :] * shade[..., None]).astype(np.float32)
 
 
-def _weave(rng: np.random.Generator, size: int) -> _Scene:
+def _weave(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> _Scene:
     """Plain-weave fabric: threads alternately over and under, each thread a little different."""
-    x, y = _grid(size)
+    x, y = grid
+    size = x.shape[0]
     angle = np.deg2rad(rng.uniform(-3.0, 3.0))
     period = size / 14.0 * rng.uniform(0.97, 1.03)
     u = (x * np.cos(angle) + y * np.sin(angle)) / period + rng.uniform(0, 2)
@@ -186,9 +213,10 @@ def _weave(rng: np.random.Generator, size: int) -> _Scene:
     return _scene(rng, image.astype(np.float32), behind, full, full)
 
 
-def _wood(rng: np.random.Generator, size: int) -> _Scene:
+def _wood(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> _Scene:
     """A planed board: wavy vertical growth rings and fine fibres."""
-    x, y = _grid(size)
+    x, y = grid
+    size = x.shape[0]
     warp = 0.06 * size * _smooth_noise(rng, size, (4, 3)) + 0.01 * size * _smooth_noise(rng, size, (12, 8))
     period = size / rng.uniform(9.0, 11.0)
     ring = (0.5 + 0.5 * np.sin(2 * np.pi * ((x + warp) / period + rng.uniform(0, 1)))) ** 4
@@ -200,9 +228,10 @@ def _wood(rng: np.random.Generator, size: int) -> _Scene:
     return _scene(rng, image, behind, full, full)
 
 
-def _disc(rng: np.random.Generator, size: int) -> _Scene:
+def _disc(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> _Scene:
     """A blue cap seen from above on a light table: groove, knurled rim, highlight, printed mark."""
-    x, y = _grid(size)
+    x, y = grid
+    size = x.shape[0]
     cx, cy = size * (0.5 + rng.uniform(-0.03, 0.03, size=2))
     radius = 0.30 * size * rng.uniform(0.985, 1.015)
     turn = np.deg2rad(rng.uniform(-12.0, 12.0))
@@ -230,9 +259,10 @@ def _disc(rng: np.random.Generator, size: int) -> _Scene:
     return _scene(rng, image, table, outline, outline)
 
 
-def _plate(rng: np.random.Generator, size: int) -> _Scene:
+def _plate(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> _Scene:
     """A brushed, rounded metal plate with four holes and a slot, on a dark conveyor."""
-    x, y = _grid(size)
+    x, y = grid
+    size = x.shape[0]
     cx, cy = size * (0.5 + rng.uniform(-0.03, 0.03, size=2))
     angle = np.deg2rad(rng.uniform(-6.0, 6.0))
     lx = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)

@@ -41,5 +41,22 @@ def test_unrelated_or_flat_images_are_left_alone():
     flat = np.full((128, 128, 3), 120, np.uint8)
     assert estimate_transform(flat, flat) is None
     texture = render_image("weave", 128, [1])[0]
-    assert np.array_equal(align_to([flat], texture)[0], flat)
+    assert np.array_equal(align_to([flat], texture)[0].image, flat)
     assert np.array_equal(rotated_180(rotated_180(texture)), texture)
+
+
+def test_small_images_align_and_maps_go_back_to_the_original_frame():
+    reference = render_image("disc", 128, [0, 1])[0]
+    image = moved(reference, 20.0, 8.0, 0.0)
+    (alignment,) = align_to([image], reference)  # ORB alone finds too few keypoints at 128 px
+    assert alignment.transform is not None and abs(alignment.transform.angle - 20.0) < 1.0
+    covered = alignment.covered((16, 16))
+    assert covered[6:10, 6:10].all() and not covered.all()  # the centre came from the image, corners did not
+    hot = np.zeros((16, 16), np.float32)
+    hot[5, 9] = 1.0  # a patch of the aligned image: where was it in the original one?
+    back = alignment.map_back(hot)
+    h, w = reference.shape[:2]
+    forward = alignment.transform.matrix(h, w)
+    # the original pixel that the warp moved to the hot patch's centre (9 * 8 + 3.5, 5 * 8 + 3.5)
+    source = np.linalg.solve(forward[:, :2], np.array([9 * 8 + 3.5, 5 * 8 + 3.5]) - forward[:, 2])
+    assert np.unravel_index(back.argmax(), back.shape) == (round((source[1] - 3.5) / 8), round((source[0] - 3.5) / 8))

@@ -1,13 +1,19 @@
-"""PatchEAD against MuSc on generated data, and the cost of PatchEAD's scoring against MSM's.
+"""PatchEAD and PatchEAD+ against MuSc on generated data, and the cost of PatchEAD's scoring against MSM's.
 
     .venv/bin/python tests/benchmarks/bench_patchead.py [--weights PATH]
 
-Image AUROC per generated category (10 good + 10 defective images, 128 px) for MuSc, PatchEAD with
-the nearest-neighbour reading (default) and with the literal reading of its Eq. 2-3, on the same
-features: mobilenetv2_100 with ImageNet weights when ``--weights`` points at them (see
-../shared/weights), otherwise a random-init resnet18. Then the time of one (stage) PatchEAD pass
-against one MSM pass on the same unit tokens (N=64, M=196, C=768): the shared engine should make
-them equal.
+Image and pixel AUROC per generated category (10 good + 10 defective images, 128 px), on the same
+images and features for every scorer, in two variants of the data: as generated (poses differ by a
+few degrees) and "posed" (every part further turned by up to +-30 degrees and shifted by up to 6% of
+the size, rendered so, not warped), since alignment can only matter when poses differ.
+
+CNN columns: mobilenetv2_100 with ImageNet weights when ``--weights`` points at them (see
+../shared/weights), otherwise a random-init resnet18; MuSc, PatchEAD (nearest-neighbour reading),
+its literal reading of Eq. 2-3, and PatchEAD + alignment. ViT columns (foreground masks need CLS
+attention): a random-init ViT-S/8, so its attention is no meaningful foreground; MuSc and PatchEAD
+with and without the mask, PatchEAD + alignment, and PatchEAD+ (alignment and mask). Then the time
+of one (stage) PatchEAD pass against one MSM pass on the same unit tokens (N=64, M=196, C=768): the
+shared engine should make them equal.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +32,80 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.backbones import build_backbone  # noqa: E402
-from pipeline.config import BackboneConfig, MuscConfig, PatchEADConfig  # noqa: E402
-from pipeline.datasets import load_image, read_split  # noqa: E402
+from pipeline.backbones import Backbone, build_backbone  # noqa: E402
+from pipeline.config import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig  # noqa: E402
+from pipeline.datasets import load_image, load_mask, read_split  # noqa: E402
 from pipeline.msm import mutual_scores  # noqa: E402
-from pipeline.musc import score_features  # noqa: E402
-from pipeline.patchead import patch_scores, score_patchead  # noqa: E402
+from pipeline.musc import MuscResult, score_features  # noqa: E402
+from pipeline.patchead import patch_scores, score_images  # noqa: E402
 from pipeline.synthetic import DEFAULT_CATEGORIES, generate_dataset  # noqa: E402
+
+SIZE = 128
+POSES = {"as generated": (0.0, 0.0), "posed (+-30 deg, +-6%)": (30.0, 0.06)}
+FOREGROUND = ForegroundConfig(enabled=True)
+Scorer = Callable[[Backbone, np.ndarray], MuscResult]
 
 
 def backbone_config(weights: str | None) -> BackboneConfig:
     if weights:
-        return BackboneConfig(family="timm_cnn", name="mobilenetv2_100", weights=weights, image_size=128,
+        return BackboneConfig(family="timm_cnn", name="mobilenetv2_100", weights=weights, image_size=SIZE,
                               layers=[2, 3], pad_type="same", mean=[0.5] * 3, std=[0.5] * 3)
-    return BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=128, layers=[1, 2])
+    return BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=SIZE, layers=[1, 2])
+
+
+def vit_config() -> BackboneConfig:
+    return BackboneConfig(family="timm_vit", name="vit_small_patch8_224", random_init=True, image_size=SIZE,
+                          layers=[5, 11])
+
+
+def musc(foreground: ForegroundConfig = ForegroundConfig()) -> Scorer:
+    return lambda backbone, images: score_features(backbone.extract(images), MuscConfig(foreground=foreground))
+
+
+def patchead(**options) -> Scorer:
+    return lambda backbone, images: score_images(backbone, images, PatchEADConfig(**options))
+
+
+CNN_SCORERS: dict[str, Scorer] = {
+    "MuSc": musc(),
+    "PatchEAD": patchead(),
+    "PatchEAD literal": patchead(patch_match="farthest", image_selection="farthest"),
+    "PatchEAD +align": patchead(align=True),
+}
+VIT_SCORERS: dict[str, Scorer] = {
+    "MuSc": musc(),
+    "MuSc +fg": musc(FOREGROUND),
+    "PatchEAD": patchead(),
+    "PatchEAD +align": patchead(align=True),
+    "PatchEAD +fg": patchead(foreground=FOREGROUND),
+    "PatchEAD+": patchead(align=True, foreground=FOREGROUND),
+}
+
+
+def aurocs(result: MuscResult, labels: list[int], masks: np.ndarray) -> tuple[float, float]:
+    """Image AUROC, and pixel AUROC of the patch maps upsampled bilinearly to the masks' size."""
+    maps = F.interpolate(result.patch_scores.float()[:, None], size=masks.shape[1:], mode="bilinear",
+                         align_corners=False)[:, 0]
+    return roc_auc_score(labels, result.image_scores.numpy()), roc_auc_score(masks.ravel(), maps.numpy().ravel())
+
+
+def table(backbone: Backbone, scorers: dict[str, Scorer],
+          data: dict[str, tuple[np.ndarray, list[int], np.ndarray]]) -> None:
+    """Print image / pixel AUROC (%) per category and their means, one column per scorer."""
+    rows = {category: {name: aurocs(run(backbone, images), labels, masks) for name, run in scorers.items()}
+            for category, (images, labels, masks) in data.items()}
+    rows["mean"] = {name: tuple(np.mean([rows[c][name] for c in data], axis=0)) for name in scorers}
+    width = max(17, *(len(n) + 2 for n in scorers))
+    print(f"{'image/pixel AUROC':12s}" + "".join(f"{n:>{width}s}" for n in scorers))
+    for category, row in rows.items():
+        print(f"{category:12s}" + "".join(f"{f'{100 * i:.1f} / {100 * p:.1f}':>{width}s}" for i, p in row.values()))
+
+
+def load(root: str, category: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+    samples = read_split(root, "mvtec", category, "test")
+    images = np.stack([load_image(s.image_path, SIZE) for s in samples])
+    masks = np.stack([load_mask(s, SIZE) for s in samples])
+    return images, [s.label for s in samples], masks
 
 
 def main() -> None:
@@ -46,26 +113,16 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="mobilenetv2_100 ImageNet safetensors")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = backbone_config(args.weights)
-    backbone = build_backbone(cfg)
-    readings = {"PatchEAD (nearest)": PatchEADConfig(),
-                "PatchEAD (literal)": PatchEADConfig(patch_match="farthest", image_selection="farthest")}
-    rows = {}
+    cnn, vit = build_backbone(backbone_config(args.weights)), build_backbone(vit_config())
     with tempfile.TemporaryDirectory() as tmp:
-        generate_dataset(tmp, n_train=0, n_test_good=10, n_test_defect=10, image_size=128)
-        for category in DEFAULT_CATEGORIES:
-            samples = read_split(tmp, "mvtec", category, "test")
-            labels = [s.label for s in samples]
-            feats = backbone.extract(np.stack([load_image(s.image_path, 128) for s in samples]))
-            row = {"MuSc": roc_auc_score(labels, score_features(feats, MuscConfig()).image_scores.numpy())}
-            for name, pe in readings.items():
-                row[name] = roc_auc_score(labels, score_patchead(feats, pe).image_scores.numpy())
-            rows[category] = row
-    names = list(next(iter(rows.values())))
-    print(f"image AUROC (%), backbone {backbone.description}")
-    print(f"{'category':10s}" + "".join(f"{n:>22s}" for n in names))
-    for category, row in [*rows.items(), ("mean", {n: np.mean([r[n] for r in rows.values()]) for n in names})]:
-        print(f"{category:10s}" + "".join(f"{100 * row[n]:22.1f}" for n in names))
+        for variant, pose in POSES.items():
+            root = str(Path(tmp) / str(pose))
+            generate_dataset(root, n_train=0, n_test_good=10, n_test_defect=10, image_size=SIZE, pose=pose)
+            data = {category: load(root, category) for category in DEFAULT_CATEGORIES}
+            for backbone, scorers in ((cnn, CNN_SCORERS), (vit, VIT_SCORERS)):
+                print(f"\n{variant} data, backbone {backbone.description}")
+                table(backbone, scorers, data)
+    print("\nViT foreground columns: random-init attention is no meaningful foreground; they only exercise the path.")
 
     z = F.normalize(torch.randn(64, 196, 768), dim=-1)
     timings = {}

@@ -32,16 +32,21 @@ def window_reverse(windows: torch.Tensor, h: int, w: int, height: int, width: in
     return x.reshape(-1, height, width, c)
 
 
+def value_attention(v: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, L, C) values split into heads of size d -> per head softmax(v v^T / sqrt(d)) v, (N, L, C)."""
+    n, length, c = v.shape
+    d = c // heads
+    v = v.reshape(n, length, heads, d).transpose(1, 2)  # (N, H, L, d)
+    weights = torch.softmax(v @ v.transpose(-1, -2) * d**-0.5, dim=-1)
+    return (weights @ v).transpose(1, 2).reshape(n, length, c)
+
+
 def vv_attention(x: torch.Tensor, v_weight: torch.Tensor, v_bias: torch.Tensor | None, heads: int) -> torch.Tensor:
     """Value-value self-attention, (N, L, C) -> (N, L, C), before the output projection.
 
     v = x W_v^T + b_v, split into heads of size d; per head out = softmax(v v^T / sqrt(d)) v.
     """
-    n, length, c = x.shape
-    d = c // heads
-    v = F.linear(x, v_weight, v_bias).view(n, length, heads, d).transpose(1, 2)  # (N, H, L, d)
-    weights = torch.softmax(v @ v.transpose(-1, -2) * d**-0.5, dim=-1)
-    return (weights @ v).transpose(1, 2).reshape(n, length, c)
+    return value_attention(F.linear(x, v_weight, v_bias), heads)
 
 
 class FrozenWindowAttention(nn.Module):
@@ -65,12 +70,18 @@ class FrozenWindowAttention(nn.Module):
         self.project = nn.Linear(c, out_dim)
 
     def forward(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
-        """Patch tokens (B, side*side, C) -> (B, side*side, out_dim)."""
+        """Patch tokens (B, side*side, C) -> (B, side*side, out_dim).
+
+        The value and output projections act on each token alone, so they run on the whole grid
+        (one large matrix product each) and only the attention itself runs per window; the frozen
+        output projection and the trainable one are applied as their product, one matrix.
+        """
         b, length, c = tokens.shape
         h, w = self.window
         if self.norm is not None:
             tokens = self.norm(tokens)
-        windows = window_partition(tokens.view(b, side, side, c), h, w)
-        attended = F.linear(vv_attention(windows, self.v_weight, self.v_bias, self.heads), self.out_weight,
-                            self.out_bias)
-        return self.project(window_reverse(attended, h, w, side, side).reshape(b, length, c))
+        v = F.linear(tokens, self.v_weight, self.v_bias).view(b, side, side, c)
+        attended = window_reverse(value_attention(window_partition(v, h, w), self.heads), h, w, side, side)
+        weight = self.project.weight @ self.out_weight
+        bias = self.project.weight @ self.out_bias + self.project.bias
+        return F.linear(attended.reshape(b, length, c), weight, bias)

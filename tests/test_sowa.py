@@ -199,3 +199,36 @@ def test_loss_is_the_weighted_sum_of_dice_focal_and_bce(sowa):
         bce = -(torch.log(1 - abnormal[0]) + torch.log(abnormal[1])) / 2
         expected = dice_loss(probs[:, 1], masks) + focal_loss(probs, masks) + bce
         assert sowa.training_loss(x, labels, masks, 0.0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_sowa_sweep_trains_on_auxiliary_data_and_validates_few_shot(ray_local, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.config import SweepConfig
+    from pipeline.tuning import run_sweep
+
+    size = 64  # ViT-S-16: a 4 x 4 grid
+    cfg = config_from_dict(SweepConfig, {
+        "name": "sowa-windows",
+        "detector": {"kind": "sowa",
+                     "sowa": {"clip": {"name": "ViT-S-16", "image_size": size, "random_init": True},
+                              "windows": [2, 2, 4, 4], "shots": 1},
+                     "training": {"iterations": 4, "batch_size": 4}},
+        "dataset": {"root": str(tmp_path / "target")},
+        "synthetic": {"enabled": True, "categories": ["disc"], "n_train": 1, "n_test_good": 2, "n_test_defect": 2,
+                      "image_size": size},
+        "auxiliary": {"root": str(tmp_path / "aux")},
+        "auxiliary_synthetic": {"enabled": True, "categories": ["plate"], "n_test_good": 2, "n_test_defect": 4,
+                                "image_size": size},
+        "search_space": {"sowa.windows": {"type": "choice", "values": [[2, 2, 4, 4], [1, 2, 2, 4]]},
+                         "sowa.prompt_length": {"type": "choice", "values": [4, 12]}},
+        "num_samples": 2, "evaluations": 2, "max_concurrent": 1, "scheduler": {"kind": "fifo"},
+        "storage_path": str(tmp_path / "tune"), "output_prefix": str(tmp_path / "sweeps")})
+    summary = run_sweep(cfg)
+    assert summary["errored"] == 0 and summary["trials"] == 2
+    rows = pq.read_table(tmp_path / "sweeps" / "sowa-windows" / "trials.parquet").to_pylist()
+    assert all(r["status"] == "TERMINATED" and r["evaluations"] == 2 and 0 <= r["mad"] <= 1 for r in rows)
+    assert {tuple(r["config.sowa.windows"]) for r in rows} <= {(2, 2, 4, 4), (1, 2, 2, 4)}
+    detector, best_cfg, meta = load_checkpoint(str(tmp_path / "sweeps" / "sowa-windows" / "best"))
+    assert best_cfg.kind == "sowa" and best_cfg.sowa.windows == summary["best_config"]["sowa.windows"]
+    assert detector.prompts.context.shape[1] == summary["best_config"]["sowa.prompt_length"]

@@ -23,9 +23,14 @@ def test_cls_attention_equals_torch_multihead_attention_weights():
 
 def test_vit_backbones_return_attention_on_the_patch_grid_and_cnns_none():
     images = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    for family, name in (("timm_vit", "vit_tiny_patch16_224"), ("open_clip", "ViT-B-16")):
-        feats = build_backbone(BackboneConfig(family=family, name=name, random_init=True, image_size=64)).extract(images)
+    # the paper's two backbones among them: DINOv2 ViT-B/14 with 4 registers (5 prefix tokens dropped)
+    # and CLIP ViT-B/16+ at 240's patch size
+    for family, name, size in (("timm_vit", "vit_tiny_patch16_224", 64), ("open_clip", "ViT-B-16", 64),
+                               ("timm_vit", "vit_base_patch14_reg4_dinov2", 56), ("open_clip", "ViT-B-16-plus-240", 64)):
+        backbone = build_backbone(BackboneConfig(family=family, name=name, random_init=True, image_size=size))
+        feats = backbone.extract(np.ascontiguousarray(images[:, :size, :size]))
         assert feats.attention.shape == (2, 4, 4) and torch.all(feats.attention > 0)
+        assert all(s.shape[-2:] == (4, 4) for s in feats.stages)
         assert torch.all(feats.attention.sum(dim=(1, 2)) <= 1.0 + 1e-5)  # softmax mass on the patches
     cnn = build_backbone(BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64))
     assert cnn.extract(images).attention is None

@@ -104,6 +104,15 @@ def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None
     return center_crop(np.asarray(image), size) if resize and size is not None else np.asarray(image)
 
 
+def normal_train_images(root: str, layout: str, category: str, count: int, size: int, resize: int | None = None,
+                        split_csv: str | None = None) -> np.ndarray:
+    """The first ``count`` normal train images of a category (few-shot prompts), (n, S, S, 3) uint8."""
+    normals = [s for s in read_split(root, layout, category, "train", split_csv=split_csv) if not s.label][:count]
+    if not normals:
+        raise ValueError(f"few-shot scoring needs normal train images of {category!r} under {root}; there are none")
+    return np.stack([load_image(s.image_path, size, resize) for s in normals])
+
+
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The central size x size window of an (H, W, ...) array at least that large."""
     top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2

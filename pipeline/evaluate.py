@@ -23,7 +23,7 @@ import torch
 from .anomaly_maps import anomaly_maps
 from .backbones import Backbone, Features, build_backbone
 from .config import EvalConfig, config_from_command_line, config_to_dict
-from .datasets import Sample, list_categories, load_image, load_mask, read_split
+from .datasets import Sample, list_categories, load_image, load_mask, normal_train_images, read_split
 from .heatmaps import overlay_png
 from .metrics import category_metrics, format_table, mean_row
 from .musc import MuscResult, score_features
@@ -60,11 +60,8 @@ def fewshot_prompts(cfg: EvalConfig, category: str) -> np.ndarray | None:
     """Few-shot PatchEAD's normal prompts: the category's first ``fewshot_prompts`` train images."""
     if cfg.scorer != "patchead" or cfg.patchead.mode != "fewshot":
         return None
-    normals = [s for s in read_split(cfg.dataset.root, cfg.dataset.layout, category, "train",
-                                     split_csv=cfg.dataset.split_csv) if not s.label]
-    if not normals:
-        raise ValueError(f"few-shot PatchEAD needs normal train images of {category!r}; there are none")
-    return np.stack([load_image(s.image_path, cfg.backbone.image_size) for s in normals[:cfg.patchead.fewshot_prompts]])
+    return normal_train_images(cfg.dataset.root, cfg.dataset.layout, category, cfg.patchead.fewshot_prompts,
+                               cfg.backbone.image_size, split_csv=cfg.dataset.split_csv)
 
 
 def score_subset(backbone: Backbone, cfg: EvalConfig, images: list[np.ndarray], prompts: np.ndarray | None,

@@ -109,3 +109,12 @@ def test_patchead_scorer_matches_the_engine_on_the_same_features(tmp_path, mode)
     expected = score_patchead(test, cfg.patchead, prompts).image_scores.numpy()
     np.testing.assert_allclose(result.image_scores, expected, rtol=1e-5)
     assert "PatchEAD" in (tmp_path / "out" / "metrics.txt").read_text()
+
+
+def test_few_shot_without_normal_train_images_is_a_clear_error(tmp_path):
+    data = demo_config(tmp_path, scorer="patchead", patchead={"mode": "fewshot"}, save_maps=0)
+    data["synthetic"].update(categories=["weave"], n_train=0, n_test_good=2, n_test_defect=2, image_size=64)
+    data["dataset"]["categories"] = ["weave"]
+    data["backbone"] = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64}
+    with pytest.raises(ValueError, match="needs normal train images of 'weave'"):
+        run_evaluation(config_from_dict(EvalConfig, data))

@@ -19,7 +19,7 @@ import torch
 
 from ..backbones import resolve_device
 from ..config import DetectorConfig
-from ..datasets import load_image, load_mask, read_split, resize_mask
+from ..datasets import load_image, load_mask, normal_train_images, read_split, resize_mask
 from ..metrics import category_metrics, mean_row
 from .models import Detector
 from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
@@ -61,8 +61,7 @@ def load_split(root: str, layout: str, categories: list[str], split: str, size: 
 def load_references(root: str, layout: str, categories: list[str], shots: int, size: int,
                     resize: int | None = None) -> dict[str, np.ndarray]:
     """Few-shot prompts: the first ``shots`` normal train images of each category."""
-    return {c: load_split(root, layout, [c], "train", size, resize, normal_only=True).images[:shots]
-            for c in categories}
+    return {c: normal_train_images(root, layout, c, shots, size, resize) for c in categories}
 
 
 @torch.no_grad()

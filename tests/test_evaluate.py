@@ -116,5 +116,5 @@ def test_few_shot_without_normal_train_images_is_a_clear_error(tmp_path):
     data["synthetic"].update(categories=["weave"], n_train=0, n_test_good=2, n_test_defect=2, image_size=64)
     data["dataset"]["categories"] = ["weave"]
     data["backbone"] = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64}
-    with pytest.raises(ValueError, match="needs normal train images of 'weave'"):
+    with pytest.raises(FileNotFoundError, match="no images in .*weave/train"):
         run_evaluation(config_from_dict(EvalConfig, data))

@@ -792,8 +792,8 @@ def _validate_values(cfg: Any, prefix: str) -> None:
             raise bad("stage_weights", f"needs 4 weights (one per stage), got {cfg.stage_weights}")
         if cfg.clip.layers is not None and len(cfg.clip.layers) != 4:
             raise bad("clip.layers", f"SOWA has 4 stages: give 4 stage-end blocks, got {cfg.clip.layers}")
-        if cfg.prompt_length < 1:
-            raise bad("prompt_length", f"must be >= 1, got {cfg.prompt_length}")
+        if not 1 <= cfg.prompt_length <= 70:
+            raise bad("prompt_length", f"must be in [1, 70] (the prompt must fit CLIP's 77 tokens), got {cfg.prompt_length}")
         if cfg.lr <= 0:
             raise bad("lr", f"must be > 0, got {cfg.lr}")
         for key in ("dice_weight", "focal_weight", "bce_weight", "focal_gamma", "shots"):

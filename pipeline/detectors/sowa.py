@@ -41,7 +41,7 @@ class DualPrompts(nn.Module):
         self.register_buffer("embedded", embedded, persistent=False)  # frozen word embeddings
         self.register_buffer("positional_embedding", clip.positional_embedding.detach().clone(), persistent=False)
         self.register_buffer("attn_mask", clip.attn_mask.clone(), persistent=False)
-        self.transformer, self.ln_final = clip.transformer, clip.ln_final
+        self.transformer, self.ln_final = clip.transformer.requires_grad_(False), clip.ln_final.requires_grad_(False)
         self.register_buffer("projection", clip.text_projection.detach().clone(), persistent=False)
         self.length = length
         # the [L1]..[Ll] of each prompt, after its start token; CLIP's word embeddings have std ~0.02
@@ -72,8 +72,6 @@ class SOWA(nn.Module):
             raise ValueError(f"sowa.windows {bad} do not divide the {side}x{side} patch grid of {cfg.clip.name} "
                              f"at {cfg.clip.image_size} px")
         self.prompts = DualPrompts(clip, open_clip.get_tokenizer(cfg.clip.name), cfg.prompt_length)
-        self.prompts.transformer.requires_grad_(False)
-        self.prompts.ln_final.requires_grad_(False)
         text_dim = self.prompts.projection.shape[1]
         blocks = clip.visual.transformer.resblocks
         self.adapters = nn.ModuleList(
@@ -140,7 +138,8 @@ class SOWA(nn.Module):
 
     def fewshot_distances(self, adapted: list[torch.Tensor]) -> torch.Tensor:
         """(B, L): each patch's cosine distance to its nearest memory patch, averaged over stages."""
-        assert self.memory is not None
+        if self.memory is None:
+            raise RuntimeError("no memory bank: call set_memory with normal images first")
         per_stage = [1.0 - reference_similarities(f, bank, 1)[..., 0] for f, bank in zip(adapted, self.memory)]
         return torch.stack(per_stage).mean(dim=0)
 

@@ -1010,17 +1010,19 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls: type = EvalConfig, prefix: str = "") -> str:
-    """Every key of ``cls`` with its type, default and documentation, one per line."""
+def describe(cls: type = EvalConfig, prefix: str = "", defaults: Any = None) -> str:
+    """Every key of ``cls`` with its type, default and documentation, one per line. Defaults are those
+    of the enclosing section (a detector's encoder defaults differ from BackboneConfig's own)."""
+    defaults = cls() if defaults is None else defaults
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = prefix + f.name
+        default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(hints[f.name]):
             lines.append(f"{key}: {f.metadata.get('doc', '')}")
-            lines.append(describe(hints[f.name], key + "."))
+            lines.append(describe(hints[f.name], key + ".", default))
             continue
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         hint = hints[f.name]
         type_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
         lines.append(f"{key} ({type_name}, default {default!r}): {f.metadata.get('doc', '')}")
@@ -1032,3 +1034,5 @@ if __name__ == "__main__":
     print(describe(JobConfig))
     print("\n# python -m pipeline.evaluate (EvalConfig)")
     print(describe(EvalConfig))
+    print("\n# python jobs/sweep.py (SweepConfig)")
+    print(describe(SweepConfig))

@@ -106,3 +106,10 @@ def test_every_key_is_documented(root):
                 walk(f.default_factory, f"{prefix}{f.name}.")
 
     walk(root)
+
+
+def test_described_defaults_are_those_of_the_section():
+    text = describe(SweepConfig)
+    assert "detector.sowa.clip.name (str, default 'ViT-L-14-336')" in text
+    assert "detector.vitad.encoder.image_size (int, default 256)" in text
+    assert "auxiliary.root (str, default 'auxiliary_data')" in text

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+
+from .musc import MuscResult
 
 # ORB ignores a 31-pixel margin at every pyramid level, so small images yield too few keypoints (at
 # 128 px a generated disc never aligned); smaller images are matched on an upscaled copy.
@@ -129,3 +132,15 @@ def align_to(images: list[np.ndarray], reference: np.ndarray) -> list[Alignment]
 
 def rotated_180(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def patch_coverage(alignments: list[Alignment], grid: tuple[int, int]) -> torch.Tensor:
+    """(N, gh, gw) weights for the scorers: 1 where a patch shows the image, 0 where the warp filled
+    it in (its score says nothing about the part)."""
+    return torch.as_tensor(np.stack([a.covered(grid) for a in alignments]), dtype=torch.float32)
+
+
+def to_original_frames(result: MuscResult, alignments: list[Alignment]) -> MuscResult:
+    """Scores of aligned images with their patch maps moved back onto each input image."""
+    maps = np.stack([a.map_back(m.numpy()) for a, m in zip(alignments, result.patch_scores)])
+    return MuscResult(torch.as_tensor(maps), result.image_scores_raw, result.image_scores)

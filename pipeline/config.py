@@ -142,6 +142,13 @@ class MuscConfig:
     )
     foreground: ForegroundConfig = _doc("Optional foreground mask (PatchEAD+ visual prompt).",
                                         default_factory=ForegroundConfig)
+    align: bool = _doc(
+        "PatchEAD+ alignment for MuSc (evaluation only; the nightly job extracts before it could warp): "
+        "warp every subset onto its first image before feature extraction; patches a warp filled in get "
+        "no score, and the maps are moved back onto each image. No 180-degree copies: mutual scoring "
+        "compares every image with all the others.",
+        default=False,
+    )
 
 
 @dataclass
@@ -751,6 +758,8 @@ def _validate_values(cfg: Any, prefix: str) -> None:
     elif isinstance(cfg, JobConfig):
         if cfg.detector == "patchead" and (cfg.patchead.mode != "batch" or cfg.patchead.align):
             raise bad("patchead", "the job runs PatchEAD in batch mode without alignment (mode: batch, align: false)")
+        if cfg.detector == "musc" and cfg.musc.align:
+            raise bad("musc.align", "alignment is for evaluation: the job extracts features before it could warp")
         if not cfg.scores_subsets() and not cfg.detector_checkpoint:
             raise bad("detector_checkpoint", f"detector '{cfg.detector}' needs a trained checkpoint")
         if cfg.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", cfg.run_id):

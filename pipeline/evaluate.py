@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .alignment import align_to, patch_coverage, to_original_frames
 from .anomaly_maps import anomaly_maps
 from .backbones import Backbone, Features, build_backbone
 from .config import EvalConfig, config_from_command_line, config_to_dict
@@ -72,8 +73,14 @@ def score_subset(backbone: Backbone, cfg: EvalConfig, images: list[np.ndarray], 
         result = score_images(backbone, np.stack(images), cfg.patchead, prompts)
         progress.update(1)
         return result
-    features = extract_features(backbone, images, label)
-    return score_features(features, cfg.musc, backbone.mean.device, Progress(f"{label} mutual scoring", 1).update)
+    progress = Progress(f"{label} mutual scoring", 1).update
+    if not cfg.musc.align:
+        return score_features(extract_features(backbone, images, label), cfg.musc, backbone.mean.device, progress)
+    alignments = align_to(images, images[0])
+    features = extract_features(backbone, [a.image for a in alignments], label)
+    weights = patch_coverage(alignments, tuple(features.stages[0].shape[-2:]))
+    result = score_features(features, cfg.musc, backbone.mean.device, progress, patch_weights=weights)
+    return to_original_frames(result, alignments)
 
 
 def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> CategoryResult:

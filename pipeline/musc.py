@@ -35,12 +35,14 @@ def score_features(
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     keep_scale: bool = False,
+    patch_weights: torch.Tensor | None = None,
 ) -> MuscResult:
     """Run MuSc on the features of N >= 2 images; results are on the CPU.
 
     ``progress(done, total)`` counts (stage, degree) pairs. ``keep_scale`` re-scores on the raw
     score scale instead of the paper's min-max normalised one (same order within the batch;
-    comparable across batches, see ``rscin``).
+    comparable across batches, see ``rscin``). ``patch_weights`` (N, h, w) multiply the patch
+    scores before image scores (alignment: 0 where a warp filled the patch in).
     """
     n = len(features)
     if n < 2:
@@ -57,6 +59,8 @@ def score_features(
         if progress is not None:
             progress(done, len(pairs))
     patch = apply_foreground((total / len(pairs)).view(n, h, w).cpu(), features, cfg.foreground)
+    if patch_weights is not None:
+        patch = patch * patch_weights
     raw = image_scores(patch)
     final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
     return MuscResult(patch, raw, final)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .alignment import Alignment, align_to, rotated_180
+from .alignment import align_to, patch_coverage, rotated_180, to_original_frames
 from .backbones import Backbone, Features
 from .config import PatchEADConfig
 from .foreground import apply_foreground
@@ -65,12 +65,15 @@ def image_scores(patches: torch.Tensor, top_fraction: float) -> torch.Tensor:
 
 
 def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features | None = None,
-                   device: torch.device | str | None = None, turned: Features | None = None) -> MuscResult:
+                   device: torch.device | str | None = None, turned: Features | None = None,
+                   patch_weights: torch.Tensor | None = None) -> MuscResult:
     """PatchEAD scores of N images: per-patch maps (N, h, w) and image scores (raw and final equal).
 
     Batch mode scores seeded random batches of at most ``batch_size`` images; few-shot mode scores
     every image against ``reference``. Several feature levels are averaged, as MuSc does.
     ``turned``: features of the references' 180-degree copies (batch mode: of the N images).
+    ``patch_weights`` (N, h, w) multiply the patch scores before image scores (alignment: 0 where a
+    warp filled the patch in).
     """
     n = len(features)
     _, _, h, w = features.stages[0].shape
@@ -89,6 +92,8 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
             batch_copies = copies[batch] if copies is not None and ref is None else copies  # few-shot: the prompts'
             total[batch] += patch_scores(z[batch], cfg, ref, device, batch_copies).cpu()
     patches = apply_foreground((total / len(features.stages)).view(n, h, w), features, cfg.foreground)
+    if patch_weights is not None:
+        patches = patches * patch_weights
     scores = image_scores(patches.flatten(1), cfg.top_patch_fraction)
     return MuscResult(patches, scores, scores)
 
@@ -96,17 +101,6 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
 
 def _extract(backbone: Backbone, images: np.ndarray | list[np.ndarray]) -> Features:
     return Features.cat(list(backbone.extract_batches(list(images))))
-
-
-def _in_original_frames(result: MuscResult, alignments: list[Alignment], top_fraction: float) -> MuscResult:
-    """Scores of aligned images with the patches that the warp filled in left out (score 0), and
-    the maps moved back onto each original image."""
-    grid = tuple(result.patch_scores.shape[1:])
-    covered = torch.as_tensor(np.stack([a.covered(grid) for a in alignments]))
-    scores = image_scores((result.patch_scores * covered).flatten(1), top_fraction)
-    maps = torch.as_tensor(np.stack([a.map_back((result.patch_scores[i] * covered[i]).numpy())
-                                     for i, a in enumerate(alignments)]))
-    return MuscResult(maps, scores, scores)
 
 
 def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
@@ -125,9 +119,10 @@ def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
     if references is None:
         alignments = align_to(list(images), images[0])
         aligned = [a.image for a in alignments]
-        result = score_patchead(_extract(backbone, aligned), cfg,
-                                turned=_extract(backbone, [rotated_180(a) for a in aligned]))
-        return _in_original_frames(result, alignments, cfg.top_patch_fraction)
+        features = _extract(backbone, aligned)
+        result = score_patchead(features, cfg, turned=_extract(backbone, [rotated_180(a) for a in aligned]),
+                                patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
+        return to_original_frames(result, alignments)
     parts = []
     for query in images:
         prompts = [a.image for a in align_to(list(references), query)]

@@ -118,3 +118,30 @@ def test_few_shot_without_normal_train_images_is_a_clear_error(tmp_path):
     data["backbone"] = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64}
     with pytest.raises(FileNotFoundError, match="no images in .*weave/train"):
         run_evaluation(config_from_dict(EvalConfig, data))
+
+
+def test_musc_with_alignment_separates_defects_on_parts_in_differing_poses():
+    """PatchEAD+'s alignment as a MuSc switch: plates turned by up to 30 degrees, random ResNet-18.
+    Measured image AUROC over 3 seeds: 0.79 plain, 0.963 aligned (discs: 0.91 and 0.88, no gain)."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.backbones import build_backbone
+    from pipeline.evaluate import score_subset
+    from pipeline.synthetic import DEFECTS, render_image
+
+    backbone_cfg = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 128, "layers": [1, 2]}
+    torch.manual_seed(0)
+    backbone = build_backbone(config_from_dict(EvalConfig, {"backbone": backbone_cfg}).backbone)
+    labels = [int(i >= 10) for i in range(20)]
+    aurocs = {False: [], True: []}
+    for seed in range(3):
+        images = [render_image("plate", 128, [seed, i], None if i < 10 else DEFECTS["plate"][i % 3], pose=(30, 0.06))[0]
+                  for i in range(20)]
+        for align in aurocs:
+            cfg = config_from_dict(EvalConfig, {"backbone": backbone_cfg, "musc": {"align": align}})
+            result = score_subset(backbone, cfg, images, None, "plates")
+            assert result.patch_scores.shape == (20, 32, 32)  # maps on each input image's own grid
+            aurocs[align].append(roc_auc_score(labels, result.image_scores.numpy()))
+    plain, aligned = np.mean(aurocs[False]), np.mean(aurocs[True])
+    assert aligned > 0.9 and aligned > plain + 0.1, (plain, aligned)

@@ -210,6 +210,8 @@ def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_
             assert report.manifest["metrics"]["per_group"][group][key] == pytest.approx(engine_metrics[key], abs=0.03)
     with pytest.raises(ConfigError, match="'patchead'.*batch mode without alignment"):
         job_config(inputs={"manifest": "m.csv"}, detector="patchead", patchead={"align": True})
+    with pytest.raises(ConfigError, match="'musc.align'.*for evaluation"):
+        job_config(inputs={"manifest": "m.csv"}, musc={"align": True})
 
 
 def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s3_batch, tmp_path):

@@ -9,9 +9,9 @@ the size, rendered so, not warped), since alignment can only matter when poses d
 
 CNN columns: mobilenetv2_100 with ImageNet weights when ``--weights`` points at them (see
 ../shared/weights), otherwise a random-init resnet18; MuSc, PatchEAD (nearest-neighbour reading),
-its literal reading of Eq. 2-3, and PatchEAD + alignment. ViT columns (foreground masks need CLS
-attention): a random-init ViT-S/8, so its attention is no meaningful foreground; MuSc and PatchEAD
-with and without the mask, PatchEAD + alignment, and PatchEAD+ (alignment and mask). Then the time
+its literal reading of Eq. 2-3, and MuSc and PatchEAD with alignment. ViT columns (foreground masks
+need CLS attention): a random-init ViT-S/8, so its attention is no meaningful foreground; MuSc and
+PatchEAD with and without the mask, with alignment, and with both (PatchEAD+). Then the time
 of one (stage) PatchEAD pass against one MSM pass on the same unit tokens (N=64, M=196, C=768): the
 shared engine should make them equal.
 """
@@ -33,10 +33,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.backbones import Backbone, build_backbone  # noqa: E402
-from pipeline.config import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig  # noqa: E402
+from pipeline.config import BackboneConfig, EvalConfig, ForegroundConfig, MuscConfig, PatchEADConfig  # noqa: E402
 from pipeline.datasets import load_image, load_mask, read_split  # noqa: E402
 from pipeline.msm import mutual_scores  # noqa: E402
-from pipeline.musc import MuscResult, score_features  # noqa: E402
+from pipeline.evaluate import score_subset  # noqa: E402
+from pipeline.musc import MuscResult  # noqa: E402
 from pipeline.patchead import patch_scores, score_images  # noqa: E402
 from pipeline.synthetic import DEFAULT_CATEGORIES, generate_dataset  # noqa: E402
 
@@ -58,8 +59,10 @@ def vit_config() -> BackboneConfig:
                           layers=[5, 11])
 
 
-def musc(foreground: ForegroundConfig = ForegroundConfig()) -> Scorer:
-    return lambda backbone, images: score_features(backbone.extract(images), MuscConfig(foreground=foreground))
+def musc(foreground: ForegroundConfig = ForegroundConfig(), align: bool = False) -> Scorer:
+    """MuSc through the evaluation command's own subset path (alignment lives there)."""
+    cfg = EvalConfig(musc=MuscConfig(foreground=foreground, align=align))
+    return lambda backbone, images: score_subset(backbone, cfg, list(images), None, "bench")
 
 
 def patchead(**options) -> Scorer:
@@ -68,6 +71,7 @@ def patchead(**options) -> Scorer:
 
 CNN_SCORERS: dict[str, Scorer] = {
     "MuSc": musc(),
+    "MuSc +align": musc(align=True),
     "PatchEAD": patchead(),
     "PatchEAD literal": patchead(patch_match="farthest", image_selection="farthest"),
     "PatchEAD +align": patchead(align=True),
@@ -75,6 +79,7 @@ CNN_SCORERS: dict[str, Scorer] = {
 VIT_SCORERS: dict[str, Scorer] = {
     "MuSc": musc(),
     "MuSc +fg": musc(FOREGROUND),
+    "MuSc +align +fg": musc(FOREGROUND, align=True),
     "PatchEAD": patchead(),
     "PatchEAD +align": patchead(align=True),
     "PatchEAD +fg": patchead(foreground=FOREGROUND),

@@ -387,13 +387,21 @@ class JobConfig:
         "Who scores: 'musc' or 'patchead' (zero-shot, images of a group scored against each other in seeded "
         "subsets; uses backbone, musc or patchead, scoring) or a trained 'vitad' / 'dinomaly' / 'sowa' from "
         "detector_checkpoint (each image on its own, O(N); backbone, musc and patchead are then unused; SOWA "
-        "scores zero-shot). The outputs are the same tables either way.",
+        "scores zero-shot, or few-shot with references). The outputs are the same tables either way.",
         default="musc",
     )
     detector_checkpoint: str | None = _doc(
         "Checkpoint folder of the trained detector (local or s3://, as jobs/sweep.py writes under best/).",
         default=None,
     )
+    references: str | None = _doc(
+        "SOWA few-shot: a prefix or glob of known-good images, grouped like the inputs (inputs.group_template, "
+        "or one group per folder under the prefix); each group's first reference_images (by URI) form its "
+        "memory bank. Every input group needs references. null: SOWA scores zero-shot.",
+        default=None,
+    )
+    reference_images: int = _doc("SOWA few-shot: known-good images per group in the memory bank (paper: 1-4).",
+                                 default=4)
     backbone: BackboneConfig = _doc("Feature extractor.", default_factory=BackboneConfig)
     musc: MuscConfig = _doc("MuSc settings (detector: musc).", default_factory=MuscConfig)
     patchead: PatchEADConfig = _doc(
@@ -540,7 +548,7 @@ class SOWAConfig:
     shots: int = _doc(
         "Few-shot inference: normal reference images per category whose adapted stage features form the "
         "memory bank (each query patch's cosine distance to its nearest bank patch, averaged over stages, "
-        "is added to the zero-shot map). 0: zero-shot. The nightly job scores zero-shot.",
+        "is added to the zero-shot map). 0: zero-shot. The nightly job takes its own key, references.",
         default=0,
     )
 
@@ -758,6 +766,10 @@ def _validate_values(cfg: Any, prefix: str) -> None:
     elif isinstance(cfg, JobConfig):
         if cfg.detector == "patchead" and (cfg.patchead.mode != "batch" or cfg.patchead.align):
             raise bad("patchead", "the job runs PatchEAD in batch mode without alignment (mode: batch, align: false)")
+        if cfg.references is not None and cfg.detector != "sowa":
+            raise bad("references", f"few-shot references are for detector 'sowa', not '{cfg.detector}'")
+        if cfg.reference_images < 1:
+            raise bad("reference_images", f"must be >= 1, got {cfg.reference_images}")
         if cfg.detector == "musc" and cfg.musc.align:
             raise bad("musc.align", "alignment is for evaluation: the job extracts features before it could warp")
         if not cfg.scores_subsets() and not cfg.detector_checkpoint:

@@ -180,6 +180,23 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
     return records, None
 
 
+def reference_uris(cfg: JobConfig, records: list[InputRecord]) -> dict[str, list[str]] | None:
+    """SOWA few-shot: each input group's first ``reference_images`` known-good URIs, or None when no
+    references are configured. A group without references is an error before any work."""
+    if cfg.references is None:
+        return None
+    check_bucket(cfg.references, cfg.storage_options, "references")
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for record in list_images(cfg.references, cfg.inputs.group_template, cfg.storage_options):
+        by_group[record.group].append(record.uri)
+    groups = sorted({r.group for r in records})
+    missing = [g for g in groups if g not in by_group]
+    if missing:
+        raise JobError(f"references {cfg.references}: no known-good images for {len(missing)} input group(s), "
+                       f"e.g. {missing[:5]} (found groups {sorted(by_group)[:5]})")
+    return {g: sorted(by_group[g])[:cfg.reference_images] for g in groups}
+
+
 def _trained_detector_config(cfg: JobConfig) -> DetectorConfig:
     """The checkpoint's detector config, checked against the job's ``detector``."""
     uri = cfg.detector_checkpoint or ""
@@ -353,6 +370,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     t0 = time.perf_counter()
     prepare_demo_inputs(cfg)
     records, detector_cfg = preflight(cfg)
+    references = reference_uris(cfg, records)
     state = open_run(cfg, config_hash(cfg))
     so = cfg.storage_options
     if exists(state.success_uri, so):
@@ -380,7 +398,8 @@ def run_job(cfg: JobConfig) -> JobReport:
             stage, sigma = "detector", 0.0
             image_size, resize = detector_cfg.input_geometry()
             extraction = run_detector_stage(shards, cfg.detector_checkpoint, image_size, resize,
-                                            state.features_prefix, state.run_prefix, ex, cfg.backbone.batch_size, so)
+                                            state.features_prefix, state.run_prefix, ex, cfg.backbone.batch_size, so,
+                                            references)
         timings[stage] = time.perf_counter() - t
         timings[f"{stage}_actor_busy"] = extraction["actor_seconds"]
         t = time.perf_counter()

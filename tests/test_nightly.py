@@ -193,6 +193,54 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     assert read_scores(out).num_rows == len(inputs)
 
 
+def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
+    from pipeline.config import DetectorConfig
+    from pipeline.detectors.checkpoint import save_checkpoint
+    from pipeline.detectors.models import build_detector
+    from pipeline.nightly import JobError
+    from pipeline.synthetic import generate_dataset
+
+    det_cfg = config_from_dict(DetectorConfig, TRAINED_DETECTORS["sowa"])
+    detector = build_detector(det_cfg)
+    base = s3_batch["prefix"].rsplit("/", 1)[0]
+    save_checkpoint(detector, det_cfg, f"{base}/models/sowa")
+    golden = tmp_path / "golden"  # known-good images, one folder per group
+    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=3, n_test_good=0,
+                     n_test_defect=0, image_size=64, seed=7)
+    for group, source in (("weave", "weave"), ("disc", "disc"), ("solo", "weave")):
+        (golden / group).mkdir(parents=True)
+        for i in range(3):
+            (golden / group / f"{i:03d}.png").write_bytes((tmp_path / "normals" / source / "train" / "good" /
+                                                           f"{i:03d}.png").read_bytes())
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.put(str(golden / "weave"), f"{base}/golden-partial/weave", recursive=True)
+    fs.put(str(golden) + "/", f"{base}/golden/", recursive=True)
+
+    out = str(tmp_path / "out")
+    common = dict(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, detector="sowa",
+                  detector_checkpoint=f"{base}/models/sowa", reference_images=2)
+    with pytest.raises(JobError, match=r"no known-good images for 2 input group\(s\), e.g. \['disc', 'solo'\]"):
+        run_job(job_config(**common, references=f"{base}/golden-partial/"))
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+    report = run_job(job_config(**common, references=f"{base}/golden/", run_id="sowa-fewshot"))
+    assert report.exit_code == 0, report.failures
+    rows = {r["uri"][len(s3_batch["prefix"]):]: r
+            for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
+    assert sum(r["status"] == "ok" for r in rows.values()) == 15
+    for name, group in (("/disc/test/good/000.png", "disc"), ("/weave/test/good/001.png", "weave")):
+        x = detector.preprocess(load_image(str(s3_batch["root"]) + name, 64)[None])
+        _, zero_shot = detector.predict(x)
+        references = np.stack([load_image(str(golden / group / f"{i:03d}.png"), 64) for i in range(2)])
+        detector.set_memory(detector.preprocess(references))
+        _, few_shot = detector.predict(x)
+        detector.set_memory(None)
+        assert rows[name]["score"] == pytest.approx(float(few_shot[0]), rel=1e-4)
+        assert abs(float(few_shot[0]) - float(zero_shot[0])) > 1e-3  # the memory bank changed the score
+    with pytest.raises(ConfigError, match="'references'.*for detector 'sowa'"):
+        job_config(inputs={"manifest": "m.csv"}, detector="vitad", detector_checkpoint="x", references="s3://b/g/")
+
+
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):
     out = str(tmp_path / "out")
     cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="patchead-1",

@@ -18,12 +18,15 @@ masks as boolean arrays where any non-zero value is anomalous (VisA stores 0/1 o
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .storage import read_bytes
 
 LAYOUTS = ("mvtec", "visa", "btad", "mpdd")
 SPLITS = ("train", "test")
@@ -102,6 +105,13 @@ def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None
     if side is not None and image.size != (side, side):
         image = image.resize((side, side), Image.Resampling.BICUBIC)
     return center_crop(np.asarray(image), size) if resize and size is not None else np.asarray(image)
+
+
+def load_images(uris: list[str], size: int, resize: int | None = None,
+                storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    """(N, size, size, 3) uint8 images from any URIs (local or object storage), resized (and
+    centre-cropped from ``resize``)."""
+    return np.stack([load_image(io.BytesIO(read_bytes(u, storage_options)), size, resize) for u in uris])
 
 
 def normal_train_images(root: str, layout: str, category: str, count: int, size: int, resize: int | None = None,

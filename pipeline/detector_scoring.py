@@ -22,8 +22,8 @@ from .config import ExtractionConfig
 from .detectors.checkpoint import load_checkpoint
 from .detectors.training import predict_batches
 from .faults import crash_point
+from .datasets import load_images
 from .feature_shards import ShardActor, records_table, run_shard_actors, shard_uri
-from .pseudo_labels import load_images
 from .storage import write_parquet
 from .subset_scoring import subset_result_uri, write_subset_result
 

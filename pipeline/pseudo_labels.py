@@ -9,18 +9,14 @@ good parts (the default, half of each group, suits lines with a few percent of d
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
 import fsspec
-import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs
 
-from .datasets import load_image
 from .results import STATUS_OK
-from .storage import read_bytes
 
 
 def most_normal_uris(scores_prefix: str, run_id: str, fraction: float,
@@ -41,9 +37,3 @@ def most_normal_uris(scores_prefix: str, run_id: str, fraction: float,
         by_group.setdefault(str(row["group"]), []).append((row["score"], row["uri"]))
     return {g: [uri for _, uri in sorted(rows)[: max(1, math.floor(fraction * len(rows)))]]
             for g, rows in sorted(by_group.items())}
-
-
-def load_images(uris: list[str], size: int, resize: int | None = None,
-                storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """(N, size, size, 3) uint8 images from any URIs, resized (and centre-cropped from ``resize``)."""
-    return np.stack([load_image(io.BytesIO(read_bytes(u, storage_options)), size, resize) for u in uris])

@@ -28,12 +28,12 @@ import yaml
 
 from .config import (ConfigError, DatasetConfig, DetectorConfig, SweepConfig, SyntheticConfig,
                      config_from_command_line, config_to_dict, with_values)
-from .datasets import list_categories
+from .datasets import list_categories, load_images
 from .detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from .detectors.models import build_detector
 from .detectors.training import LabelledSplit, load_references, load_split, train_detector
 from .faults import crash_point
-from .pseudo_labels import load_images, most_normal_uris
+from .pseudo_labels import most_normal_uris
 from .storage import StorageError, check_bucket, join_uri, write_bytes, write_parquet
 from .synthetic import generate_dataset
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SweepConfig, config_from_dict
-from pipeline.pseudo_labels import load_images, most_normal_uris
+from pipeline.datasets import load_images
+from pipeline.pseudo_labels import most_normal_uris
 from pipeline.results import write_group_scores
 from pipeline.synthetic import generate_dataset
 from pipeline.tuning import _prepare_data

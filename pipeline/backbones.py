@@ -20,7 +20,7 @@ import logging
 import math
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +257,17 @@ class Backbone(nn.Module, ABC):
                 batch = []
         if batch:
             yield self.extract(np.stack(batch))
+
+    def extract_all(self, images: Iterator[np.ndarray] | Sequence[np.ndarray],
+                    progress: Callable[[int], None] | None = None) -> Features:
+        """Features of all ``images`` (single (H, W, 3) images), extracted ``cfg.batch_size`` at a time;
+        ``progress(done)`` after each batch."""
+        parts: list[Features] = []
+        for part in self.extract_batches(images):
+            parts.append(part)
+            if progress is not None:
+                progress(sum(len(p) for p in parts))
+        return Features.cat(parts)
 
 
 def _tokens_to_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:

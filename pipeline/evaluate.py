@@ -49,12 +49,7 @@ class CategoryResult:
 
 def extract_features(backbone: Backbone, images: list[np.ndarray], label: str) -> Features:
     """Features of ``images`` in batches, with progress output."""
-    progress = Progress(f"{label} features", len(images))
-    parts = []
-    for part in backbone.extract_batches(images):
-        parts.append(part)
-        progress.update(sum(len(p) for p in parts))
-    return Features.cat(parts)
+    return backbone.extract_all(images, Progress(f"{label} features", len(images)).update)
 
 
 def fewshot_prompts(cfg: EvalConfig, category: str) -> np.ndarray | None:

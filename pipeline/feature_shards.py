@@ -165,7 +165,7 @@ class ShardFeatureExtractor(ShardActor):
 
     def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
                       errors: list[str]) -> None:
-        feats = Features.cat(list(self.backbone.extract_batches(list(images))))
+        feats = self.backbone.extract_all(images)
         failed = torch.tensor([bool(e) for e in errors])
         for tensor in (*feats.stages, feats.embedding):
             tensor[failed] = 0.0

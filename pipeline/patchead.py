@@ -99,10 +99,6 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
 
 
 
-def _extract(backbone: Backbone, images: np.ndarray | list[np.ndarray]) -> Features:
-    return Features.cat(list(backbone.extract_batches(list(images))))
-
-
 def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
                  references: np.ndarray | None = None) -> MuscResult:
     """PatchEAD(+) from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
@@ -114,19 +110,19 @@ def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
     patches too.
     """
     if not cfg.align:
-        return score_patchead(_extract(backbone, images), cfg, None if references is None
-                              else _extract(backbone, references))
+        return score_patchead(backbone.extract_all(images), cfg, None if references is None
+                              else backbone.extract_all(references))
     if references is None:
         alignments = align_to(list(images), images[0])
         aligned = [a.image for a in alignments]
-        features = _extract(backbone, aligned)
-        result = score_patchead(features, cfg, turned=_extract(backbone, [rotated_180(a) for a in aligned]),
+        features = backbone.extract_all(aligned)
+        result = score_patchead(features, cfg, turned=backbone.extract_all([rotated_180(a) for a in aligned]),
                                 patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
         return to_original_frames(result, alignments)
     parts = []
     for query in images:
         prompts = [a.image for a in align_to(list(references), query)]
-        parts.append(score_patchead(_extract(backbone, query[None]), cfg, _extract(backbone, prompts),
-                                    turned=_extract(backbone, [rotated_180(p) for p in prompts])))
+        parts.append(score_patchead(backbone.extract_all(query[None]), cfg, backbone.extract_all(prompts),
+                                    turned=backbone.extract_all([rotated_180(p) for p in prompts])))
     scores = torch.cat([p.image_scores for p in parts])
     return MuscResult(torch.cat([p.patch_scores for p in parts]), scores, scores)

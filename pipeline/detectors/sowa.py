@@ -145,13 +145,10 @@ class SOWA(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images -> anomaly maps (B, S, S) and image scores (B,)."""
-        was_training = self.training
-        self.eval()
-        try:
-            fused, image_logits, adapted = self(x)
-        finally:
-            self.train(was_training)
+        """Normalised images -> anomaly maps (B, S, S) and image scores (B,). No layer of SOWA acts
+        differently in training (CLIP is kept in eval mode, the projections have no dropout), so the
+        module's mode does not matter here."""
+        fused, image_logits, adapted = self(x)
         size = x.shape[-1]
         maps = self.pixel_probabilities(fused, size)[:, 1]
         if self.memory is not None:

@@ -4,8 +4,9 @@
 
 Per category: the test images are split into ``divide_num`` seeded random subsets (paper Table 7),
 each subset is scored on its own (MuSc: features -> LNAMD -> MSM -> RsCIN; PatchEAD: batch or
-few-shot, ``scorer``), and the metrics are computed over all images of the category. Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` and
-``scores.csv`` (one row per image) to ``output_dir``; heat maps when ``save_maps`` > 0.
+few-shot, ``scorer``), and the metrics are computed over all images of the category. Writes
+``metrics.txt``, ``metrics.csv``, ``metrics.json`` and ``scores.csv`` (one row per image) to
+``output_dir``; heat maps when ``save_maps`` > 0.
 """
 
 from __future__ import annotations

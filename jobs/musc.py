@@ -3,7 +3,7 @@
     python jobs/musc.py --config conf/local.yaml
     ray job submit --working-dir . -- python jobs/musc.py --config conf/nightly.yaml run_date=2026-11-22
 
-Everything lives in ``pipeline.nightly``; this file only makes the uploaded working directory's
+Everything lives in ``pipeline.job``; this file only makes the uploaded working directory's
 ``pipeline`` package importable (``ray job submit --working-dir`` runs it from there) and exits with
 the job's code: 0 done, 1 a stage failed beyond its retries, 2 the config or inputs cannot work.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.nightly import main  # noqa: E402
+from pipeline.job.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,8 +98,8 @@ def s3_batch(s3_bucket, tmp_path):
 
     import s3fs
 
-    from pipeline.inputs import InputRecord, records_from_dataset, write_manifest
-    from pipeline.synthetic import generate_dataset
+    from pipeline.data.inputs import InputRecord, records_from_dataset, write_manifest
+    from pipeline.data.synthetic import generate_dataset
 
     root = tmp_path / "batch"
     generate_dataset(str(root), categories=["weave", "disc"], n_train=0, n_test_good=4, n_test_defect=3,

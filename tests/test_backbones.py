@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.backbones import WeightsError, build_backbone, evenly_divided_stages, read_state_dict
-from pipeline.config import BackboneConfig
+from pipeline.engine.backbones import build_backbone, evenly_divided_stages
+from pipeline.engine.weights import WeightsError, read_state_dict
+from pipeline.settings import BackboneConfig
 
 
 def images(n, size, seed=0):

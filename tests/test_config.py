@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import (
+from pipeline.settings import (
     ConfigError,
     DetectorConfig,
     EvalConfig,
@@ -84,7 +84,7 @@ def test_missing_file_and_non_mapping(tmp_path):
 def test_shipped_sweep_configs_load_and_every_sample_is_a_valid_detector(name):
     import random
 
-    from pipeline.tuning import trial_config
+    from pipeline.tuning.sweep import trial_config
 
     cfg = load_config(CONF / name, SweepConfig)
     assert cfg.search_space and cfg.detector.kind in name

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import LAYOUTS, Sample, list_categories, load_image, load_mask, read_split
-from pipeline.synthetic import generate_dataset
+from pipeline.data.benchmarks import LAYOUTS, Sample, list_categories, load_mask, read_split
+from pipeline.data.images import load_image
+from pipeline.data.synthetic import generate_dataset
 
 SIZE = 64
 N_TRAIN, N_GOOD, N_DEFECT = 2, 3, 4

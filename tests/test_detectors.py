@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import DetectorConfig, config_from_dict
+from pipeline.data.synthetic import generate_dataset
 from pipeline.detectors.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.detectors.layers import Attention, linear_attention
 from pipeline.detectors.losses import (
@@ -18,10 +18,10 @@ from pipeline.detectors.losses import (
     mean_of_top_fraction,
     reconstruction_loss,
 )
-from pipeline.detectors.models import build_detector
 from pipeline.detectors.optim import StableAdamW, step_schedule, warmup_cosine_schedule
+from pipeline.detectors.registry import build_detector
 from pipeline.detectors.training import evaluate_detector, load_split, train_detector
-from pipeline.synthetic import generate_dataset
+from pipeline.settings import DetectorConfig, config_from_dict
 
 TINY = {"name": "vit_tiny_patch16_224", "image_size": 64, "random_init": True}
 

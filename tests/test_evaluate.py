@@ -1,4 +1,4 @@
-"""End to end on generated data through the evaluation command's own path (`pipeline.evaluate.main`).
+"""End to end on generated data through the evaluation command's own path (`pipeline.evaluation.benchmark.main`).
 
 Floors. A random-init ViT's features are random projections of local patches: they see colour and
 texture, not object structure. On the texture categories (weave, wood), whose defects change local
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.evaluate import main, run_evaluation
-from pipeline.config import EvalConfig, config_from_dict
+from pipeline.evaluation.benchmark import main, run_evaluation
+from pipeline.settings import EvalConfig, config_from_dict
 
 
 def demo_config(tmp_path, **extra) -> dict:
@@ -88,11 +88,12 @@ def test_too_many_subsets_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("mode", ["batch", "fewshot"])
 def test_patchead_scorer_matches_the_engine_on_the_same_features(tmp_path, mode):
-    from pipeline.backbones import build_backbone
-    from pipeline.datasets import load_image, read_split
-    from pipeline.patchead import score_patchead
+    from pipeline.data.benchmarks import read_split
+    from pipeline.data.images import load_image
+    from pipeline.engine.backbones import build_backbone
+    from pipeline.engine.patchead import score_patchead
 
-    data = demo_config(tmp_path, scorer="patchead", patchead={"mode": mode, "fewshot_prompts": 3}, save_maps=0)
+    data = demo_config(tmp_path, scorer="patchead", patchead={"mode": mode, "reference_images": 3}, save_maps=0)
     data["synthetic"].update(categories=["weave"], n_train=3, n_test_good=4, n_test_defect=4, image_size=64)
     data["dataset"]["categories"] = ["weave"]
     data["backbone"] = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64}
@@ -126,9 +127,9 @@ def test_musc_with_alignment_separates_defects_on_parts_in_differing_poses():
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from pipeline.backbones import build_backbone
-    from pipeline.evaluate import score_subset
-    from pipeline.synthetic import DEFECTS, render_image
+    from pipeline.data.synthetic import DEFECTS, render_image
+    from pipeline.engine.backbones import build_backbone
+    from pipeline.engine.scorers import score_images
 
     backbone_cfg = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 128, "layers": [1, 2]}
     torch.manual_seed(0)
@@ -140,7 +141,7 @@ def test_musc_with_alignment_separates_defects_on_parts_in_differing_poses():
                   for i in range(20)]
         for align in aurocs:
             cfg = config_from_dict(EvalConfig, {"backbone": backbone_cfg, "musc": {"align": align}})
-            result = score_subset(backbone, cfg, images, None, "plates")
+            result = score_images(backbone, np.stack(images), cfg.scorer_settings())
             assert result.patch_scores.shape == (20, 32, 32)  # maps on each input image's own grid
             aurocs[align].append(roc_auc_score(labels, result.image_scores.numpy()))
     plain, aligned = np.mean(aurocs[False]), np.mean(aurocs[True])

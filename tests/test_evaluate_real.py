@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import EvalConfig, load_config
-from pipeline.evaluate import run_evaluation
+from pipeline.evaluation.benchmark import run_evaluation
+from pipeline.settings import EvalConfig, load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "eval_mvtec_mobilenetv2.yaml"
 

@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from pipeline.backbones import build_backbone
-from pipeline.config import BackboneConfig
-from pipeline.datasets import load_image
-from pipeline.feature_shards import plan_shards, read_feature_shard, run_feature_stage, shard_uri
-from pipeline.inputs import list_images
-from pipeline.synthetic import generate_dataset
+from pipeline.data.images import load_image
+from pipeline.data.inputs import list_images
+from pipeline.data.synthetic import generate_dataset
+from pipeline.engine.backbones import build_backbone
+from pipeline.job.extract import read_feature_shard, run_feature_stage
+from pipeline.job.layout import shard_uri
+from pipeline.job.shards import plan_shards
+from pipeline.settings import BackboneConfig
 
 BACKBONE = BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64, layers=[1, 2],
                           batch_size=4)
@@ -61,7 +63,7 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
 
 
 def test_plan_is_deterministic_and_grouped():
-    from pipeline.inputs import InputRecord
+    from pipeline.data.inputs import InputRecord
 
     records = [InputRecord(f"u{i}", "b" if i % 2 else "a") for i in range(5)]
     plan = plan_shards(list(reversed(records)), 2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.flagging import flag, rank_in_group, robust_z
+from pipeline.job.flagging import flag, rank_in_group, robust_z
 
 
 def test_rank_and_percentile_hand_case():

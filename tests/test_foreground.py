@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbones import Features, build_backbone, cls_patch_attention
-from pipeline.config import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig
-from pipeline.foreground import foreground_weights
-from pipeline.musc import score_features
-from pipeline.patchead import score_patchead
+from pipeline.engine.backbones import build_backbone, cls_patch_attention
+from pipeline.engine.features import Features
+from pipeline.engine.foreground import foreground_weights
+from pipeline.engine.musc import score_features
+from pipeline.engine.patchead import score_patchead
+from pipeline.settings import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig
 
 
 def test_cls_attention_equals_torch_multihead_attention_weights():

@@ -9,21 +9,24 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.backbones import Features
-from pipeline.config import MuscConfig
-from pipeline.feature_shards import read_shard_records, shard_table, shard_uri
-from pipeline.flagging import rank_in_group
-from pipeline.group_results import GroupContext, finalise_group, group_summary_uri
-from pipeline.musc import score_features
-from pipeline.subset_scoring import Member, SubsetPlan, read_subset_result, score_subset, subset_result_uri
+from pipeline.engine.features import Features
+from pipeline.engine.musc import score_features
+from pipeline.job.extract import shard_table
+from pipeline.job.flagging import FlagRule, rank_in_group
+from pipeline.job.groups import GroupContext, finalise_group
+from pipeline.job.layout import RunLayout, shard_uri
+from pipeline.job.scored import BatchSource, read_scored_batch
+from pipeline.job.shards import Member, read_shard_records
+from pipeline.job.subsets import SubsetPlan, score_subset
+from pipeline.settings import MuscConfig
 
 MUSC = MuscConfig(aggregation_degrees=[1, 3], rscin_windows=[1, 2])
 
 
 def context(tmp_path, **changes) -> GroupContext:
-    fields = dict(output_prefix=str(tmp_path / "out"), run_prefix=str(tmp_path / "out" / "runs" / "r1"), run_id="r1",
-                  run_date="2026-11-22", config_hash="abc", backbone="test-backbone", image_size=16,
-                  gaussian_sigma=1.0, heatmaps="all", flag_policy="top_fraction", flag_value=0.25)
+    fields = dict(layout=RunLayout(str(tmp_path / "out"), "r1", "2026-11-22"), config_hash="abc",
+                  backbone="test-backbone", image_size=16, gaussian_sigma=1.0, heatmaps="all",
+                  flag=FlagRule("top_fraction", 0.25))
     return GroupContext(**{**fields, **changes})
 
 
@@ -60,7 +63,7 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
     assert backbone == "test-backbone" and [r["status"] for r in rows] == ["ok"] * 4 + ["decode_error"]
     ctx = context(tmp_path)
     plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
-    result_uri = subset_result_uri(ctx.run_prefix, "line/a", 0)
+    result_uri = ctx.layout.subset("line/a", 0)
     assert "line%2Fa" in result_uri
     summary = score_subset(plan, features_prefix, result_uri, MUSC)
     assert summary["images"] == 4
@@ -68,12 +71,12 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
     # the same as the engine on the same (fp16-stored) features, on the raw score scale
     stored = Features([s[:4].half().float() for s in features.stages], features.embedding[:4])
     expected = score_features(stored, MUSC, "cpu", keep_scale=True)
-    result = read_subset_result(result_uri)
+    result = read_scored_batch(BatchSource(result_uri))
     np.testing.assert_allclose(result.score, expected.image_scores.numpy(), rtol=1e-5)
     np.testing.assert_allclose(result.patch_scores, expected.patch_scores.numpy(), rtol=1e-5)
     assert int(np.argmax(result.score)) == 2  # the planted outlier scores highest
 
-    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)], [result_uri], ctx)
+    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)], [BatchSource(result_uri)], ctx)
     assert group["statuses"] == {"ok": 4, "decode_error": 1} and group["flagged"] == 1
     assert group["metrics"]["image_auroc"] == 1.0 and np.isnan(group["metrics"]["pixel_auroc"])  # no masks
     table = pq.read_table(group["scores_uri"]).to_pylist()
@@ -90,7 +93,7 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
     error_row = by_uri[uris[4]]
     assert error_row["status"] == "decode_error" and "cannot identify" in error_row["error"]
     assert error_row["score"] is None and error_row["map_uri"] is None
-    assert json.loads(open(group_summary_uri(ctx.run_prefix, "line/a")).read())["inputs"] == 5
+    assert json.loads(open(ctx.layout.group_summary("line/a")).read())["inputs"] == 5
 
 
 def test_groups_with_one_readable_image_or_none_get_rows_and_a_status(tmp_path):
@@ -113,14 +116,14 @@ def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
     rows, _ = read_shard_records(shard_uri(features_prefix, 0))
     ctx = context(tmp_path, image_size=16, resize=20)
     plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
-    result_uri = subset_result_uri(ctx.run_prefix, "line/a", 0)
+    result_uri = ctx.layout.subset("line/a", 0)
     score_subset(plan, features_prefix, result_uri, MUSC)
     mask = np.zeros((20, 20), np.uint8)
     mask[0:2, :] = 255  # an anomaly only in the rows the centre crop removes
     Image.fromarray(mask).save(tmp_path / "mask.png")
     rows = [{**r, "shard_id": 0, "row": i, "mask_uri": str(tmp_path / "mask.png") if r["label"] else None}
             for i, r in enumerate(rows)]
-    group = finalise_group("line/a", rows, [result_uri], ctx)
+    group = finalise_group("line/a", rows, [BatchSource(result_uri)], ctx)
     assert np.isnan(group["metrics"]["pixel_auroc"])  # the cropped mask has no anomalous pixel left
     row = pq.read_table(group["scores_uri"]).to_pylist()[0]
     photo = np.asarray(Image.open(row["map_uri"]))[:, :16]

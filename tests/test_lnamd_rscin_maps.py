@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from pipeline.anomaly_maps import anomaly_maps, gaussian_blur, image_scores
-from pipeline.lnamd import lnamd
-from pipeline.rscin import rscin
+from pipeline.engine.lnamd import lnamd
+from pipeline.engine.maps import anomaly_maps, gaussian_blur, image_scores
+from pipeline.engine.rscin import rscin
 
 
 def explicit_lnamd(stage: torch.Tensor, r: int) -> torch.Tensor:

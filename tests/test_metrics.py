@@ -10,8 +10,14 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from pipeline.metrics import (
-    METRIC_NAMES, PixelMetrics, category_metrics, format_table, image_metrics, mean_row, pixel_metrics,
+from pipeline.evaluation.metrics import (
+    METRIC_NAMES,
+    PixelMetrics,
+    category_metrics,
+    format_table,
+    image_metrics,
+    mean_row,
+    pixel_metrics,
 )
 
 

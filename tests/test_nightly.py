@@ -11,13 +11,18 @@ import s3fs
 import torch
 from conftest import CORRUPT_FILES
 
-from pipeline.anomaly_maps import anomaly_maps
-from pipeline.backbones import build_backbone
-from pipeline.config import ConfigError, JobConfig, config_from_dict
-from pipeline.datasets import load_image, load_mask, read_split
-from pipeline.metrics import category_metrics
-from pipeline.nightly import config_hash, main, redact, run_job
-from pipeline.subset_scoring import Member, plan_subsets, score_together
+from pipeline.data.benchmarks import load_mask, read_split
+from pipeline.data.images import load_image
+from pipeline.engine.backbones import build_backbone
+from pipeline.engine.maps import anomaly_maps
+from pipeline.engine.scorers import score_features
+from pipeline.evaluation.metrics import category_metrics
+from pipeline.job.identity import config_hash
+from pipeline.job.manifest import redact
+from pipeline.job.run import main, run_job
+from pipeline.job.shards import Member
+from pipeline.job.subsets import plan_subsets
+from pipeline.settings import ConfigError, JobConfig, config_from_dict
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
             "batch_size": 8}
@@ -134,7 +139,7 @@ def engine_reference(root, category: str, cfg: JobConfig):
     torch.manual_seed(0)  # the same random init as every extraction actor
     backbone = build_backbone(cfg.backbone)
     feats = backbone.extract(np.stack([load_image(s.image_path, size) for s in samples]))
-    result = score_together(feats, cfg.scorer_settings(), "cpu")
+    result = score_features(feats, cfg.scorer_settings(), "cpu")
     maps = anomaly_maps(result.patch_scores, size, cfg.scorer_settings().gaussian_sigma).numpy()
     masks = np.stack([load_mask(s, size) for s in samples])
     metrics = category_metrics(result.image_scores.numpy(), np.array([s.label for s in samples]), maps, masks)
@@ -194,11 +199,11 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
 
 
 def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
-    from pipeline.config import DetectorConfig
+    from pipeline.data.synthetic import generate_dataset
     from pipeline.detectors.checkpoint import save_checkpoint
-    from pipeline.detectors.models import build_detector
-    from pipeline.nightly import JobError
-    from pipeline.synthetic import generate_dataset
+    from pipeline.detectors.registry import build_detector
+    from pipeline.job.preflight import JobError
+    from pipeline.settings import DetectorConfig
 
     det_cfg = config_from_dict(DetectorConfig, TRAINED_DETECTORS["sowa"])
     detector = build_detector(det_cfg)
@@ -232,9 +237,9 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
         x = detector.preprocess(load_image(str(s3_batch["root"]) + name, 64)[None])
         _, zero_shot = detector.predict(x)
         references = np.stack([load_image(str(golden / group / f"{i:03d}.png"), 64) for i in range(2)])
-        detector.set_memory(detector.preprocess(references))
+        detector.set_references(detector.preprocess(references))
         _, few_shot = detector.predict(x)
-        detector.set_memory(None)
+        detector.set_references(None)
         assert rows[name]["score"] == pytest.approx(float(few_shot[0]), rel=1e-4)
         assert abs(float(few_shot[0]) - float(zero_shot[0])) > 1e-3  # the memory bank changed the score
     with pytest.raises(ConfigError, match="'references'.*for detector 'sowa'"):
@@ -299,12 +304,12 @@ TRAINED_DETECTORS = {
 
 @pytest.mark.parametrize("kind", list(TRAINED_DETECTORS))
 def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tmp_path):
-    from pipeline.config import DetectorConfig
+    from pipeline.data.synthetic import generate_dataset
     from pipeline.detectors.checkpoint import save_checkpoint
-    from pipeline.detectors.models import build_detector
+    from pipeline.detectors.registry import build_detector
     from pipeline.detectors.training import load_split, train_detector
-    from pipeline.nightly import JobError
-    from pipeline.synthetic import generate_dataset
+    from pipeline.job.preflight import JobError
+    from pipeline.settings import DetectorConfig
 
     generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=8, n_test_good=0,
                      n_test_defect=0, image_size=64)

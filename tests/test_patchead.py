@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from pipeline.backbones import Features, build_backbone
-from pipeline.config import BackboneConfig, PatchEADConfig
-from pipeline.datasets import load_image, read_split
-from pipeline.msm import top_image_similarities
-from pipeline.patchead import score_images, score_patchead
-from pipeline.synthetic import DEFECTS, generate_dataset, render_image
+from pipeline.data.benchmarks import read_split
+from pipeline.data.images import load_image
+from pipeline.data.synthetic import DEFECTS, generate_dataset, render_image
+from pipeline.engine.backbones import build_backbone
+from pipeline.engine.features import Features
+from pipeline.engine.msm import top_image_similarities
+from pipeline.engine.patchead import score_images, score_patchead
+from pipeline.settings import BackboneConfig, PatchEADConfig
 
 
 def naive_patchead(stages, cfg, reference=None, turned=None):

@@ -5,12 +5,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from pipeline.config import SweepConfig, config_from_dict
-from pipeline.datasets import load_images
-from pipeline.pseudo_labels import most_normal_uris
-from pipeline.results import write_group_scores
-from pipeline.synthetic import generate_dataset
-from pipeline.tuning import _prepare_data
+from pipeline.data.images import load_images
+from pipeline.data.synthetic import generate_dataset
+from pipeline.job.layout import RunLayout
+from pipeline.job.scores_table import write_group_scores
+from pipeline.settings import SweepConfig, config_from_dict
+from pipeline.tuning.pseudo_labels import most_normal_uris
+from pipeline.tuning.sweep import _prepare_data
 
 
 def scores_row(uri: str, score: float | None, run_id: str, status: str = "ok") -> dict:
@@ -23,7 +24,7 @@ def write_run(prefix: str, uris_by_group: dict[str, list[str]], run_id: str, sto
     for group, uris in uris_by_group.items():
         rows = [scores_row(u, float(i), run_id) for i, u in enumerate(uris)]
         rows.append(scores_row(f"{group}/broken.png", None, run_id, "decode_error"))
-        write_group_scores(prefix, "2026-11-22", group, run_id, rows, storage_options)
+        write_group_scores(RunLayout(prefix, run_id, "2026-11-22").scores(group), rows, storage_options)
 
 
 def test_the_lowest_scoring_fraction_of_each_group_of_one_run(tmp_path, s3_bucket):

@@ -6,7 +6,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
-from pipeline.results import SCORES_SCHEMA, partition_path, write_group_scores
+from pipeline.job.layout import RunLayout, partition_path
+from pipeline.job.scores_table import SCORES_SCHEMA, write_group_scores
 
 
 def row(uri, score, status="ok", error=None):
@@ -22,10 +23,11 @@ def test_partition_path_encodes_group():
 
 
 def test_written_scores_read_back_with_plain_pyarrow(tmp_path):
-    write_group_scores(str(tmp_path), "2026-11-22", "line1/capA", "r1", [row("a.png", 0.9), row("b.png", 0.1)])
-    write_group_scores(str(tmp_path), "2026-11-22", "capB", "r1", [row("c.png", float("nan"), "error", "truncated")])
+    run = RunLayout(str(tmp_path), "r1", "2026-11-22")
+    write_group_scores(run.scores("line1/capA"), [row("a.png", 0.9), row("b.png", 0.1)])
+    write_group_scores(run.scores("capB"), [row("c.png", float("nan"), "error", "truncated")])
     # a re-run of the same run id replaces its object: no duplicate rows
-    write_group_scores(str(tmp_path), "2026-11-22", "capB", "r1", [row("c.png", float("nan"), "error", "truncated")])
+    write_group_scores(run.scores("capB"), [row("c.png", float("nan"), "error", "truncated")])
     table = ds.dataset(str(tmp_path / "scores"), format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 3
     assert sorted(table.column("group").to_pylist()) == ["capB", "line1/capA", "line1/capA"]
@@ -35,7 +37,7 @@ def test_written_scores_read_back_with_plain_pyarrow(tmp_path):
 
 
 def test_s3_scores(s3_bucket, s3_server):
-    write_group_scores(f"s3://{s3_bucket}/out", "2026-11-22", "g", "r1", [row("s3://x/a.png", 0.3)])
+    write_group_scores(RunLayout(f"s3://{s3_bucket}/out", "r1", "2026-11-22").scores("g"), [row("s3://x/a.png", 0.3)])
     fs = pafs.S3FileSystem(endpoint_override=s3_server, access_key="testing", secret_key="testing",
                            region="us-east-1")
     table = ds.dataset(f"{s3_bucket}/out/scores", filesystem=fs, format="parquet", partitioning="hive").to_table()
@@ -44,4 +46,4 @@ def test_s3_scores(s3_bucket, s3_server):
 
 def test_empty_group_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no rows"):
-        write_group_scores(str(tmp_path), "2026-11-22", "g", "r1", [])
+        write_group_scores(RunLayout(str(tmp_path), "r1", "2026-11-22").scores("g"), [])

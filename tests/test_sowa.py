@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.backbones import WeightsError, create_open_clip
-from pipeline.config import BackboneConfig, ConfigError, DetectorConfig, config_from_dict
+from pipeline.data.synthetic import generate_dataset
 from pipeline.detectors.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.detectors.models import build_detector
+from pipeline.detectors.registry import build_detector
 from pipeline.detectors.sowa import DualPrompts
 from pipeline.detectors.training import evaluate_detector, load_references, load_split, train_detector
-from pipeline.synthetic import generate_dataset
+from pipeline.engine.backbones import create_open_clip
+from pipeline.engine.weights import WeightsError
+from pipeline.settings import BackboneConfig, ConfigError, DetectorConfig, config_from_dict
 
 SIZE = 128  # ViT-S-16: an 8 x 8 patch grid
 
@@ -91,7 +92,7 @@ def test_training_step_changes_only_prompts_and_adapter_projections():
 
 def test_fewshot_distance_is_the_nearest_memory_patch_averaged_over_stages(sowa):
     refs, queries = sowa.preprocess(images(2, seed=1)), sowa.preprocess(images(3, seed=2))
-    sowa.set_memory(refs)
+    sowa.set_references(refs)
     try:
         with torch.no_grad():
             _, _, adapted = sowa(queries)
@@ -104,7 +105,7 @@ def test_fewshot_distance_is_the_nearest_memory_patch_averaged_over_stages(sowa)
         # an image in the memory bank finds itself: few-shot adds nothing to its zero-shot map
         with_memory, _ = sowa.predict(refs)
     finally:
-        sowa.set_memory(None)
+        sowa.set_references(None)
     zero_shot, _ = sowa.predict(refs)
     np.testing.assert_allclose(with_memory.numpy(), zero_shot.numpy(), atol=1e-4)
 
@@ -162,11 +163,11 @@ def test_training_on_labelled_images_separates_held_out_defects_better_than_untr
 
 
 def test_sweep_data_trains_on_the_auxiliary_set_and_validates_on_the_dataset(tmp_path):
-    from pipeline.config import SweepConfig
-    from pipeline.tuning import _prepare_data
+    from pipeline.settings import SweepConfig
+    from pipeline.tuning.sweep import _prepare_data
 
     clip = {"name": "ViT-S-16", "image_size": SIZE, "random_init": True}
-    base = {"detector": {"kind": "sowa", "sowa": {"clip": clip, "windows": [2, 2, 4, 8], "shots": 2}},
+    base = {"detector": {"kind": "sowa", "sowa": {"clip": clip, "windows": [2, 2, 4, 8], "reference_images": 2}},
             "dataset": {"root": str(tmp_path / "target")},
             "synthetic": {"enabled": True, "categories": ["disc"], "n_train": 3, "n_test_good": 2,
                           "n_test_defect": 2, "image_size": SIZE},
@@ -204,15 +205,15 @@ def test_loss_is_the_weighted_sum_of_dice_focal_and_bce(sowa):
 def test_sowa_sweep_trains_on_auxiliary_data_and_validates_few_shot(ray_local, tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline.config import SweepConfig
-    from pipeline.tuning import run_sweep
+    from pipeline.settings import SweepConfig
+    from pipeline.tuning.sweep import run_sweep
 
     size = 64  # ViT-S-16: a 4 x 4 grid
     cfg = config_from_dict(SweepConfig, {
         "name": "sowa-windows",
         "detector": {"kind": "sowa",
                      "sowa": {"clip": {"name": "ViT-S-16", "image_size": size, "random_init": True},
-                              "windows": [2, 2, 4, 4], "shots": 1},
+                              "windows": [2, 2, 4, 4], "reference_images": 1},
                      "training": {"iterations": 4, "batch_size": 4}},
         "dataset": {"root": str(tmp_path / "target")},
         "synthetic": {"enabled": True, "categories": ["disc"], "n_train": 1, "n_test_good": 2, "n_test_defect": 2,

@@ -5,8 +5,8 @@ import s3fs
 import torch
 from safetensors.torch import save_file
 
-from pipeline.backbones import build_backbone
-from pipeline.config import BackboneConfig
+from pipeline.engine.backbones import build_backbone
+from pipeline.settings import BackboneConfig
 from pipeline.storage import fetch_to_local, is_remote
 
 

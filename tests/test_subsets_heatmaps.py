@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.heatmaps import colorize, overlay_png
-from pipeline.subsets import split_by_max_size, split_subsets
+from pipeline.engine.subsets import split_by_max_size, split_subsets
+from pipeline.reporting.heatmaps import colorize, overlay_png
 
 
 def test_split_subsets_partitions_seeded_and_balanced():

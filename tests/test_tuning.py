@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.config import ConfigError, SweepConfig, config_from_dict
 from pipeline.detectors.checkpoint import load_checkpoint
-from pipeline.tuning import run_sweep, trial_config
+from pipeline.settings import ConfigError, SweepConfig, config_from_dict
+from pipeline.tuning.sweep import run_sweep, trial_config
 
 
 def sweep_config(bucket: str, root) -> SweepConfig:

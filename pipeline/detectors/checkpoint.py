@@ -14,9 +14,10 @@ from typing import Any
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from ..config import DetectorConfig, config_from_dict, config_to_dict
+from ..settings import DetectorConfig, config_from_dict, config_to_dict
 from ..storage import join_uri, read_bytes, write_bytes
-from .models import Detector, build_detector
+from .base import Detector
+from .registry import build_detector
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "detector.json"

@@ -8,7 +8,7 @@ stage's patch features are compared with the two text features; the comparisons 
 stages (Eq. 2) and a softmax gives each patch's abnormal probability. Training fits only the
 adapters' projections and the prompts, with Dice + Focal on the map and BCE on the CLS embedding's
 probability (Eq. 5), on an auxiliary labelled set: the product being inspected is never seen.
-Few-shot inference adds each patch's distance to a memory bank of normal images' adapted features
+Few-shot inference adds each patch's distance to a bank of known-good references' adapted features
 (Appendix A).
 """
 
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..anomaly_maps import gaussian_blur
-from ..backbones import OpenClipViT, create_open_clip
-from ..config import SOWAConfig
-from ..msm import reference_similarities
+from ..engine.backbones import OpenClipViT, create_open_clip
+from ..engine.maps import gaussian_blur
+from ..engine.msm import reference_similarities
+from ..settings import SOWAConfig
 from .losses import dice_loss, focal_loss
 from .window_attention import FrozenWindowAttention
 
@@ -80,7 +80,7 @@ class SOWA(nn.Module):
         self.register_buffer("logit_scale", clip.logit_scale.detach().exp().clone(), persistent=False)
         self.register_buffer("stage_weights", torch.tensor(cfg.stage_weights), persistent=False)
         self.cfg, self.side, self.gaussian_sigma = cfg, side, gaussian_sigma
-        self.memory: list[torch.Tensor] | None = None  # per stage (1, shots * L, D) unit features
+        self.reference_bank: list[torch.Tensor] | None = None  # per stage (1, references * L, D) unit features
 
     @property
     def image_size(self) -> int:
@@ -95,6 +95,11 @@ class SOWA(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The adapters' projections and the prompt contexts: everything else is CLIP's."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def make_optimizer(self, iterations: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """Adam at a constant rate (the paper's recipe); ``iterations`` does not shape it."""
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.cfg.lr)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     def preprocess(self, images) -> torch.Tensor:
         return self.encoder.preprocess(images)
@@ -128,19 +133,19 @@ class SOWA(nn.Module):
                 + cfg.bce_weight * F.binary_cross_entropy_with_logits(abnormal_logit, labels.float()))
 
     @torch.no_grad()
-    def set_memory(self, x: torch.Tensor | None) -> None:
+    def set_references(self, x: torch.Tensor | None) -> None:
         """Few-shot: keep the adapted stage features of these normal images (None: back to zero-shot)."""
         if x is None:
-            self.memory = None
+            self.reference_bank = None
             return
         _, _, adapted = self(x)
-        self.memory = [f.reshape(1, -1, f.shape[-1]) for f in adapted]
+        self.reference_bank = [f.reshape(1, -1, f.shape[-1]) for f in adapted]
 
     def fewshot_distances(self, adapted: list[torch.Tensor]) -> torch.Tensor:
-        """(B, L): each patch's cosine distance to its nearest memory patch, averaged over stages."""
-        if self.memory is None:
-            raise RuntimeError("no memory bank: call set_memory with normal images first")
-        per_stage = [1.0 - reference_similarities(f, bank, 1)[..., 0] for f, bank in zip(adapted, self.memory)]
+        """(B, L): each patch's cosine distance to its nearest reference patch, averaged over stages."""
+        if self.reference_bank is None:
+            raise RuntimeError("no reference bank: call set_references with known-good images first")
+        per_stage = [1.0 - reference_similarities(f, bank, 1)[..., 0] for f, bank in zip(adapted, self.reference_bank)]
         return torch.stack(per_stage).mean(dim=0)
 
     @torch.no_grad()
@@ -151,7 +156,7 @@ class SOWA(nn.Module):
         fused, image_logits, adapted = self(x)
         size = x.shape[-1]
         maps = self.pixel_probabilities(fused, size)[:, 1]
-        if self.memory is not None:
+        if self.reference_bank is not None:
             distances = self.fewshot_distances(adapted).view(-1, 1, self.side, self.side)
             maps = maps + F.interpolate(distances, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         maps = gaussian_blur(maps, self.gaussian_sigma)

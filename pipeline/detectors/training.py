@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..backbones import resolve_device
-from ..config import DetectorConfig
-from ..datasets import load_image, load_mask, normal_train_images, read_split, resize_mask
-from ..metrics import category_metrics, mean_row
-from .models import Detector
-from .optim import StableAdamW, step_schedule, warmup_cosine_schedule
+from ..data.benchmarks import load_mask, read_split, train_references
+from ..data.images import load_image, resize_mask
+from ..engine.backbones import resolve_device
+from ..evaluation.metrics import category_metrics, mean_row
+from ..settings import DetectorConfig
+from .base import Detector
 
 
 @dataclass
@@ -58,10 +58,10 @@ def load_split(root: str, layout: str, categories: list[str], split: str, size: 
     return LabelledSplit(np.stack(images), np.array(labels), np.stack(masks), cats)
 
 
-def load_references(root: str, layout: str, categories: list[str], shots: int, size: int,
+def load_references(root: str, layout: str, categories: list[str], count: int, size: int,
                     resize: int | None = None) -> dict[str, np.ndarray]:
-    """Few-shot prompts: the first ``shots`` normal train images of each category."""
-    return {c: normal_train_images(root, layout, c, shots, size, resize) for c in categories}
+    """Known-good references for few-shot scoring: the first ``count`` normal train images of each category."""
+    return {c: train_references(root, layout, c, count, size, resize) for c in categories}
 
 
 @torch.no_grad()
@@ -85,33 +85,12 @@ def evaluate_detector(detector: Detector, split: LabelledSplit, batch_size: int,
     for c in dict.fromkeys(split.categories):
         rows = cats == c
         if references is not None:
-            detector.set_memory(detector.preprocess(references[c]).to(device))
+            detector.set_references(detector.preprocess(references[c]).to(device))
         maps, scores = predict_batches(detector, split.images[rows], batch_size, device)
         per[c] = category_metrics(scores, split.labels[rows], maps, split.masks[rows])
     if references is not None:
-        detector.set_memory(None)
+        detector.set_references(None)
     return {**per, "mean": mean_row(per)}
-
-
-def make_optimizer(detector: Detector, cfg: DetectorConfig) -> tuple[torch.optim.Optimizer,
-                                                                    torch.optim.lr_scheduler.LambdaLR]:
-    """Each paper's recipe: ViTAD AdamW + step decay; Dinomaly StableAdamW (AMSGrad) + warm-up cosine;
-    SOWA Adam at a constant rate."""
-    params = [p for p in detector.parameters() if p.requires_grad]
-    iterations = cfg.training.iterations
-    if cfg.kind == "sowa":
-        optimizer = torch.optim.Adam(params, lr=cfg.sowa.lr)
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    if cfg.kind == "vitad":
-        v = cfg.vitad
-        optimizer = torch.optim.AdamW(params, lr=v.lr, weight_decay=v.weight_decay)
-        schedule = step_schedule(iterations, v.lr_step_at)
-    else:
-        d = cfg.dinomaly
-        optimizer = StableAdamW(params, lr=d.lr, betas=(0.9, 0.999), eps=1e-10, weight_decay=d.weight_decay,
-                                amsgrad=True)
-        schedule = warmup_cosine_schedule(iterations, d.warmup, d.final_lr / d.lr)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 @dataclass
@@ -134,7 +113,7 @@ def train_detector(detector: Detector, train: LabelledSplit, cfg: DetectorConfig
     t = cfg.training
     dev = resolve_device(device)
     detector.to(dev).train()
-    optimizer, scheduler = make_optimizer(detector, cfg)
+    optimizer, scheduler = detector.make_optimizer(cfg.training.iterations)
     rng = np.random.default_rng(t.seed)
     amp = t.amp and dev.type == "cuda"
     result = TrainingResult()

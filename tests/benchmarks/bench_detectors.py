@@ -28,12 +28,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.config import DetectorConfig, SweepConfig, config_from_dict, config_to_dict  # noqa: E402
-from pipeline.detectors.models import build_detector  # noqa: E402
-from pipeline.detectors.training import load_split, train_detector  # noqa: E402
-from pipeline.detectors.window_attention import FrozenWindowAttention, vv_attention  # noqa: E402
-from pipeline.synthetic import generate_dataset  # noqa: E402
-from pipeline.tuning import run_sweep, trial_config  # noqa: E402
+from pipeline.data.synthetic import generate_dataset
+from pipeline.detectors.registry import build_detector
+from pipeline.detectors.training import load_split, train_detector
+from pipeline.detectors.window_attention import FrozenWindowAttention, vv_attention
+from pipeline.settings import DetectorConfig, SweepConfig, config_from_dict, config_to_dict
+from pipeline.tuning.sweep import run_sweep, trial_config
 
 ENCODERS = {  # timm name, image size, Dinomaly taps, SOWA's CLIP of about the same size and its windows
     "vit_tiny": ("vit_tiny_patch16_224", 64, list(range(2, 10)), "ViT-S-16", [2, 2, 4, 4]),

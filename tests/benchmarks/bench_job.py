@@ -28,13 +28,13 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipeline.backbones import build_backbone  # noqa: E402
-from pipeline.config import JobConfig, config_from_dict  # noqa: E402
-from pipeline.datasets import load_image  # noqa: E402
-from pipeline.inputs import records_from_dataset, write_manifest  # noqa: E402
-from pipeline.musc import score_features  # noqa: E402
-from pipeline.nightly import run_job  # noqa: E402
-from pipeline.synthetic import generate_dataset  # noqa: E402
+from pipeline.data.images import load_image
+from pipeline.data.inputs import records_from_dataset, write_manifest
+from pipeline.data.synthetic import generate_dataset
+from pipeline.engine.backbones import build_backbone
+from pipeline.engine.musc import score_features
+from pipeline.job.run import run_job
+from pipeline.settings import JobConfig, config_from_dict
 
 
 def direct(records, cfg: JobConfig) -> dict[str, float]:

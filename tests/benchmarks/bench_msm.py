@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.msm import auto_tile_images, interval_bounds, mutual_scores
+from pipeline.engine.msm import auto_tile_images, interval_bounds, mutual_scores
 
 
 def published_style_msm(z: torch.Tensor, topmin_max: float) -> torch.Tensor:

@@ -32,19 +32,20 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.backbones import Backbone, build_backbone  # noqa: E402
-from pipeline.config import BackboneConfig, EvalConfig, ForegroundConfig, MuscConfig, PatchEADConfig  # noqa: E402
-from pipeline.datasets import load_image, load_mask, read_split  # noqa: E402
-from pipeline.msm import mutual_scores  # noqa: E402
-from pipeline.evaluate import score_subset  # noqa: E402
-from pipeline.musc import MuscResult  # noqa: E402
-from pipeline.patchead import patch_scores, score_images  # noqa: E402
-from pipeline.synthetic import DEFAULT_CATEGORIES, generate_dataset  # noqa: E402
+from pipeline.data.benchmarks import load_mask, read_split
+from pipeline.data.images import load_image
+from pipeline.data.synthetic import DEFAULT_CATEGORIES, generate_dataset
+from pipeline.engine.backbones import Backbone, build_backbone
+from pipeline.engine.msm import mutual_scores
+from pipeline.engine.patchead import patch_scores
+from pipeline.engine.scorers import score_images
+from pipeline.engine.scores import BatchScores
+from pipeline.settings import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig
 
 SIZE = 128
 POSES = {"as generated": (0.0, 0.0), "posed (+-30 deg, +-6%)": (30.0, 0.06)}
 FOREGROUND = ForegroundConfig(enabled=True)
-Scorer = Callable[[Backbone, np.ndarray], MuscResult]
+Scorer = Callable[[Backbone, np.ndarray], BatchScores]
 
 
 def backbone_config(weights: str | None) -> BackboneConfig:
@@ -60,9 +61,9 @@ def vit_config() -> BackboneConfig:
 
 
 def musc(foreground: ForegroundConfig = ForegroundConfig(), align: bool = False) -> Scorer:
-    """MuSc through the evaluation command's own subset path (alignment lives there)."""
-    cfg = EvalConfig(musc=MuscConfig(foreground=foreground, align=align))
-    return lambda backbone, images: score_subset(backbone, cfg, list(images), None, "bench")
+    """MuSc as the evaluation command scores a subset (with its alignment switch)."""
+    cfg = MuscConfig(foreground=foreground, align=align)
+    return lambda backbone, images: score_images(backbone, np.asarray(images), cfg)
 
 
 def patchead(**options) -> Scorer:
@@ -87,7 +88,7 @@ VIT_SCORERS: dict[str, Scorer] = {
 }
 
 
-def aurocs(result: MuscResult, labels: list[int], masks: np.ndarray) -> tuple[float, float]:
+def aurocs(result: BatchScores, labels: list[int], masks: np.ndarray) -> tuple[float, float]:
     """Image AUROC, and pixel AUROC of the patch maps upsampled bilinearly to the masks' size."""
     maps = F.interpolate(result.patch_scores.float()[:, None], size=masks.shape[1:], mode="bilinear",
                          align_corners=False)[:, 0]

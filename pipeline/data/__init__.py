@@ -1,0 +1,1 @@
+"""Images in: decoding, benchmark readers, the job's input listing and manifests, generated demo data."""

@@ -1,0 +1,77 @@
+"""Image and mask decoding: the one place bytes become the arrays every model and metric reads.
+
+Images come back as RGB uint8 whatever their stored mode, upright (EXIF orientation applied), at the
+model size (bicubic) or resized and centre-cropped (Dinomaly); masks as boolean arrays where any
+non-zero value is anomalous (VisA stores 0/1 or 0/255), resized with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..storage import read_bytes
+
+# file endings listed as images (inputs, benchmark folders)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
+    """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
+    (bicubic) when size is given, or to ``resize`` x ``resize`` and then centre-cropped to size x size
+    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``.
+
+    16-bit greyscale is scaled to 8 bits (not clipped, as a plain PIL conversion would do).
+    """
+    with Image.open(path) as raw:
+        image = ImageOps.exif_transpose(raw)
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            grey = np.asarray(image, dtype=np.float64) / 257.0
+            image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+        image = image.convert("RGB")
+    side = resize or size
+    if side is not None and image.size != (side, side):
+        image = image.resize((side, side), Image.Resampling.BICUBIC)
+    return center_crop(np.asarray(image), size) if resize and size is not None else np.asarray(image)
+
+
+def load_images(uris: list[str], size: int, resize: int | None = None,
+                storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    """(N, size, size, 3) uint8 images from any URIs (local or object storage), resized (and
+    centre-cropped from ``resize``)."""
+    return np.stack([load_image(io.BytesIO(read_bytes(u, storage_options)), size, resize) for u in uris])
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size window of an (H, W, ...) array at least that large."""
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {size}x{size} from an image of {image.shape[0]}x{image.shape[1]}")
+    return image[top:top + size, left:left + size]
+
+
+def read_mask(path: str | BinaryIO) -> np.ndarray:
+    """A mask file (a path or an open binary file) as (H, W) bool, upright; any non-zero colour is
+    anomalous (palette images are expanded, an alpha band is ignored)."""
+    with Image.open(path) as raw:
+        image = ImageOps.exif_transpose(raw)
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA")
+        values = np.asarray(image)
+        if values.ndim == 3:
+            colour = [i for i, band in enumerate(image.getbands()) if band != "A"]
+            values = values[..., colour].max(axis=-1)
+    return values > 0
+
+
+def resize_mask(mask: np.ndarray, size: int, resize: int | None = None) -> np.ndarray:
+    """A bool mask resized to size x size with nearest-neighbour sampling (no new values), or to
+    ``resize`` x ``resize`` and centre-cropped to size x size, as ``load_image`` does the image."""
+    side = resize or size
+    if mask.shape != (side, side):
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)
+        mask = np.asarray(resized) > 127
+    return center_crop(mask, size) if resize else mask

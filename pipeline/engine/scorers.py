@@ -1,0 +1,64 @@
+"""The one dispatch from a scorer's settings to its code: MuSc or PatchEAD, on features or on images.
+
+A registry keyed by the settings type (as timm keys models by name), so the evaluation command and
+the nightly job never branch on the scorer themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..settings import MuscConfig, PatchEADConfig
+from . import musc, patchead
+from .backbones import Backbone
+from .features import Features
+from .scores import BatchScores
+
+ScorerSettings = MuscConfig | PatchEADConfig
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A zero-shot scorer's two entry points."""
+
+    on_features: Callable[[Features, ScorerSettings, torch.device | str], BatchScores]
+    on_images: Callable[[Backbone, np.ndarray, ScorerSettings, np.ndarray | None, Progress | None], BatchScores]
+
+
+def _musc_on_images(backbone: Backbone, images: np.ndarray, cfg: MuscConfig, references: np.ndarray | None,
+                    progress: Progress | None) -> BatchScores:
+    if references is not None:
+        raise ValueError("MuSc scores a batch against itself; known-good references are not supported")
+    return musc.score_images(backbone, images, cfg, progress)
+
+
+SCORERS: dict[type, Scorer] = {
+    # the job's subsets: RsCIN on the raw score scale, so scores of different subsets of a group compare
+    MuscConfig: Scorer(lambda f, cfg, device: musc.score_features(f, cfg, device, keep_scale=True), _musc_on_images),
+    PatchEADConfig: Scorer(lambda f, cfg, device: patchead.score_patchead(f, cfg, device=device),
+                           patchead.score_images),
+}
+
+
+def _scorer(settings: ScorerSettings) -> Scorer:
+    try:
+        return SCORERS[type(settings)]
+    except KeyError:
+        raise TypeError(f"no scorer is registered for {type(settings).__name__}") from None
+
+
+def score_features(features: Features, settings: ScorerSettings, device: torch.device | str = "cpu") -> BatchScores:
+    """Score the already extracted features of one batch (the nightly job's subsets)."""
+    return _scorer(settings).on_features(features, settings, device)
+
+
+def score_images(backbone: Backbone, images: np.ndarray, settings: ScorerSettings,
+                 references: np.ndarray | None = None, progress: Progress | None = None) -> BatchScores:
+    """Extract and score one batch of uint8 images (evaluation), with the scorer's own options
+    (alignment, few-shot ``references``); ``progress(phase, done, total)`` as it goes."""
+    return _scorer(settings).on_images(backbone, images, settings, references, progress)

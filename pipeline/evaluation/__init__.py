@@ -1,0 +1,1 @@
+"""Metrics and the benchmark evaluation command (``python -m pipeline.evaluation``)."""

@@ -1,0 +1,96 @@
+"""The zero-shot scorers' first stage: feature extraction in a Ray Data actor pool, written as feature shards.
+
+Each ``ShardFeatureExtractor`` actor loads the backbone once and writes each shard whole as one
+Parquet object with tensor columns (patch tokens fp16; the small image embedding fp32, because RsCIN
+picks nearest neighbours by it and fp16 rounding can swap near-tied neighbours): a killed worker
+leaves no partial shard, and a re-run skips shards whose object exists.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ..engine.backbones import Backbone, build_backbone
+from ..engine.features import Features
+from ..settings import BackboneConfig, ExtractionConfig
+from ..storage import read_bytes, write_parquet
+from .faults import crash_point
+from .layout import shard_uri
+from .shards import ShardActor, records_table, run_shard_actors
+
+
+def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+
+
+def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
+    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns.
+
+    Failed images keep their row (status != ok) with zero features so every input stays visible.
+    """
+    table = records_table(records, errors, backbone)
+    table = table.append_column("embedding", _tensor_column(features.embedding.numpy().astype(np.float32)))
+    for i, stage in enumerate(features.stages):
+        table = table.append_column(f"stage_{i}", _tensor_column(stage.numpy().astype(np.float16)))
+    if features.attention is not None:  # ViTs: CLS attention for foreground masks
+        table = table.append_column("attention", _tensor_column(features.attention.numpy().astype(np.float32)))
+    return table.replace_schema_metadata({"backbone": backbone})
+
+
+def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
+                       rows: Sequence[int] | None = None) -> tuple[pa.Table, Features]:
+    """The shard's record columns and its features as fp32 tensors: all rows, or ``rows`` in that order.
+
+    Selecting rows before the fp32 conversion keeps memory to what the caller asked for.
+    """
+    table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
+    if rows is not None:
+        table = table.take(pa.array(rows, pa.int64()))
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(table.column(name).combine_chunks().to_numpy_ndarray().astype(np.float32))
+
+    stage_names = sorted((n for n in table.column_names if n.startswith("stage_")), key=lambda n: int(n[6:]))
+    has_attention = "attention" in table.column_names
+    features = Features([tensor(n) for n in stage_names], tensor("embedding"),
+                        tensor("attention") if has_attention else None)
+    return table.drop_columns([*stage_names, "embedding", *(["attention"] if has_attention else [])]), features
+
+
+class ShardFeatureExtractor(ShardActor):
+    """Ray Data actor: loads the backbone once, extracts a shard's features, writes the shard object."""
+
+    def __init__(self, backbone_cfg: BackboneConfig, features_prefix: str,
+                 storage_options: dict[str, Any] | None = None, num_threads: int = 1) -> None:
+        torch.set_num_threads(num_threads)
+        torch.manual_seed(0)  # a random-init backbone is the same in every actor
+        self.backbone: Backbone = build_backbone(backbone_cfg)
+        self.features_prefix = features_prefix
+        self.storage_options = storage_options
+
+    def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
+                      errors: list[str]) -> None:
+        feats = self.backbone.extract_all(images)
+        failed = torch.tensor([bool(e) for e in errors])
+        for tensor in (*feats.stages, feats.embedding):
+            tensor[failed] = 0.0
+        crash_point("extract_shard")
+        table = shard_table(records, errors, feats, self.backbone.description)
+        write_parquet(shard_uri(self.features_prefix, shard_id), table, self.storage_options)
+
+
+def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig, features_prefix: str,
+                      extraction: ExtractionConfig | None = None,
+                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Extract and write every shard not written yet; returns counts and timings of this run."""
+    ex = extraction or ExtractionConfig()
+    return run_shard_actors(
+        shards, features_prefix, {"image_size": backbone_cfg.image_size}, ShardFeatureExtractor,
+        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.num_cpus_per_actor},
+        ex, storage_options)

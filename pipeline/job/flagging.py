@@ -1,0 +1,83 @@
+"""Which images of a group to flag for review, and where each ranks in its group.
+
+Quality teams review a fixed budget of images or want statistical outliers, so three policies:
+``top_fraction`` (the highest-scoring fraction of the group, at least one image), ``robust_z``
+(modified z-score 0.6745 (x - median) / MAD above a cut, Iglewicz & Hoaglin's 3.5 by default; robust
+to the defects themselves inflating the spread) and ``threshold`` (a fixed score, for a calibrated
+production line).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..settings import FlaggingConfig
+
+# each policy's default parameter (None: required) and how its label shows the parameter
+FLAG_POLICIES: dict[str, tuple[float | None, str]] = {"top_fraction": (0.05, "="), "robust_z": (3.5, ">"),
+                                                      "threshold": (None, ">=")}
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """A flag policy with its parameter filled in: what every row's ``flag_policy`` column records."""
+
+    policy: str
+    value: float
+
+    @classmethod
+    def from_settings(cls, cfg: FlaggingConfig) -> FlagRule:
+        default, _ = FLAG_POLICIES[cfg.policy]
+        value = cfg.value if cfg.value is not None else default
+        if value is None:
+            raise ValueError(f"flag policy {cfg.policy!r} needs a value")
+        return cls(cfg.policy, value)
+
+    @property
+    def label(self) -> str:
+        return f"{self.policy}{FLAG_POLICIES[self.policy][1]}{self.value:g}"
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return flag(scores, self.policy, self.value)
+
+
+def rank_in_group(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank (1 = most anomalous; ties share the best rank) and percentile (% of the group scoring <= it)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ascending = np.sort(scores)
+    higher = len(scores) - np.searchsorted(ascending, scores, side="right")
+    at_or_below = np.searchsorted(ascending, scores, side="right")
+    return higher + 1, 100.0 * at_or_below / len(scores)
+
+
+def robust_z(scores: np.ndarray) -> np.ndarray:
+    """Modified z-scores; with MAD = 0 the mean absolute deviation (scaled to match) stands in."""
+    scores = np.asarray(scores, dtype=np.float64)
+    deviation = scores - np.median(scores)
+    mad = np.median(np.abs(deviation))
+    if mad > 0:
+        return 0.6745 * deviation / mad
+    mean_ad = np.mean(np.abs(deviation))
+    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(scores)
+
+
+def flag(scores: np.ndarray, policy: str, value: float) -> np.ndarray:
+    """Boolean flags for one group's scores under ``policy`` with its parameter ``value``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return np.zeros(0, dtype=bool)
+    if policy == "top_fraction":
+        if not 0 < value <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {value}")
+        count = max(1, math.ceil(value * scores.size))
+        flags = np.zeros(scores.size, dtype=bool)
+        flags[np.argsort(-scores, kind="stable")[:count]] = True
+        return flags
+    if policy == "robust_z":
+        return robust_z(scores) > value
+    if policy == "threshold":
+        return scores >= value
+    raise ValueError(f"unknown flag policy {policy!r}; expected one of {list(FLAG_POLICIES)}")

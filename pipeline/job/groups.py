@@ -1,0 +1,142 @@
+"""The nightly job's last stage: per-group statistics once every scored batch of a group exists.
+
+For one group this ranks the scores, applies the flag policy, draws heat maps on one colour scale,
+computes the engine's metrics when the inputs carry labels, and writes the group's rows of the
+scores table: one row per input image of the group, scored or not (decode errors, groups too small
+to compare). The group's summary object is written last and is the group's completion marker: a
+re-run skips groups that have one, and a retried task rewrites the same objects.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.images import load_image, read_mask, resize_mask
+from ..engine.maps import anomaly_maps
+from ..evaluation.metrics import PixelMetrics, image_metrics, metrics_row
+from ..reporting.heatmaps import overlay_png
+from ..storage import read_bytes, write_bytes
+from .faults import crash_point
+from .flagging import FlagRule, rank_in_group
+from .layout import RunLayout
+from .scored import BatchSource, ScoredBatch, read_scored_batch
+from .scores_table import STATUS_GROUP_TOO_SMALL, STATUS_OK, write_group_scores
+
+MAP_CHUNK = 32  # images upsampled to full-size maps at a time
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """What every group task of a run shares."""
+
+    layout: RunLayout
+    config_hash: str
+    backbone: str
+    image_size: int
+    gaussian_sigma: float
+    heatmaps: str  # flagged | all | none
+    flag: FlagRule
+    storage_options: dict[str, Any] | None = None
+    resize: int | None = None  # images were resized to this, then centre-cropped to image_size (Dinomaly)
+
+
+def _group_metrics(results: list[ScoredBatch], records: dict[str, dict], ctx: GroupContext,
+                   score_range: tuple[float, float]) -> dict[str, float] | None:
+    """The engine's metrics row for the group, or None without labels on every scored image of both kinds."""
+    uris = [u for r in results for u in r.uris]
+    labels = [records[u]["label"] for u in uris]
+    if any(label is None for label in labels) or len(set(labels)) < 2:
+        return None
+    image = image_metrics(np.concatenate([r.score for r in results]), np.array(labels))
+    if not any(records[u]["label"] == 1 and records[u]["mask_uri"] for u in uris):
+        return metrics_row(image, None)
+    acc = PixelMetrics(score_range)
+    size = ctx.image_size
+    for r in results:
+        for start in range(0, len(r.uris), MAP_CHUNK):
+            chunk = r.uris[start:start + MAP_CHUNK]
+            maps = anomaly_maps(torch.from_numpy(r.patch_scores[start:start + MAP_CHUNK]), size, ctx.gaussian_sigma)
+            masks = np.zeros((len(chunk), size, size), dtype=bool)
+            for i, uri in enumerate(chunk):
+                if records[uri]["mask_uri"]:
+                    mask_file = io.BytesIO(read_bytes(records[uri]["mask_uri"], ctx.storage_options))
+                    masks[i] = resize_mask(read_mask(mask_file), size, ctx.resize)
+            acc.update(maps.numpy(), masks)
+    pixel = acc.compute() if acc.anomalous.any() else None
+    return metrics_row(image, pixel)
+
+
+def finalise_group(group: str, records: list[dict[str, Any]], sources: list[BatchSource], ctx: GroupContext) -> dict:
+    """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs and
+    ``sources`` where its scored batches are."""
+    start = time.perf_counter()
+    by_uri = {r["uri"]: r for r in records}
+    results = [read_scored_batch(s, ctx.storage_options) for s in sources]
+    scored_uris = [u for r in results for u in r.uris]
+    scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
+    rows: dict[str, dict[str, Any]] = {}
+    now = datetime.now(timezone.utc)
+    common = {"backbone": ctx.backbone, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
+    metrics = None
+    if results:
+        ranks, percentiles = rank_in_group(scores)
+        flags = ctx.flag.apply(scores)
+        patches = np.concatenate([r.patch_scores for r in results])
+        # maps are convex combinations of patch scores, so this range holds every map pixel
+        vmin, vmax = float(patches.min()), float(patches.max())
+        metrics = _group_metrics(results, by_uri, ctx, (vmin, vmax if vmax > vmin else vmin + 1.0))
+        i = 0
+        for r in results:
+            for j, uri in enumerate(r.uris):
+                map_uri = None
+                if ctx.heatmaps == "all" or (ctx.heatmaps == "flagged" and flags[i]):
+                    image = load_image(io.BytesIO(read_bytes(uri, ctx.storage_options)), ctx.image_size, ctx.resize)
+                    heat = anomaly_maps(torch.from_numpy(r.patch_scores[j:j + 1]), ctx.image_size, ctx.gaussian_sigma)
+                    map_uri = ctx.layout.heatmap(group, uri)
+                    write_bytes(map_uri, overlay_png(image, heat[0].numpy(), vmin, vmax), ctx.storage_options)
+                rows[uri] = {
+                    "subset_id": r.subset_id, "subset_size": len(r.uris) if r.subset_id is not None else None,
+                    "score_raw": float(r.score_raw[j]),
+                    "score": float(scores[i]), "rank_in_group": int(ranks[i]),
+                    "percentile_in_group": float(percentiles[i]), "is_anomaly": bool(flags[i]),
+                    "flag_policy": ctx.flag.label, "map_uri": map_uri, "scored_at": r.scored_at,
+                    "status": STATUS_OK, "error": None,
+                }
+                i += 1
+    crash_point("finalise_group")
+    readable = sum(1 for r in records if r["status"] == STATUS_OK)
+    out = []
+    for record in sorted(records, key=lambda r: r["uri"]):
+        row = rows.get(record["uri"])
+        if row is None:
+            status, error = record["status"], record["error"]
+            if status == STATUS_OK:
+                status = STATUS_GROUP_TOO_SMALL
+                error = f"group has {readable} readable image(s); MuSc compares images and needs at least 2"
+            row = {"status": status, "error": error, "scored_at": now}
+        out.append({**row, **common, "uri": record["uri"], "label": record["label"]})
+    scores_uri = write_group_scores(ctx.layout.scores(group), out, ctx.storage_options)
+    statuses: dict[str, int] = {}
+    for row in out:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    summary = {
+        "group": group, "inputs": len(out), "scored": len(scored_uris), "statuses": statuses,
+        "flagged": int(sum(1 for row in out if row.get("is_anomaly"))), "subsets": len(results),
+        "metrics": metrics, "scores_uri": scores_uri, "seconds": time.perf_counter() - start,
+    }
+    text = json.dumps(summary, indent=2, allow_nan=True)
+    write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)
+    return summary
+
+
+def read_group_summary(layout: RunLayout, group: str, storage_options: dict[str, Any] | None = None) -> dict:
+    """A finished group's summary (what ``finalise_group`` returned)."""
+    return json.loads(read_bytes(layout.group_summary(group), storage_options))

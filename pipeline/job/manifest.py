@@ -1,0 +1,157 @@
+"""What a run leaves for people and machines: the metrics table, ``manifest.json`` and the summary.
+
+The manifest records the config with secrets redacted, package versions, counts per status, stage
+timings and throughput; ``format_summary`` is what the job prints at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
+from ..settings import JobConfig, config_to_dict
+from ..storage import write_bytes, write_parquet
+from .layout import RunLayout
+from .scores_table import STATUS_OK
+
+_SECRET_KEY = re.compile(r"key|secret|token|password|credential|session", re.IGNORECASE)
+VERSIONED_PACKAGES = ("musc-pipeline", "torch", "ray", "open_clip_torch", "timm", "numpy", "pyarrow", "s3fs")
+
+
+@dataclass
+class JobReport:
+    """What the job did; ``manifest`` is what was written to ``manifest.json``."""
+
+    exit_code: int
+    manifest: dict[str, Any]
+
+    @property
+    def failures(self) -> list[str]:
+        return self.manifest["failures"]
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """The value with anything under a secret-looking key replaced, for manifests and logs."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    return "<redacted>" if _SECRET_KEY.search(key) and value is not None else value
+
+
+def versions() -> dict[str, str]:
+    """Python's and the main packages' versions, for the manifest."""
+    found = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def write_metrics(layout: RunLayout, summaries: dict[str, dict],
+                  storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The engine's table over the groups that carry labels: Parquet for BI and text for people."""
+    per_group = {g: s["metrics"] for g, s in sorted(summaries.items()) if s["metrics"] is not None}
+    if not per_group:
+        return None
+    rows = [{"group": g, **{c: m.get(c) for c in TABLE_COLUMNS}, "run_id": layout.run_id}
+            for g, m in per_group.items()]
+    write_parquet(layout.metrics_table, pa.Table.from_pylist(rows), storage_options)
+    table = format_table(per_group)
+    write_bytes(layout.metrics_text, (table + "\n").encode(), storage_options)
+    return {"table": table, "per_group": per_group, "mean": mean_row(per_group), "uri": layout.metrics_table}
+
+
+@dataclass
+class RunFacts:
+    """What the run measured on its way, for the manifest."""
+
+    inputs: int
+    first_stage: str  # "extraction" or "detector"
+    first_stage_summary: dict[str, Any]
+    summaries: dict[str, dict]
+    counts: dict[str, int]
+    timings: dict[str, float]
+    failures: list[str]
+    backbone: str
+    scores_meaningful: bool
+    started_at: datetime
+    seconds: float
+
+
+def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
+                   metrics: dict | None) -> dict[str, Any]:
+    statuses: dict[str, int] = defaultdict(int)
+    for s in facts.summaries.values():
+        for status, n in s["statuses"].items():
+            statuses[status] += n
+    scored = sum(s["scored"] for s in facts.summaries.values())
+    first, extraction, counts, timings = facts.first_stage, facts.first_stage_summary, facts.counts, facts.timings
+    extracted = extraction.get("images", 0)
+    scored_now = counts.get("images_scored", 0)
+    return {
+        "run_id": layout.run_id, "run_date": layout.run_date, "config_hash": config_hash,
+        "status": "failed" if facts.failures else "succeeded", "failures": facts.failures,
+        "started_at": facts.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+        "seconds": facts.seconds, "backbone": facts.backbone, "scores_meaningful": facts.scores_meaningful,
+        "counts": {
+            "inputs": facts.inputs, "rows_written": sum(s["inputs"] for s in facts.summaries.values()),
+            "scored": scored, "failed": sum(n for st, n in statuses.items() if st != STATUS_OK),
+            "statuses": dict(statuses), "flagged": sum(s["flagged"] for s in facts.summaries.values()),
+            "groups": counts.get("groups", 0), "groups_skipped": counts.get("groups_skipped", 0),
+            "subsets": counts.get("subsets", 0), "subsets_skipped": counts.get("subsets_skipped", 0),
+            "shards": extraction.get("shards", 0), "shards_skipped": extraction.get("skipped", 0),
+            "images_extracted": extracted,
+        },
+        "timings_s": timings,
+        "throughput_images_per_s": {  # first stage: feature extraction (zero-shot) or scoring (trained detector)
+            first: extracted / timings[first] if extracted and timings.get(first) else None,
+            "scoring": scored_now / timings["scoring"] if scored_now and timings.get("scoring") else None,
+        },
+        "outputs": {
+            "scores": layout.scores_root,
+            "heatmaps": layout.heatmaps_root if cfg.output.heatmaps != "none" else None,
+            "metrics": metrics["uri"] if metrics else None,
+            "manifest": layout.manifest,
+        },
+        "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
+        "config": redact(config_to_dict(cfg)),
+        "versions": versions(),
+    }
+
+
+def format_summary(report: JobReport) -> str:
+    """The end-of-job summary: outcome, counts, timings, where the outputs are."""
+    m = report.manifest
+    c = m["counts"]
+    lines = [f"MuSc run {m['run_id']} ({m['run_date']}) {m['status'].upper()} in {m['seconds']:.1f}s"
+             f" | backbone {m['backbone']}"]
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(c["statuses"].items()) if k != STATUS_OK) or "none"
+    lines.append(f"  images: {c['inputs']} in, {c['scored']} scored, {c['failed']} not scored ({failed}), "
+                 f"{c['flagged']} flagged; {c['rows_written']} rows written")
+    lines.append(f"  work: {c['shards']} feature shards ({c['shards_skipped']} already done), "
+                 f"{c['subsets']} subsets ({c['subsets_skipped']} already done), "
+                 f"{c['groups']} groups ({c['groups_skipped']} already done)")
+    speed = m["throughput_images_per_s"]
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
+    rates = ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items() if v)
+    lines.append(f"  time: {timing}" + (f" ({rates})" if rates else ""))
+    for name, uri in m["outputs"].items():
+        if uri:
+            lines.append(f"  {name}: {uri}")
+    if m["metrics"]:
+        mean = m["metrics"]["mean"]
+        lines.append("  metrics (mean over labelled groups): " + ", ".join(
+            f"{k} {100 * mean[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "au_pro", "mad") if k in mean))
+    lines.extend(f"  FAILED: {f}" for f in report.failures)
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""The nightly job: images in object storage -> scores Parquet, heat maps, manifest, metrics.
+
+    python jobs/musc.py --config conf/local.yaml [key.path=value ...]
+    ray job submit --working-dir . -- python jobs/musc.py --config conf/nightly.yaml
+
+Stages (docs/architecture.md, "The nightly job"):
+
+1. preflight (``preflight``): validate the config, reach every bucket, list the inputs, check the
+   weights; any problem is one line on stderr and exit code 2 before any work starts;
+2. first stage over input shards (``shards``): Ray Data decodes on CPU tasks and an actor pool
+   extracts features (zero-shot, ``extract``) or scores with a trained detector (``detect``);
+3. scoring: one Ray task per seeded subset of a group (zero-shot only, ``subsets``);
+4. groups (``groups``): one Ray task per group once its batches are scored: ranks, flags, heat maps,
+   metrics, the group's rows of the scores table;
+5. the run's records (``manifest``): metrics table, ``manifest.json``, then ``_SUCCESS``.
+
+Which detector scores is a strategy (``ZeroShotScoring`` or ``DetectorScoring``); this module only
+orchestrates. Every object's name is in ``layout``. Re-running a run id skips what is finished;
+every object is written whole, so a killed worker or job leaves nothing that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+
+from ..data.inputs import InputError
+from ..engine.weights import WeightsError
+from ..reporting.progress import Progress
+from ..settings import ZERO_SHOT_DETECTORS, ConfigError, DetectorConfig, JobConfig, config_from_command_line
+from ..storage import StorageError, exists, read_bytes, write_bytes
+from .detect import DetectorScoring
+from .flagging import FlagRule
+from .groups import GroupContext, finalise_group, read_group_summary
+from .identity import config_hash, open_run
+from .layout import RunLayout, shard_uri
+from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
+from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
+from .scores_table import STATUS_OK
+from .shards import Member, plan_shards, read_shard_records
+from .strategy import ScoringStrategy
+from .subsets import ZeroShotScoring
+
+log = logging.getLogger(__name__)
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray unless already connected; True if this call started the connection."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, log_to_driver=True)
+    return True
+
+
+def _read_shard_index(shards: list[dict], prefix: str, storage_options: dict | None) -> tuple[dict, str]:
+    """Per group, every input's record with its shard position; and the model that wrote the shards."""
+    def read(shard: dict) -> tuple[int, list[dict], str]:
+        rows, backbone = read_shard_records(shard_uri(prefix, shard["shard_id"]), storage_options)
+        return shard["shard_id"], rows, backbone
+
+    by_group: dict[str, list[dict]] = defaultdict(list)
+    backbone = ""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for shard_id, rows, backbone in pool.map(read, shards):
+            for row_index, row in enumerate(rows):
+                by_group[row["group"]].append({**row, "shard_id": shard_id, "row": row_index})
+    return dict(by_group), backbone
+
+
+def _finalise_group_task(group: str, records: list[dict], sources: list, ctx: GroupContext,
+                         *scored: dict) -> dict:
+    """Runs once every scoring task of the group is done (Ray resolves ``scored`` first)."""
+    return finalise_group(group, records, sources, ctx)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:300]
+
+
+def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, layout: RunLayout, by_group: dict[str, list[dict]],
+                  ctx: GroupContext, failures: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """The scoring tasks and the group tasks on Ray; returns the summary of every finished group and
+    task counts."""
+    import ray
+
+    so = cfg.storage_options
+    members = {g: [Member(r["uri"], r["shard_id"], r["row"]) for r in rows if r["status"] == STATUS_OK]
+               for g, rows in by_group.items()}
+    tasks = strategy.plan(members)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        finished = dict(zip(by_group, pool.map(lambda g: exists(layout.group_summary(g), so), by_group)))
+        todo = [t for g, ts in tasks.items() if not finished[g] for t in ts]
+        done = dict(zip(todo, pool.map(strategy.is_done, todo)))
+    planned = sum(len(ts) for ts in tasks.values())
+    counts = {"subsets": planned, "subsets_skipped": planned - len(todo) + sum(done.values()),
+              "groups": len(by_group), "groups_skipped": sum(finished.values())}
+    group_task = ray.remote(_finalise_group_task).options(num_cpus=1, max_retries=cfg.scoring.max_retries)
+    task_refs, group_refs = {}, {}
+    for group in sorted(g for g, is_finished in finished.items() if not is_finished):
+        refs = []
+        for task in tasks.get(group, []):
+            if not done[task]:
+                ref = strategy.submit(task)
+                task_refs[ref] = task
+                refs.append(ref)
+        sources = strategy.batch_sources(group, members[group], tasks.get(group, []))
+        group_refs[group_task.remote(group, by_group[group], sources, ctx, *refs)] = group
+    summaries = {g: read_group_summary(layout, g, so) for g, is_finished in finished.items() if is_finished}
+    task_progress = Progress("mutual scoring: subsets", len(task_refs))
+    group_progress = Progress("groups finalised", len(group_refs))
+    pending = [*task_refs, *group_refs]
+    tasks_done = groups_done = 0
+    counts["images_scored"] = 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ref = ready[0]
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            what = (f"group {group_refs[ref]!r}" if ref in group_refs
+                    else f"group {task_refs[ref].group!r} subset {task_refs[ref].subset_id}")
+            failures.append(f"{what}: {_first_line(err)}")
+            value = None
+        if ref in task_refs:
+            tasks_done += 1
+            task_progress.update(tasks_done)
+        else:
+            groups_done += 1
+            group_progress.update(groups_done)
+            if value is not None:
+                summaries[group_refs[ref]] = value
+                counts["images_scored"] += value["scored"]
+    return summaries, counts
+
+
+def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | None,
+              references: dict[str, list[str]] | None) -> ScoringStrategy:
+    """The zero-shot scorers compare a group's images; a trained detector scores each image alone."""
+    if cfg.detector in ZERO_SHOT_DETECTORS:
+        return ZeroShotScoring(cfg, layout)
+    return DetectorScoring(cfg, layout, detector_cfg, references)
+
+
+def run_job(cfg: JobConfig) -> JobReport:
+    """Run (or resume) the whole job; raises JobError/ConfigError/InputError/StorageError/WeightsError
+    before any work when the configuration cannot work."""
+    started_at = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    prepare_demo_inputs(cfg)
+    records, detector_cfg = preflight(cfg)
+    references = reference_uris(cfg, records)
+    chash = config_hash(cfg)
+    layout = open_run(cfg, chash)
+    so = cfg.storage_options
+    if exists(layout.success, so):
+        manifest = json.loads(read_bytes(layout.manifest, so))
+        print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)
+        return JobReport(0, manifest)
+    strategy = _strategy(cfg, layout, detector_cfg, references)
+    timings = {"preflight": time.perf_counter() - t0}
+    failures: list[str] = []
+    first_stage: dict[str, Any] = {}
+    summaries: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    backbone = ""
+    started_ray = _init_ray(cfg.ray_address)
+    try:
+        t = time.perf_counter()
+        shards = plan_shards(records, cfg.extraction.shard_size)
+        print(f"run {layout.run_id}: {len(records)} images in {len({r.group for r in records})} groups, "
+              f"{len(shards)} shards", file=sys.stderr)
+        first_stage = strategy.run_first_stage(shards)
+        timings[strategy.first_stage] = time.perf_counter() - t
+        timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
+        t = time.perf_counter()
+        by_group, backbone = _read_shard_index(shards, strategy.shards_prefix, so)
+        ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
+                           gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
+                           flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
+        summaries, counts = _score_groups(cfg, strategy, layout, by_group, ctx, failures)
+        timings["scoring"] = time.perf_counter() - t
+    except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
+        log.exception("stage failed")
+        failures.append(f"stage failed: {_first_line(err)}")
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    metrics = write_metrics(layout, summaries, so) if not failures else None
+    facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, failures, backbone,
+                     strategy.scores_meaningful, started_at, time.perf_counter() - t0)
+    manifest = build_manifest(cfg, layout, chash, facts, metrics)
+    write_bytes(layout.manifest, json.dumps(manifest, indent=2, allow_nan=True).encode(), so)
+    if failures:
+        return JobReport(1, manifest)
+    if not cfg.output.keep_features:
+        fs, path = fsspec.core.url_to_fs(strategy.shards_prefix, **so)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    write_bytes(layout.success, b"", so)
+    return JobReport(0, manifest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs."""
+    try:
+        cfg = config_from_command_line(JobConfig, "MuSc nightly anomaly scoring on Ray", argv)
+        report = run_job(cfg)
+    except (ConfigError, InputError, StorageError, WeightsError, JobError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(report))
+    return report.exit_code

@@ -1,0 +1,79 @@
+"""Scored batches: what the scoring stage hands the group stage, whichever detector scored.
+
+A zero-shot scorer writes one object per subset; a trained detector writes one per shard (with the
+shard's records, so its rows of several groups live together). Both hold, per scored image, its URI,
+the raw and final image scores and the low-resolution patch-score grid; the group stage reads them
+back as ``ScoredBatch`` and never needs to know who scored.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..storage import read_bytes, write_parquet
+from .scores_table import STATUS_OK
+
+
+@dataclass
+class ScoredBatch:
+    """Images scored together (a subset) or one by one (a trained detector: ``subset_id`` None)."""
+
+    subset_id: int | None
+    uris: list[str]
+    score_raw: np.ndarray  # (n,)
+    score: np.ndarray  # (n,) the final score (MuSc: RsCIN on the raw scale)
+    patch_scores: np.ndarray  # (n, h, w) float32
+    scored_at: datetime
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """Where the group stage finds a batch of a group's scores: an object, and for an object that holds
+    rows of several groups (a detector shard), which group's rows to keep."""
+
+    uri: str
+    group: str | None = None
+
+
+def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
+                   patch_scores: np.ndarray) -> dict[str, pa.Array]:
+    """The scored-batch columns, in the order every scored object stores them."""
+    return {
+        "uri": pa.array(uris, pa.string()),
+        "score_raw": pa.array(np.asarray(score_raw, dtype=np.float64)),
+        "score": pa.array(np.asarray(score, dtype=np.float64)),
+        "patch_scores": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(patch_scores, np.float32)),
+    }
+
+
+def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa.Array],
+                       storage_options: dict[str, Any] | None = None) -> None:
+    """One subset's scores (``scored_columns``) as one Parquet object, written whole."""
+    table = pa.table(batch).replace_schema_metadata({
+        "group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()})
+    write_parquet(uri, table, storage_options, compression="zstd")
+
+
+def read_scored_batch(source: BatchSource, storage_options: dict[str, Any] | None = None) -> ScoredBatch:
+    """A batch as the group stage reads it; rows of other groups and unscored rows are left out."""
+    table = pq.read_table(io.BytesIO(read_bytes(source.uri, storage_options)))
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if source.group is not None:
+        table = table.filter(pc.and_(pc.equal(table.column("group"), source.group),
+                                     pc.equal(table.column("status"), STATUS_OK)))
+    return ScoredBatch(
+        subset_id=int(meta["subset_id"]) if meta.get("subset_id") else None,
+        uris=table.column("uri").to_pylist(),
+        score_raw=table.column("score_raw").to_numpy(),
+        score=table.column("score").to_numpy(),
+        patch_scores=np.array(table.column("patch_scores").combine_chunks().to_numpy_ndarray()),  # writable copy
+        scored_at=datetime.fromisoformat(meta["scored_at"]),
+    )

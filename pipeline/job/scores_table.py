@@ -1,0 +1,46 @@
+"""The scores table: one row per input image, Hive-partitioned Parquet that BI tools read directly.
+
+One object per (run date, group, run id) (``RunLayout.scores``): a re-run of the same run id
+overwrites its own objects instead of adding rows, and each object is written whole
+(``storage.write_bytes``), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from ..storage import write_parquet
+
+SCORES_SCHEMA = pa.schema([
+    ("uri", pa.string()),
+    ("subset_id", pa.int32()),
+    ("subset_size", pa.int32()),
+    ("score_raw", pa.float64()),
+    ("score", pa.float64()),
+    ("rank_in_group", pa.int32()),
+    ("percentile_in_group", pa.float64()),
+    ("is_anomaly", pa.bool_()),
+    ("flag_policy", pa.string()),
+    ("map_uri", pa.string()),
+    ("label", pa.int8()),
+    ("backbone", pa.string()),
+    ("config_hash", pa.string()),
+    ("run_id", pa.string()),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+    ("status", pa.string()),
+    ("error", pa.string()),
+])
+# row statuses: scored, or why not
+STATUS_OK = "ok"
+STATUS_DECODE_ERROR = "decode_error"  # the bytes could not be read or decoded as an image
+STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in the group: nothing to compare
+
+
+def write_group_scores(uri: str, rows: list[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> str:
+    """Write one group's rows (dicts with the SCORES_SCHEMA columns) as one Parquet object; return its URI."""
+    if not rows:
+        raise ValueError(f"{uri}: no rows to write")
+    write_parquet(uri, pa.Table.from_pylist(rows, schema=SCORES_SCHEMA), storage_options, compression="zstd")
+    return uri

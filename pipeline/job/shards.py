@@ -1,0 +1,152 @@
+"""The generic first stage of the job: input shards through Ray Data, decoded on CPU tasks, then a
+pool of actors that process whole shards.
+
+Inputs are cut into fixed shards of images (sorted by group, then URI, so the plan is the same on a
+re-run). Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
+size; an unreadable image becomes an error entry, never a crash); the actors (``ShardActor``
+subclasses: feature extraction for the zero-shot scorers, a trained detector otherwise) load their
+model once and write one object per shard, whole, with the shard's record columns. A killed worker
+leaves no partial shard, and a re-run skips shards whose object exists.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..data.images import load_image
+from ..data.inputs import InputRecord
+from ..settings import ExtractionConfig
+from ..storage import exists, read_bytes
+from .layout import shard_uri
+from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
+
+# the shard's per-image columns besides the features
+RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A readable image of a group and where its features are: row ``row`` of shard ``shard_id``."""
+
+    uri: str
+    shard_id: int
+    row: int
+
+
+def plan_shards(records: Sequence[InputRecord], shard_size: int) -> list[dict[str, Any]]:
+    """Deterministic shards of at most ``shard_size`` images, each a plain dict Ray Data can carry."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    ordered = sorted(records, key=lambda r: (r.group, r.uri))
+    return [
+        {"shard_id": i // shard_size, "records": [asdict(r) for r in ordered[i:i + shard_size]]}
+        for i in range(0, len(ordered), shard_size)
+    ]
+
+
+def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
+                 resize: int | None = None) -> dict:
+    """Read and decode a shard's images (resized to ``image_size``, or to ``resize`` and centre-cropped
+    to ``image_size``); failures are recorded per image with their reason."""
+    images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
+    errors = []
+    for i, record in enumerate(shard["records"]):
+        try:
+            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size, resize)
+            errors.append("")
+        except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
+            errors.append(f"{type(err).__name__}: {err}"[:500])
+    return {**shard, "images": images, "errors": errors}
+
+
+def records_table(records: list[dict[str, Any]], errors: list[str], backbone: str) -> pa.Table:
+    """A shard's record columns with each image's status and error; ``backbone`` names the model."""
+    return pa.table({
+        "uri": pa.array([r["uri"] for r in records], pa.string()),
+        "group": pa.array([r["group"] for r in records], pa.string()),
+        "label": pa.array([r["label"] for r in records], pa.int8()),
+        "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
+        "status": pa.array([STATUS_OK if not e else STATUS_DECODE_ERROR for e in errors], pa.string()),
+        "error": pa.array([e or None for e in errors], pa.string()),
+    }).replace_schema_metadata({"backbone": backbone})
+
+
+def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
+    """The shard's record columns (no features are transferred) and the backbone that wrote it."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    with fs.open(path, "rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        backbone = (parquet.schema_arrow.metadata or {}).get(b"backbone", b"").decode()
+        return parquet.read(columns=list(RECORD_COLUMNS)).to_pylist(), backbone
+
+
+class ShardActor(ABC):
+    """Base of the first stage's Ray Data actors: called with decoded shards, one at a time.
+
+    Subclasses load their model once in ``__init__`` and write a shard's objects in
+    ``process_shard`` (the object under the stage's done-prefix last); the per-shard summary the
+    driver reads back is the same for every actor.
+    """
+
+    @abstractmethod
+    def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
+                      errors: list[str]) -> None:
+        """Handle one shard; ``errors[i]`` is non-empty where image i could not be decoded."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
+        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
+                                                     batch["errors"]):
+            start = time.perf_counter()
+            records, errors = list(records), list(errors)
+            self.process_shard(int(shard_id), records, images, errors)
+            summaries["shard_id"].append(int(shard_id))
+            summaries["images"].append(len(records))
+            summaries["failed"].append(sum(1 for e in errors if e))
+            summaries["seconds"].append(time.perf_counter() - start)
+        return {k: np.asarray(v) for k, v in summaries.items()}
+
+
+def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwargs: dict[str, Any],
+                     actor_cls: type, actor_kwargs: dict[str, Any], extraction: ExtractionConfig,
+                     storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shard pipeline of the job's first stage: shards whose object under ``done_prefix`` exists
+    are skipped; the rest are decoded on CPU tasks and handed to a pool of ``actor_cls`` callables
+    (which write that object last). Returns counts and timings of this run."""
+    import ray
+
+    ex = extraction
+    todo = [s for s in shards if not exists(shard_uri(done_prefix, s["shard_id"]), storage_options)]
+    # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
+    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
+               "actor_seconds": 0.0}
+    if not todo:
+        return summary
+    start = time.perf_counter()
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    ds = ds.map(decode_shard, fn_kwargs={**decode_kwargs, "storage_options": storage_options},
+                num_cpus=ex.num_cpus_per_decode_task)
+    ds = ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs={**actor_kwargs, "storage_options": storage_options},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=ex.num_actors),
+        num_cpus=ex.num_cpus_per_actor,
+        num_gpus=ex.num_gpus_per_actor,
+    )
+    for row in ds.iter_rows():
+        summary["images"] += int(row["images"])
+        summary["failed"] += int(row["failed"])
+        summary["actor_seconds"] += float(row["seconds"])
+    summary["seconds"] = time.perf_counter() - start
+    return summary

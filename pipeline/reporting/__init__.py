@@ -1,0 +1,1 @@
+"""What people see: heat-map images and progress lines."""

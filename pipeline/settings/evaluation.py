@@ -1,0 +1,45 @@
+"""Settings of the evaluation command (``python -m pipeline.evaluation``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .backbone import BackboneConfig
+from .data import DatasetConfig, SyntheticConfig
+from .schema import Section, setting
+from .scorers import MuscConfig, PatchEADConfig
+
+
+@dataclass
+class EvalConfig(Section):
+    """`python -m pipeline.evaluation`: MuSc or PatchEAD on a benchmark dataset, paper-style metrics table."""
+
+    dataset: DatasetConfig = setting("Which dataset to evaluate.", default_factory=DatasetConfig)
+    synthetic: SyntheticConfig = setting("Optional synthetic data generation.", default_factory=SyntheticConfig)
+    backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
+    scorer: Literal["musc", "patchead"] = setting(
+        "Zero-shot scorer: MuSc or PatchEAD (settings in musc / patchead).", default="musc")
+    musc: MuscConfig = setting("MuSc settings.", default_factory=MuscConfig)
+    patchead: PatchEADConfig = setting(
+        "PatchEAD settings. Batch mode scores each subset (divide_num) in seeded batches; few-shot mode scores "
+        "every test image against the category's first patchead.reference_images known-good train images.",
+        default_factory=PatchEADConfig,
+    )
+    divide_num: int = setting(
+        "Split each category's test images into this many random subsets and score each subset on its "
+        "own (paper Table 7); 1 scores the whole category at once.",
+        default=1,
+        ge=1,
+    )
+    seed: int = setting("Seed of the subset split.", default=0)
+    output_dir: str = setting("Where the metrics table (txt, csv, json) is written.", default="outputs/eval")
+    save_maps: int = setting(
+        "Write heat-map PNGs for up to this many images per category (the most anomalous first); 0: none.",
+        default=0,
+        ge=0,
+    )
+
+    def scorer_settings(self) -> MuscConfig | PatchEADConfig:
+        """The settings of the chosen scorer."""
+        return self.patchead if self.scorer == "patchead" else self.musc

@@ -1,0 +1,240 @@
+"""Settings of the nightly job (``python jobs/musc.py``): inputs, outputs, its stages, flags."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .backbone import BackboneConfig
+from .data import SyntheticConfig
+from .schema import FieldError, Section, setting
+from .scorers import MuscConfig, PatchEADConfig
+
+# detectors that score a group's images against each other (no checkpoint; subsets of feature shards)
+ZERO_SHOT_DETECTORS = ("musc", "patchead")
+
+
+@dataclass
+class InputsConfig(Section):
+    """Which images the nightly job scores and how they are grouped (exactly one of uris / manifest)."""
+
+    uris: list[str] | None = setting(
+        "Globs or prefixes of image URIs: s3://bucket/2026-11-22/**/*.png, a local folder, any fsspec URI. "
+        "A prefix without wildcards means every image below it.",
+        default=None,
+    )
+    manifest: str | None = setting(
+        "A Parquet or CSV table with a 'uri' column and optional 'group', 'label' (0/1, enables metrics) "
+        "and 'mask_uri' columns.",
+        default=None,
+    )
+    group_template: str | None = setting(
+        "With uris: a path template below the listing root, e.g. '{line}/{product}/{name}'; every field "
+        "but {name} (and fields starting with '_', which match a folder but are ignored) forms the group "
+        "key MuSc scores within. null: the parent folder is the group.",
+        default=None,
+    )
+
+    def check(self) -> None:
+        if (self.uris is None) == (self.manifest is None):
+            raise FieldError("uris", "give exactly one of inputs.uris and inputs.manifest")
+        if self.uris is not None and not self.uris:
+            raise FieldError("uris", "must list at least one glob or prefix")
+        if self.manifest is not None and self.group_template is not None:
+            raise FieldError("group_template", "applies to inputs.uris; a manifest gives groups in its 'group' column")
+
+
+@dataclass
+class OutputConfig(Section):
+    """Where the job writes its results."""
+
+    prefix: str = setting(
+        "Output location: s3://bucket/path or a local folder. Holds scores/ (Hive-partitioned Parquet), "
+        "heatmaps/, metrics/ and runs/<run_id>/ (manifest, _SUCCESS, intermediate shards).",
+        default="outputs/nightly",
+        run_only=True,
+    )
+    heatmaps: Literal["flagged", "all", "none"] = setting(
+        "Which images get a heat-map PNG (the photo beside the map over it, one colour scale per group).",
+        default="flagged",
+        run_only=True,
+    )
+    keep_features: bool = setting(
+        "Keep the fp16 feature shards (runs/<run_id>/features/) after a successful run. They are large "
+        "(ViT-L-14-336 at 518 px: ~11 MB per image), so by default they are deleted once the run succeeded.",
+        default=False,
+        run_only=True,
+    )
+
+    def check(self) -> None:
+        if not self.prefix.strip():
+            raise FieldError("prefix", "must not be empty")
+
+
+@dataclass
+class ExtractionConfig(Section):
+    """The first stage: decoding on CPU tasks, then feature extraction (or a trained detector) in an actor pool."""
+
+    shard_size: int = setting(
+        "Images per feature shard (one Parquet object, the unit of work and of re-run skipping). Part of "
+        "the run's identity: changing it starts a new run id.",
+        default=64,
+        ge=1,
+    )
+    num_actors: int = setting("Feature-extraction actors (one backbone load each).", default=1, ge=1,
+                              run_only=True)
+    num_gpus_per_actor: float = setting(
+        "GPUs per extraction actor (0: CPU; fractions share a GPU between actors).", default=0.0, ge=0,
+        run_only=True,
+    )
+    num_cpus_per_decode_task: float = setting(
+        "CPUs reserved per decoding task (read bytes, decode, resize). Decoding is light, and a value "
+        "different from num_cpus_per_actor keeps Ray Data from fusing it into the extraction actors, so "
+        "decoding overlaps extraction instead of queueing in front of it.",
+        default=0.5,
+        gt=0,
+        run_only=True,
+    )
+    num_cpus_per_actor: int = setting(
+        "CPU cores per extraction actor (its torch thread count). Leave cores for the decoding tasks: "
+        "actors that reserve every CPU of the cluster starve them and the stage waits forever.",
+        default=1,
+        ge=1,
+        run_only=True,
+    )
+
+
+@dataclass
+class ScoringConfig(Section):
+    """The scoring stage (one task per zero-shot subset) and the group stage (one task per group)."""
+
+    max_subset_size: int = setting(
+        "At most this many images are scored together (MuSc's cost grows with the square of it; paper "
+        "Table 7: subsets of 14-56 images lose at most 1.1 points of image AUROC). A group is split into "
+        "as few seeded random subsets as keep each at most this size.",
+        default=200,
+        ge=2,
+    )
+    seed: int = setting("Seed of the subset split (per group, combined with the group name).", default=0)
+    num_gpus_per_task: float = setting("GPUs per subset-scoring task (0: CPU).", default=0.0, ge=0, run_only=True)
+    num_cpus_per_task: int = setting("CPU cores per subset-scoring task (its torch thread count).", default=1,
+                                     ge=1, run_only=True)
+    max_retries: int = setting(
+        "Ray retries of a scoring or group task whose worker died; the retried task rewrites the same "
+        "objects, so no row is lost or duplicated.",
+        default=3,
+        ge=0,
+        run_only=True,
+    )
+
+
+@dataclass
+class FlaggingConfig(Section):
+    """Which images of a group are flagged as anomalous for review."""
+
+    policy: Literal["top_fraction", "robust_z", "threshold"] = setting(
+        "'robust_z' (default): modified z-score of the score within its group above value (default 3.5, "
+        "Iglewicz-Hoaglin), i.e. statistical outliers only; 'top_fraction': the highest-scoring fraction "
+        "value of each group (a fixed review budget, default 0.05); 'threshold': score >= value (a "
+        "calibrated line; value required).",
+        default="robust_z",
+    )
+    value: float | None = setting("The policy's parameter (null: the policy's default).", default=None)
+
+    def check(self) -> None:
+        if self.policy == "threshold" and self.value is None:
+            raise FieldError("value", "the 'threshold' policy needs a value (the score at or above which to flag)")
+        if self.policy == "top_fraction" and self.value is not None and not 0 < self.value <= 1:
+            raise FieldError("value", f"top_fraction must be in (0, 1], got {self.value}")
+
+
+@dataclass
+class JobConfig(Section):
+    """`python jobs/musc.py`: the nightly MuSc job on Ray (inputs -> features -> subsets -> scores)."""
+
+    inputs: InputsConfig = setting("What to score.", default_factory=InputsConfig)
+    output: OutputConfig = setting("Where results go.", default_factory=OutputConfig)
+    run_id: str | None = setting(
+        "Name of this run ([A-Za-z0-9._-]). Re-running an existing run id resumes it: finished shards, "
+        "subsets and groups are skipped. null: '<run_date>-<config hash>', so re-running the same night "
+        "with the same config resumes.",
+        default=None,
+        run_only=True,
+    )
+    run_date: str | None = setting(
+        "The batch's date (YYYY-MM-DD), the scores partition. null: today (UTC) for a new run, the "
+        "recorded date when resuming a run id.",
+        default=None,
+        run_only=True,
+    )
+    ray_address: str | None = setting(
+        "Ray cluster to use: null connects to the cluster the job was submitted to (ray job submit sets "
+        "RAY_ADDRESS) or starts Ray locally; 'auto' or 'ray://host:10001' connect explicitly.",
+        default=None,
+        run_only=True,
+    )
+    storage_options: dict[str, Any] = setting(
+        "Passed to fsspec for every URI (s3fs: endpoint_url, client_kwargs.region_name, ...). Leave "
+        "credentials to the environment, an AWS profile or the instance role; values are never logged.",
+        default_factory=dict,
+        run_only=True,
+    )
+    detector: Literal["musc", "patchead", "vitad", "dinomaly", "sowa"] = setting(
+        "Who scores: 'musc' or 'patchead' (zero-shot, images of a group scored against each other in seeded "
+        "subsets; uses backbone, musc or patchead, scoring) or a trained 'vitad' / 'dinomaly' / 'sowa' from "
+        "detector_checkpoint (each image on its own, O(N); backbone, musc and patchead are then unused; SOWA "
+        "scores zero-shot, or few-shot with references). The outputs are the same tables either way.",
+        default="musc",
+    )
+    detector_checkpoint: str | None = setting(
+        "Checkpoint folder of the trained detector (local or s3://, as jobs/sweep.py writes under best/).",
+        default=None,
+    )
+    references: str | None = setting(
+        "SOWA few-shot: a prefix or glob of known-good images, grouped like the inputs (inputs.group_template, "
+        "or one group per folder under the prefix); each group's first reference_images (by URI) form its "
+        "memory bank. Every input group needs references. null: SOWA scores zero-shot.",
+        default=None,
+    )
+    reference_images: int = setting("SOWA few-shot: known-good images per group in the memory bank (paper: 1-4).",
+                                    default=4, ge=1)
+    backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
+    musc: MuscConfig = setting("MuSc settings (detector: musc).", default_factory=MuscConfig)
+    patchead: PatchEADConfig = setting(
+        "PatchEAD settings (detector: patchead): batch mode only, each subset is a batch (subsets larger than "
+        "patchead.batch_size are split again); no alignment, which warps images before extraction.",
+        default_factory=PatchEADConfig,
+    )
+    extraction: ExtractionConfig = setting("Feature-extraction stage (for a trained detector: its scoring actors).",
+                                           default_factory=ExtractionConfig)
+    scoring: ScoringConfig = setting("Mutual-scoring stage.", default_factory=ScoringConfig)
+    flagging: FlaggingConfig = setting("Anomaly flags.", default_factory=FlaggingConfig)
+    demo: SyntheticConfig = setting(
+        "Demo data: when enabled and inputs.manifest does not exist, generate a synthetic dataset in the "
+        "manifest's folder and write the manifest (with labels and masks, so metrics are computed).",
+        default_factory=SyntheticConfig,
+        run_only=True,
+    )
+
+    def scorer_settings(self) -> MuscConfig | PatchEADConfig:
+        """The settings of the zero-shot scorer."""
+        return self.patchead if self.detector == "patchead" else self.musc
+
+    def check(self) -> None:
+        if self.detector in ZERO_SHOT_DETECTORS:
+            problem = self.scorer_settings().precomputed_features_problem()
+            if problem is not None:
+                raise FieldError(".".join(filter(None, (self.detector, problem[0]))), problem[1])
+        elif not self.detector_checkpoint:
+            raise FieldError("detector_checkpoint", f"detector '{self.detector}' needs a trained checkpoint")
+        if self.references is not None and self.detector != "sowa":
+            raise FieldError("references", f"few-shot references are for detector 'sowa', not '{self.detector}'")
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.run_id):
+            raise FieldError("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {self.run_id!r}")
+        if self.run_date is not None:
+            try:
+                datetime.date.fromisoformat(self.run_date)
+            except ValueError:
+                raise FieldError("run_date", f"must be a date YYYY-MM-DD, got {self.run_date!r}") from None

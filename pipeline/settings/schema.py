@@ -1,0 +1,307 @@
+"""The config framework: typed sections whose fields carry their documentation, bounds and role.
+
+A config is a tree of dataclass sections (``Section`` subclasses). Each field is declared with
+``setting``: its documentation (shown by ``describe``), numeric bounds checked on load, whether it
+only changes how a job runs rather than what it computes (``run_only``: kept out of a run's
+identity), and a former name still accepted in files. Rules that span several fields of a section
+live in its ``check`` method, next to the fields. ``load_config`` turns a YAML file plus
+``key.path=value`` overrides into a section tree and rejects unknown keys (with a "did you mean"),
+wrong types and bad values with a one-line message that names the full key.
+
+Plain dataclasses rather than pydantic: every message keeps the project's "config key 'a.b': ..."
+form, integers are never silently coerced from strings, and a config pickles to Ray workers as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import logging
+import types
+import typing
+from dataclasses import MISSING, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, mistyped or out of range; the message names the key."""
+
+
+class FieldError(ValueError):
+    """Raised by a section's ``check`` about one of its own keys; the loader prefixes the key's path."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(why)
+        self.key = key
+
+
+def setting(doc: str, *, default: Any = MISSING, default_factory: Any = MISSING, ge: float | None = None,
+            gt: float | None = None, le: float | None = None, lt: float | None = None, run_only: bool = False,
+            former_name: str | None = None) -> Any:
+    """A documented dataclass field.
+
+    ``ge``/``gt``/``le``/``lt`` bound the value (each item of a list; None passes). ``run_only``
+    marks a key that changes how a job runs, not its results: it stays out of the run's config hash.
+    ``former_name`` is the key's earlier name: still accepted in files (with a warning) and used in
+    the config hash, so renaming a key never changes a run's identity.
+    """
+    metadata = {"doc": doc, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+                                       if v is not None},
+                "run_only": run_only, "former_name": former_name}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+class Section:
+    """Base of every config section."""
+
+    def check(self) -> None:
+        """Rules that span fields; raise ``FieldError(key, why)``. Bounds are declared on the fields."""
+
+
+def _bounds_error(value: Any, bounds: dict[str, float]) -> str | None:
+    """Why ``value`` (a number, or a list of numbers) breaks ``bounds``, or None."""
+    items = value if isinstance(value, list) else [value]
+    tests = {"ge": lambda x, b: x >= b, "gt": lambda x, b: x > b, "le": lambda x, b: x <= b, "lt": lambda x, b: x < b}
+    if all(tests[k](x, b) for x in items if x is not None for k, b in bounds.items()):
+        return None
+    low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    high = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    if low and high:
+        rule = f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    elif low:
+        rule = f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    else:
+        rule = f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+    return f"{'items ' if isinstance(value, list) else ''}must be {rule}, got {value!r}"
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, converting int->float and dict->dataclass."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"config key '{key}': may not be null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config key '{key}': {value!r} matches no allowed type")
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__}")
+        return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-11-22 as a date
+            return value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _renamed(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``data`` with keys under a field's former name moved to its current name."""
+    former = {f.metadata["former_name"]: f.name for f in dataclasses.fields(cls) if f.metadata.get("former_name")}
+    if not any(k in former for k in data):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key in former:
+            log.warning("config key '%s%s' is now '%s%s'", prefix, key, prefix, former[key])
+            if former[key] in data:
+                raise ConfigError(f"config key '{prefix}{key}' is the former name of '{prefix}{former[key]}'; "
+                                  "give only one of them")
+        out[former.get(key, key)] = value
+    return out
+
+
+def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    data = _renamed(cls, data, prefix)
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for f in fields:
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict) and callable(f.default_factory):
+            # a partial section overrides the field's own default (e.g. one key of a detector's
+            # encoder), not the section class's defaults
+            value = _merged(dataclasses.asdict(f.default_factory()), value)
+        kwargs[f.name] = _convert(value, hints[f.name], prefix + f.name)
+    cfg = cls(**kwargs)
+    for f in fields:  # sections left at their defaults must be valid too (e.g. no inputs given at all)
+        if f.name not in data and dataclasses.is_dataclass(hints[f.name]):
+            validate(getattr(cfg, f.name), f"{prefix}{f.name}.")
+    _check_section(cfg, prefix)
+    return cfg
+
+
+def _check_section(cfg: Any, prefix: str) -> None:
+    """The section's declared bounds, then its own ``check``; errors name the full key."""
+    for f in dataclasses.fields(cfg):
+        bounds = f.metadata.get("bounds")
+        if bounds:
+            why = _bounds_error(getattr(cfg, f.name), bounds)
+            if why:
+                raise ConfigError(f"config key '{prefix}{f.name}': {why}")
+    try:
+        cfg.check()
+    except FieldError as err:
+        raise ConfigError(f"config key '{prefix}{err.key}': {err}") from None
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check a section tree that was built in code (defaults, or fields set after loading)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+    _check_section(cfg, prefix)
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, recursing into mappings present in both."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{path}': '{k}' is not a mapping")
+    node[keys[-1]] = value
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.path=value")
+    path, raw = override.split("=", 1)
+    _set_path(data, path.strip(), yaml.safe_load(raw))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (for manifests and result files)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any] | None, overrides: list[str] | None = None) -> C:
+    """Validate a plain mapping (e.g. parsed YAML) into the config dataclass ``cls``."""
+    data = dict(data or {})
+    for override in overrides or []:
+        apply_override(data, override)
+    return _build(cls, data)
+
+
+def with_values(cfg: C, values: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with dotted keys set to plain values, validated like a config file."""
+    data = config_to_dict(cfg)
+    for path, value in values.items():
+        _set_path(data, path, value)
+    return config_from_dict(type(cfg), data)
+
+
+def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = None) -> C:
+    """Read a YAML config file into ``cls``; a missing file or bad key raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(cls, data, overrides)
+
+
+def identity_view(cfg: Any) -> dict[str, Any]:
+    """The keys that change results, under the names they had when run identities were introduced
+    (``former_name``): what a run's config hash covers."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("run_only"):
+            continue
+        value = getattr(cfg, f.name)
+        name = f.metadata.get("former_name") or f.name
+        out[name] = identity_view(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Lists and mappings copied as plain data (what ``dataclasses.asdict`` gives for a field)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> str:
+    """Every key of ``cls`` with its type, default and documentation, one per line. Defaults are those
+    of the enclosing section (a detector's encoder defaults differ from BackboneConfig's own)."""
+    defaults = cls() if defaults is None else defaults
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"{key}: {f.metadata.get('doc', '')}")
+            lines.append(describe(hints[f.name], key + ".", default))
+            continue
+        hint = hints[f.name]
+        type_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        lines.append(f"{key} ({type_name}, default {default!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""Settings of the two zero-shot scorers, MuSc and PatchEAD (evaluation and the nightly job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .backbone import ForegroundConfig
+from .schema import FieldError, Section, setting
+
+
+@dataclass
+class MuscConfig(Section):
+    """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
+
+    aggregation_degrees: list[int] = setting(
+        "LNAMD neighbourhood sizes r (odd integers); each stage is scored at every degree.",
+        default_factory=lambda: [1, 3, 5],
+    )
+    topmin_max: float = setting(
+        "X of the interval average: keep the smallest X fraction of the N-1 per-image distances "
+        "of a patch (at least one image).",
+        default=0.3,
+        gt=0,
+        le=1,
+    )
+    topmin_min: float = setting(
+        "Y of the interval average (paper appendix A.2.3): drop the smallest Y fraction first, "
+        "averaging the [Y, X) interval. 0 keeps the paper's default.",
+        default=0.0,
+    )
+    rscin_windows: list[int] | None = setting(
+        "RsCIN k-nearest-neighbour windows (MVTec [1, 2, 3], VisA [1, 8, 9]); null or [] disables "
+        "re-scoring.",
+        default_factory=lambda: [1, 2, 3],
+    )
+    gaussian_sigma: float = setting(
+        "Sigma in pixels of the Gaussian smoothing of the upsampled anomaly maps; 0 disables it.",
+        default=4.0,
+        ge=0,
+    )
+    tile_images: int | None = setting(
+        "Images per tile side in mutual scoring (a tile compares tile_images x tile_images images). "
+        "null chooses it from the memory budget and the device.",
+        default=None,
+        ge=1,
+    )
+    memory_budget_mb: int | None = setting(
+        "Memory the similarity tile may use in mutual scoring; null: a quarter of free GPU memory on "
+        "CUDA, a cache-sized tile on CPU.",
+        default=None,
+        ge=1,
+    )
+    matmul_precision: Literal["auto", "fp32", "fp16", "bf16"] = setting(
+        "Input precision of the mutual-scoring matmuls (always fp32 accumulation): 'auto' is fp16 on "
+        "CUDA, fp32 on CPU.",
+        default="auto",
+    )
+    foreground: ForegroundConfig = setting("Optional foreground mask (PatchEAD+ visual prompt).",
+                                        default_factory=ForegroundConfig)
+    align: bool = setting(
+        "PatchEAD+ alignment for MuSc (evaluation only; the nightly job extracts before it could warp): "
+        "warp every subset onto its first image before feature extraction; patches a warp filled in get "
+        "no score, and the maps are moved back onto each image. No 180-degree copies: mutual scoring "
+        "compares every image with all the others.",
+        default=False,
+    )
+
+    def check(self) -> None:
+        if not self.aggregation_degrees or any(r < 1 or r % 2 == 0 for r in self.aggregation_degrees):
+            raise FieldError("aggregation_degrees", f"must be odd positive integers, got {self.aggregation_degrees}")
+        if not 0.0 <= self.topmin_min < self.topmin_max:
+            raise FieldError("topmin_min", f"must be in [0, topmin_max), got {self.topmin_min}")
+        if self.rscin_windows and any(k < 1 for k in self.rscin_windows):
+            raise FieldError("rscin_windows", f"windows must be >= 1, got {self.rscin_windows}")
+
+    def precomputed_features_problem(self) -> tuple[str, str] | None:
+        """(key, why) when these settings cannot score features extracted ahead of time, as the
+        nightly job does; None when they can."""
+        if self.align:
+            return "align", "alignment is for evaluation: the job extracts features before it could warp"
+        return None
+
+
+@dataclass
+class PatchEADConfig(Section):
+    """PatchEAD (training-free, patch-only): cosine distances between raw patch tokens (Eq. 1-4)."""
+
+    mode: Literal["batch", "fewshot"] = setting(
+        "'batch' (zero-shot: each image against the rest of its batch) or 'fewshot' (against N known-good "
+        "reference images).",
+        default="batch",
+    )
+    batch_size: int = setting("Batch zero-shot: images per batch (paper: 64), seeded random batches.",
+                         default=64, ge=2)
+    image_fraction: float = setting(
+        "Batch mode: K_P = max(1, fraction x N) reference images averaged per patch (paper: 0.3).", default=0.3,
+        gt=0, le=1,
+    )
+    fewshot_images: int = setting("Few-shot mode: K_P (paper: 1).", default=1, ge=1)
+    reference_images: int = setting(
+        "Few-shot mode in evaluation: how many known-good train images of the category are the references "
+        "(paper: 1, 2 or 4 shots).",
+        default=4,
+        ge=1,
+        former_name="fewshot_prompts",
+    )
+    patch_match: Literal["nearest", "farthest"] = setting(
+        "Eq. 2 per reference image: 'nearest' = min over its patches of the cosine distance (the reading "
+        "consistent with nearest-neighbour matching, default); 'farthest' = max, as the text literally says.",
+        default="nearest",
+    )
+    image_selection: Literal["nearest", "farthest"] = setting(
+        "Eq. 3: average the K_P references with the smallest distances ('nearest', default) or the "
+        "'top K_P highest-scoring' ones ('farthest', the literal text).",
+        default="nearest",
+    )
+    top_patch_fraction: float = setting("Eq. 4: image score = mean of the top max(1, rho L) patch scores; rho.",
+                                         default=0.01, gt=0, le=1)
+    gaussian_sigma: float = setting("Smoothing of the upsampled maps in pixels (0: none).", default=4.0, ge=0)
+    seed: int = setting("Seed of the batch split.", default=0)
+    foreground: ForegroundConfig = setting("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
+    align: bool = setting(
+        "PatchEAD+ alignment: warp images onto a common pose before feature extraction (batch: onto the "
+        "batch's first image; few-shot: the references onto each query); every reference image also offers "
+        "the patches of its 180-degree-rotated copy (never an image's own copy), and patches that a warp "
+        "filled in are not scored.",
+        default=False,
+    )
+
+    def precomputed_features_problem(self) -> tuple[str, str] | None:
+        """(key, why) when these settings cannot score features extracted ahead of time, as the
+        nightly job does (batches of its subsets); None when they can."""
+        if self.mode != "batch" or self.align:
+            return "", "the job runs PatchEAD in batch mode without alignment (mode: batch, align: false)"
+        return None
+

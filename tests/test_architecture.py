@@ -1,0 +1,119 @@
+"""The house rules that keep the layout readable and runs resumable across code moves.
+
+- A run's objects keep their names (a run in flight resumes after an upgrade): pinned literally,
+  values taken from the code before the package restructure.
+- A run's identity (config hash) of the shipped configs is pinned the same way, so renaming a key
+  or moving a section cannot silently start new runs.
+- Packages import only downward (settings, storage < data, engine < reporting < evaluation <
+  detectors < job < tuning), there are no import cycles, and no module grows past 400 lines.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from pipeline.job.identity import config_hash
+from pipeline.job.layout import RunLayout
+from pipeline.settings import JobConfig, PatchEADConfig, SOWAConfig, config_from_dict, config_to_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / "pipeline"
+LAYERS = ["settings", "storage", "data", "engine", "reporting", "evaluation", "detectors", "job", "tuning"]
+SAME_LEVEL = {("data", "engine"), ("engine", "data")}  # neither imports the other today; both sit on storage
+
+
+def test_run_object_names_are_unchanged():
+    run = RunLayout("s3://factory/musc", "2026-11-22-4eb497fd", "2026-11-22")
+    base = "s3://factory/musc"
+    prefix = f"{base}/runs/2026-11-22-4eb497fd"
+    group = "line 1/cap A"
+    assert run.scores(group) == (f"{base}/scores/run_date=2026-11-22/group=line%201%2Fcap%20A/"
+                                 "part-2026-11-22-4eb497fd.parquet")
+    assert run.heatmap(group, "s3://factory/in/line 1/cap A/img_007.png") == (
+        f"{base}/heatmaps/run_date=2026-11-22/group=line%201%2Fcap%20A/run_id=2026-11-22-4eb497fd/"
+        "cap A_img_007-fd5b1c67.png")
+    assert run.heatmap("solo", "frame.png") == (
+        f"{base}/heatmaps/run_date=2026-11-22/group=solo/run_id=2026-11-22-4eb497fd/frame-1870aaba.png")
+    assert run.metrics_table == f"{base}/metrics/run_date=2026-11-22/part-2026-11-22-4eb497fd.parquet"
+    assert run.group_summary(group) == f"{prefix}/groups/line%201%2Fcap%20A.json"
+    assert run.subset(group, 3) == f"{prefix}/subsets/line%201%2Fcap%20A/subset-00003.parquet"
+    assert run.features == f"{prefix}/features"
+    assert run.detections == f"{prefix}/detections"  # trained detectors: records and scores per shard
+    assert (run.record, run.manifest, run.success, run.metrics_text) == (
+        f"{prefix}/run.json", f"{prefix}/manifest.json", f"{prefix}/_SUCCESS", f"{prefix}/metrics.txt")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("local.yaml", "4eb497fd3f7ce0e14391dc1addae09971f33888b939319a713c456e137b35249"),
+    ("nightly.yaml", "5120f1e889a16535469bc4dd4612679a258b3bd77d771ed015a9181ec2064d18"),
+])
+def test_shipped_configs_keep_their_run_identity(name, expected):
+    assert config_hash(load_config(REPO / "conf" / name, JobConfig)) == expected
+
+
+def test_a_renamed_key_is_read_under_its_former_name_and_hashed_under_it(caplog):
+    old = config_from_dict(PatchEADConfig, {"fewshot_prompts": 2})
+    assert old.reference_images == 2 and "now 'reference_images'" in caplog.text
+    assert config_from_dict(SOWAConfig, {"shots": 3}).reference_images == 3  # checkpoints written before
+    with pytest.raises(ValueError, match="former name"):
+        config_from_dict(PatchEADConfig, {"fewshot_prompts": 2, "reference_images": 2})
+    job = config_from_dict(JobConfig, {"inputs": {"uris": ["x"]}, "patchead": {"reference_images": 2}})
+    assert "reference_images" in config_to_dict(job)["patchead"]
+    from pipeline.settings import identity_view
+
+    assert identity_view(job)["patchead"]["fewshot_prompts"] == 2
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """pipeline modules imported by one module (relative imports resolved)."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found.update(t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t.startswith("pipeline"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline"))
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PIPELINE.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def test_packages_import_downward_only_and_without_cycles():
+    modules = _modules()
+    graph = {m: {t for t in _imports(p, m) if t in modules and t != m} for m, p in modules.items()}
+    layer = {name: i for i, name in enumerate(LAYERS)}
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = module.split(".")[1], target.split(".")[1]
+            if a != b and (a, b) not in SAME_LEVEL:
+                assert layer[b] < layer[a], f"{module} imports {target}: {a} may not depend on {b}"
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join(path[path.index(nxt):] + [nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_top_level_holds_packages_and_storage_and_modules_stay_small():
+    top = sorted(p.name for p in PIPELINE.iterdir() if not p.name.startswith((".", "__pycache__")))
+    assert top == sorted(["__init__.py", "storage.py", *(name for name in LAYERS if name != "storage")])
+    for path in PIPELINE.rglob("*.py"):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 400, f"{path.relative_to(REPO)} has {lines} lines"

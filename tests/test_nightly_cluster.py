@@ -37,22 +37,67 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(s3_server, tmp_path_factory):
-    """A real local Ray cluster started with the CLI; yields its job-submission (dashboard) URL."""
+    """A real local Ray cluster started with the CLI; yields its job-submission (dashboard) URL.
+
+    The head runs under ``ray start --block`` in its own process group, and only that group is
+    stopped afterwards: ``ray stop`` would end every Ray instance on the machine, other users' too.
+    """
     import ray
 
     if ray.is_initialized():
         pytest.skip("an in-process Ray instance is running")
     dashboard = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    start = [str(RAY), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
+    start = [str(RAY), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}",
              f"--ray-client-server-port={free_port()}"]
     # a loopback-only test cluster: no token auth, so the CLI needs no token file from the head
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    subprocess.run(start, check=True, capture_output=True, timeout=120, env=os.environ.copy())
-    yield f"http://127.0.0.1:{dashboard}"
-    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
-    del os.environ["RAY_AUTH_MODE"]
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(start, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_job_server(url, head, temp / "head.log")
+        yield url
+    finally:
+        stop_process_group(head)
+        log.close()
+        del os.environ["RAY_AUTH_MODE"]
+
+
+def wait_for_job_server(url: str, head: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    """Until the dashboard's job API answers (the head process must still be running)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"no Ray job server at {url} after {timeout:.0f}s: {log.read_text()[-2000:]}")
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 60.0) -> None:
+    """SIGTERM to the head's process group (``ray start --block`` then stops what it started), then
+    SIGKILL to whatever is left of that group only."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
 
 
 def submit(cluster: str, workdir: Path, overrides: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

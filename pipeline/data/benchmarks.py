@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .images import IMAGE_EXTENSIONS, load_image, read_mask, resize_mask
+from .images import IMAGE_EXTENSIONS, MaskResize, load_image, read_mask, read_mask_grey, resize_grey_mask, resize_mask
 
 LAYOUTS = ("mvtec", "visa", "btad", "mpdd")
 SPLITS = ("train", "test")
@@ -95,13 +95,15 @@ def train_references(root: str, layout: str, category: str, count: int, size: in
     return np.stack([load_image(s.image_path, size, resize) for s in normals])
 
 
-def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | None = None,
+              resampling: MaskResize = "nearest") -> np.ndarray:
     """A sample's ground truth as (H, W) bool, any non-zero value anomalous; all False without a mask.
 
-    With ``size`` the mask is resized to size x size (nearest neighbour). Without it, a mask file
-    keeps its own size and a sample without one gets ``shape`` (H, W) or, when ``shape`` is None too,
-    the size of its upright image (read from the file header). ``shape`` given alongside a mask file
-    must match it: a mismatch means the mask does not belong to the image.
+    With ``size`` the mask is resized to size x size by ``resampling`` (default nearest neighbour;
+    the bilinear rules read the file's grey values, as the published MuSc code does). Without it, a
+    mask file keeps its own size and a sample without one gets ``shape`` (H, W) or, when ``shape`` is
+    None too, the size of its upright image (read from the file header). ``shape`` given alongside a
+    mask file must match it: a mismatch means the mask does not belong to the image.
     """
     if sample.mask_path is None:
         if size is not None:
@@ -111,6 +113,8 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
                 width, height = ImageOps.exif_transpose(raw).size
             shape = (height, width)
         return np.zeros(tuple(shape), dtype=bool)
+    if size is not None and resampling != "nearest":
+        return resize_grey_mask(read_mask_grey(sample.mask_path), size, resampling)
     mask = read_mask(sample.mask_path)
     if size is not None:
         mask = resize_mask(mask, size)

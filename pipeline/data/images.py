@@ -2,13 +2,14 @@
 
 Images come back as RGB uint8 whatever their stored mode, upright (EXIF orientation applied), at the
 model size (bicubic) or resized and centre-cropped (Dinomaly); masks as boolean arrays where any
-non-zero value is anomalous (VisA stores 0/1 or 0/255), resized with nearest neighbour.
+non-zero value is anomalous (VisA stores 0/1 or 0/255), resized with nearest neighbour, or as the
+published MuSc code resizes them (``MaskResize``).
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,6 +18,13 @@ from ..storage import read_bytes
 
 # file endings listed as images (inputs, benchmark folders)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# How a mask file becomes a mask at the model size. "nearest": a pixel is anomalous when its nearest
+# source pixel is (no new values; the true defect area). The published MuSc code instead resamples
+# the stored grey values bilinearly (PIL, 8 bit) and keeps, for MVTec AD and BTAD, only the pixels
+# that stay exactly 255 ("bilinear_full": every defect loses its rim, up to half of a thin one), for
+# VisA every pixel with any non-zero value ("bilinear_any": every defect gains a rim).
+MaskResize = Literal["nearest", "bilinear_full", "bilinear_any"]
 
 
 def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
@@ -65,6 +73,22 @@ def read_mask(path: str | BinaryIO) -> np.ndarray:
             colour = [i for i, band in enumerate(image.getbands()) if band != "A"]
             values = values[..., colour].max(axis=-1)
     return values > 0
+
+
+def read_mask_grey(path: str | BinaryIO) -> np.ndarray:
+    """A mask file as its (H, W) uint8 grey values (PIL mode "L"), upright: what the published MuSc
+    code resamples."""
+    with Image.open(path) as raw:
+        return np.asarray(ImageOps.exif_transpose(raw).convert("L"))
+
+
+def resize_grey_mask(grey: np.ndarray, size: int, rule: Literal["bilinear_full", "bilinear_any"]) -> np.ndarray:
+    """(H, W) uint8 grey mask -> size x size bool: PIL's bilinear resampling (antialiased when it
+    shrinks, rounded to 8 bits), then the pixels equal to 255 ("bilinear_full") or above 0
+    ("bilinear_any"); see ``MaskResize``."""
+    if grey.shape != (size, size):
+        grey = np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))
+    return grey == 255 if rule == "bilinear_full" else grey > 0
 
 
 def resize_mask(mask: np.ndarray, size: int, resize: int | None = None) -> np.ndarray:

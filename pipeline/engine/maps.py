@@ -22,10 +22,16 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return out.squeeze(1)
 
 
-def anomaly_maps(patch_scores: torch.Tensor, image_size: int | tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
-    """Patch-score grids (N, h, w) -> pixel maps (N, H, W): bilinear upsampling, then optional smoothing."""
+def anomaly_maps(patch_scores: torch.Tensor, image_size: int | tuple[int, int], sigma: float = 4.0,
+                 align_corners: bool = False) -> torch.Tensor:
+    """Patch-score grids (N, h, w) -> pixel maps (N, H, W): bilinear upsampling, then optional smoothing.
+
+    ``align_corners=False`` (default) treats each patch score as the value at its patch's centre, so
+    the map lines up with the image; True pins the grid's corner patches to the corner pixels, which
+    stretches the map by half a patch towards each border (the published MuSc code's choice).
+    """
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
-    maps = F.interpolate(patch_scores.float().unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+    maps = F.interpolate(patch_scores.float().unsqueeze(1), size=size, mode="bilinear", align_corners=align_corners)
     return gaussian_blur(maps.squeeze(1), sigma)
 
 

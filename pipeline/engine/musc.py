@@ -6,7 +6,7 @@ LNAMD (``lnamd``) and mutual scoring (``msm``) run for every (stage, degree) pai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from .maps import image_scores
 from .msm import mutual_scores
 from .rscin import rscin
 from .scores import BatchScores
+from .timing import StageTimes
+
+ImageScore = Callable[[torch.Tensor], torch.Tensor]
 
 
 def score_features(
@@ -30,51 +33,70 @@ def score_features(
     progress: Callable[[int, int], None] | None = None,
     keep_scale: bool = False,
     patch_weights: torch.Tensor | None = None,
+    image_score: ImageScore = image_scores,
+    timings: StageTimes | None = None,
 ) -> BatchScores:
     """Run MuSc on the features of N >= 2 images; results are on the CPU.
 
     ``progress(done, total)`` counts (stage, degree) pairs. ``keep_scale`` re-scores on the raw
     score scale instead of the paper's min-max normalised one (same order within the batch;
     comparable across batches, see ``rscin``). ``patch_weights`` (N, h, w) multiply the patch
-    scores before image scores (alignment: 0 where a warp filled the patch in).
+    scores before image scores (alignment: 0 where a warp filled the patch in). ``image_score``
+    turns the (N, h, w) patch scores into the raw image scores RsCIN re-scores (default: the max
+    patch score; an evaluation protocol may take the max of its upsampled maps instead).
+    ``timings`` collects the "lnamd", "msm", "maps" (image scores) and "rscin" stages.
     """
     n = len(features)
     if n < 2:
         raise ValueError(f"MuSc scores images against each other and needs at least 2 images, got {n}")
     device = torch.device(device) if device is not None else features.embedding.device
+    timings = timings if timings is not None else StageTimes()
     _, _, h, w = features.stages[0].shape
     total = torch.zeros(n, h * w, device=device)
     pairs = [(stage, r) for stage in features.stages for r in cfg.aggregation_degrees]
     for done, (stage, degree) in enumerate(pairs, start=1):
-        z = lnamd(stage.to(device), degree)
-        total += mutual_scores(
-            z, cfg.topmin_max, cfg.topmin_min, cfg.tile_images, cfg.memory_budget_mb, cfg.matmul_precision, device
-        )
+        with timings.stage("lnamd", device):
+            z = lnamd(stage.to(device), degree)
+        with timings.stage("msm", device):
+            total += mutual_scores(
+                z, cfg.topmin_max, cfg.topmin_min, cfg.tile_images, cfg.memory_budget_mb, cfg.matmul_precision, device
+            )
         if progress is not None:
             progress(done, len(pairs))
     patch = apply_foreground((total / len(pairs)).view(n, h, w).cpu(), features, cfg.foreground)
     if patch_weights is not None:
         patch = patch * patch_weights
-    raw = image_scores(patch)
-    final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
+    with timings.stage("maps"):
+        raw = image_score(patch)
+    with timings.stage("rscin"):
+        final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
     return BatchScores(patch, raw, final)
 
 
-def score_images(backbone: Backbone, images: list[np.ndarray] | np.ndarray, cfg: MuscConfig,
-                 progress: Callable[[str, int, int], None] | None = None) -> BatchScores:
+def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: MuscConfig,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 image_score: ImageScore = image_scores, timings: StageTimes | None = None) -> BatchScores:
     """MuSc from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
+    ``images`` may be a lazy sequence (images still being read): extraction takes them in order.
     With ``cfg.align`` every image is warped onto the first before extraction; patches a warp filled
     in get weight 0 before image scores and RsCIN, and the maps are moved back onto the input
-    images. ``progress(phase, done, total)`` reports the "features" and "scoring" phases.
+    images. ``progress(phase, done, total)`` reports the "features" and "scoring" phases;
+    ``timings`` collects "align", "extract" and the stages of ``score_features``.
     """
+    timings = timings if timings is not None else StageTimes()
     extract_progress = None if progress is None else (lambda done: progress("features", done, len(images)))
     score_progress = None if progress is None else (lambda done, total: progress("scoring", done, total))
     if not cfg.align:
-        features = backbone.extract_all(list(images), extract_progress)
-        return score_features(features, cfg, backbone.device, score_progress)
-    alignments = align_to(list(images), images[0])
-    features = backbone.extract_all([a.image for a in alignments], extract_progress)
+        with timings.stage("extract", backbone.device):
+            features = backbone.extract_all(images, extract_progress)
+        return score_features(features, cfg, backbone.device, score_progress, image_score=image_score,
+                              timings=timings)
+    with timings.stage("align"):
+        alignments = align_to(list(images), images[0])
+    with timings.stage("extract", backbone.device):
+        features = backbone.extract_all([a.image for a in alignments], extract_progress)
     weights = patch_coverage(alignments, tuple(features.stages[0].shape[-2:]))
-    result = score_features(features, cfg, backbone.device, score_progress, patch_weights=weights)
+    result = score_features(features, cfg, backbone.device, score_progress, patch_weights=weights,
+                            image_score=image_score, timings=timings)
     return to_original_frames(result, alignments)

@@ -15,7 +15,7 @@ the same ``msm`` functions and costs the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from .foreground import apply_foreground
 from .msm import reference_similarities, top_image_similarities
 from .scores import BatchScores
 from .subsets import split_by_max_size
+from .timing import StageTimes
 
 
 def unit_tokens(stage: torch.Tensor) -> torch.Tensor:
@@ -101,34 +102,45 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
     return BatchScores(patches, scores, scores)
 
 
-
-def score_images(backbone: Backbone, images: np.ndarray, cfg: PatchEADConfig,
+def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: PatchEADConfig,
                  references: np.ndarray | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> BatchScores:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 timings: StageTimes | None = None) -> BatchScores:
     """PatchEAD(+) from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
     With ``cfg.align``, batch mode warps every image onto the first and scores each against the
     others and their 180-degree copies (never against its own copy, which would hide its defects);
     patches the warp filled in are left out and the maps are moved back onto the input images.
     Few-shot mode warps the references onto each query and lets each offer its 180-degree copy's
-    patches too. ``progress(phase, done, total)`` reports the "features" phase of the queries.
+    patches too. ``progress(phase, done, total)`` reports the "features" phase of the queries;
+    ``timings`` collects the "align", "extract" and "scoring" stages.
     """
+    timings = timings if timings is not None else StageTimes()
+
+    def extract(batch: Sequence[np.ndarray] | np.ndarray, report: Callable[[int], None] | None = None) -> Features:
+        with timings.stage("extract", backbone.device):
+            return backbone.extract_all(batch, report)
+
+    def score(*args, **kwargs) -> BatchScores:
+        with timings.stage("scoring", backbone.device):
+            return score_patchead(*args, **kwargs)
+
     if not cfg.align:
         extract_progress = None if progress is None else (lambda done: progress("features", done, len(images)))
-        return score_patchead(backbone.extract_all(images, extract_progress), cfg,
-                              None if references is None else backbone.extract_all(references))
+        return score(extract(images, extract_progress), cfg, None if references is None else extract(references))
     if references is None:
-        alignments = align_to(list(images), images[0])
-        aligned = [a.image for a in alignments]
-        features = backbone.extract_all(aligned)
-        result = score_patchead(features, cfg, turned=backbone.extract_all([rotated_180(a) for a in aligned]),
-                                patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
+        with timings.stage("align"):
+            alignments = align_to(list(images), images[0])
+            aligned = [a.image for a in alignments]
+        features = extract(aligned)
+        result = score(features, cfg, turned=extract([rotated_180(a) for a in aligned]),
+                       patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
         return to_original_frames(result, alignments)
     parts = []
     for done, query in enumerate(images, start=1):
-        aligned = [a.image for a in align_to(list(references), query)]
-        parts.append(score_patchead(backbone.extract_all(query[None]), cfg, backbone.extract_all(aligned),
-                                    turned=backbone.extract_all([rotated_180(r) for r in aligned])))
+        with timings.stage("align"):
+            aligned = [a.image for a in align_to(list(references), query)]
+        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=extract([rotated_180(r) for r in aligned])))
         if progress is not None:
             progress("features", done, len(images))
     scores = torch.cat([p.image_scores for p in parts])

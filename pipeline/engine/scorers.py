@@ -6,7 +6,7 @@ the nightly job never branch on the scorer themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +16,14 @@ from ..settings import MuscConfig, PatchEADConfig
 from . import musc, patchead
 from .backbones import Backbone
 from .features import Features
+from .maps import image_scores
+from .musc import ImageScore
 from .scores import BatchScores
+from .timing import StageTimes
 
 ScorerSettings = MuscConfig | PatchEADConfig
 Progress = Callable[[str, int, int], None]
+Images = Sequence[np.ndarray] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -27,21 +31,30 @@ class Scorer:
     """A zero-shot scorer's two entry points."""
 
     on_features: Callable[[Features, ScorerSettings, torch.device | str], BatchScores]
-    on_images: Callable[[Backbone, np.ndarray, ScorerSettings, np.ndarray | None, Progress | None], BatchScores]
+    on_images: Callable[[Backbone, Images, ScorerSettings, np.ndarray | None, Progress | None, ImageScore | None,
+                          StageTimes | None], BatchScores]
 
 
-def _musc_on_images(backbone: Backbone, images: np.ndarray, cfg: MuscConfig, references: np.ndarray | None,
-                    progress: Progress | None) -> BatchScores:
+def _musc_on_images(backbone: Backbone, images: Images, cfg: MuscConfig, references: np.ndarray | None,
+                    progress: Progress | None, image_score: ImageScore | None, timings: StageTimes | None) -> BatchScores:
     if references is not None:
         raise ValueError("MuSc scores a batch against itself; known-good references are not supported")
-    return musc.score_images(backbone, images, cfg, progress)
+    return musc.score_images(backbone, images, cfg, progress, image_score or image_scores, timings)
+
+
+def _patchead_on_images(backbone: Backbone, images: Images, cfg: PatchEADConfig, references: np.ndarray | None,
+                        progress: Progress | None, image_score: ImageScore | None,
+                        timings: StageTimes | None) -> BatchScores:
+    if image_score is not None:
+        raise ValueError("PatchEAD's image score is its own (Eq. 4, the mean of the top patch scores)")
+    return patchead.score_images(backbone, images, cfg, references, progress, timings)
 
 
 SCORERS: dict[type, Scorer] = {
     # the job's subsets: RsCIN on the raw score scale, so scores of different subsets of a group compare
     MuscConfig: Scorer(lambda f, cfg, device: musc.score_features(f, cfg, device, keep_scale=True), _musc_on_images),
     PatchEADConfig: Scorer(lambda f, cfg, device: patchead.score_patchead(f, cfg, device=device),
-                           patchead.score_images),
+                           _patchead_on_images),
 }
 
 
@@ -57,8 +70,13 @@ def score_features(features: Features, settings: ScorerSettings, device: torch.d
     return _scorer(settings).on_features(features, settings, device)
 
 
-def score_images(backbone: Backbone, images: np.ndarray, settings: ScorerSettings,
-                 references: np.ndarray | None = None, progress: Progress | None = None) -> BatchScores:
+def score_images(backbone: Backbone, images: Images, settings: ScorerSettings,
+                 references: np.ndarray | None = None, progress: Progress | None = None,
+                 image_score: ImageScore | None = None, timings: StageTimes | None = None) -> BatchScores:
     """Extract and score one batch of uint8 images (evaluation), with the scorer's own options
-    (alignment, few-shot ``references``); ``progress(phase, done, total)`` as it goes."""
-    return _scorer(settings).on_images(backbone, images, settings, references, progress)
+    (alignment, few-shot ``references``); ``progress(phase, done, total)`` as it goes.
+
+    ``image_score`` replaces MuSc's raw image score (the max patch score) with another function of
+    the patch scores, before RsCIN; ``timings`` collects the scorer's stages.
+    """
+    return _scorer(settings).on_images(backbone, images, settings, references, progress, image_score, timings)

@@ -4,9 +4,10 @@
 
 Per category: the test images are split into ``divide_num`` seeded random subsets (paper Table 7),
 each subset is scored on its own (MuSc: features -> LNAMD -> MSM -> RsCIN; PatchEAD: batch or
-few-shot, ``scorer``), and the metrics are computed over all images of the category. Writes
-``metrics.txt``, ``metrics.csv``, ``metrics.json`` and ``scores.csv`` (one row per image) to
-``output_dir``; heat maps when ``save_maps`` > 0.
+few-shot, ``scorer``), and the metrics are computed over all images of the category, under the
+evaluation ``protocol`` (``protocol.py``: this project's choices or the published MuSc code's).
+Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` (with the wall time of every stage) and
+``scores.csv`` (one row per image) to ``output_dir``; heat maps when ``save_maps`` > 0.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from ..data.benchmarks import Sample, list_categories, load_mask, read_split, tr
 from ..data.demo import ensure_dataset
 from ..data.images import load_image
 from ..engine.backbones import Backbone, build_backbone
-from ..engine.maps import anomaly_maps
 from ..engine.scorers import score_images
 from ..engine.subsets import split_subsets
+from ..engine.timing import StageTimes
 from ..reporting.heatmaps import overlay_png
 from ..reporting.progress import Progress
 from ..settings import EvalConfig, config_from_command_line, config_to_dict
 from .metrics import category_metrics, format_table, mean_row
+from .protocol import PROTOCOLS
 
 
 @dataclass
@@ -46,6 +48,7 @@ class CategoryResult:
     maps: np.ndarray  # (N, S, S) float32
     metrics: dict[str, float]
     seconds: float
+    stage_seconds: dict[str, float]  # read, extract, lnamd, msm, maps, rscin, metrics (PatchEAD: scoring)
 
 
 def category_references(cfg: EvalConfig, category: str) -> np.ndarray | None:
@@ -69,29 +72,40 @@ def _progress_lines(label: str) -> Callable[[str, int, int], None]:
 
 
 def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> CategoryResult:
-    """Score one category's test split subset by subset and compute its metrics."""
+    """Score one category's test split subset by subset and compute its metrics under ``cfg.protocol``."""
     start = time.perf_counter()
-    samples = read_split(cfg.dataset.root, cfg.dataset.layout, category, "test", split_csv=cfg.dataset.split_csv)
+    timings = StageTimes()
+    protocol = PROTOCOLS[cfg.protocol]
+    settings = cfg.scorer_settings()
     size = cfg.backbone.image_size
+    with timings.stage("read"):
+        samples = read_split(cfg.dataset.root, cfg.dataset.layout, category, "test", split_csv=cfg.dataset.split_csv)
+        references = category_references(cfg, category)
     n = len(samples)
     subset_ids = np.zeros(n, dtype=np.int64)
     raw = np.zeros(n, dtype=np.float64)
     final = np.zeros(n, dtype=np.float64)
     maps = np.zeros((n, size, size), dtype=np.float32)
     subsets = split_subsets(n, cfg.divide_num, cfg.seed)
-    references = category_references(cfg, category)
+    image_score = protocol.image_score(size, settings.gaussian_sigma)
     for sid, members in enumerate(subsets):
         label = f"[{category} {sid + 1}/{len(subsets)}]"
-        images = np.stack([load_image(samples[i].image_path, size) for i in members])
-        result = score_images(backbone, images, cfg.scorer_settings(), references, _progress_lines(label))
+        with timings.stage("read"):
+            images = np.stack([load_image(samples[i].image_path, size) for i in members])
+        result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
         subset_ids[members] = sid
         raw[members] = result.image_scores_raw.double().numpy()
         final[members] = result.image_scores.double().numpy()
-        maps[members] = anomaly_maps(result.patch_scores, size, cfg.scorer_settings().gaussian_sigma).numpy()
+        with timings.stage("maps"):
+            maps[members] = protocol.maps(result.patch_scores, size, settings.gaussian_sigma).numpy()
     labels = np.array([s.label for s in samples])
-    masks = np.stack([load_mask(s, size) for s in samples])
-    metrics = category_metrics(final, labels, maps, masks)
-    return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start)
+    with timings.stage("read"):
+        resampling = protocol.mask_resampling(cfg.dataset.layout)
+        masks = np.stack([load_mask(s, size, resampling=resampling) for s in samples])
+    with timings.stage("metrics"):
+        metrics = category_metrics(final, labels, maps, masks, protocol.au_pro)
+    return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start,
+                          timings.seconds)
 
 
 def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> None:
@@ -112,22 +126,26 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
     out_dir.mkdir(parents=True, exist_ok=True)
     per_category = {name: r.metrics for name, r in results.items()}
     scorer = "MuSc" if cfg.scorer == "musc" else f"PatchEAD ({cfg.patchead.mode})"
-    header = f"{scorer} | backbone {backbone.description} | divide_num {cfg.divide_num}"
-    table = header + "\n" + format_table(per_category)
+    protocol = PROTOCOLS[cfg.protocol]
+    header = f"{scorer} | backbone {backbone.description} | divide_num {cfg.divide_num} | protocol {protocol.name}"
+    table = f"{header}\nprotocol {protocol.name}: {protocol.summary}\n{format_table(per_category)}"
     (out_dir / "metrics.txt").write_text(table + "\n")
     columns = list(next(iter(per_category.values())).keys())
     with (out_dir / "metrics.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["category", *columns])
+        writer.writerow(["category", *columns, "protocol"])
         for name, row in [*per_category.items(), ("mean", mean_row(per_category))]:
-            writer.writerow([name, *(row[c] for c in columns)])
+            writer.writerow([name, *(row[c] for c in columns), protocol.name])
     summary = {
         "backbone": backbone.description,
         "random_init": backbone.random_init,
+        "protocol": protocol.name,
+        "protocol_summary": protocol.summary,
         "config": config_to_dict(cfg),
         "per_category": per_category,
         "mean": mean_row(per_category),
         "seconds": {name: r.seconds for name, r in results.items()},
+        "stage_seconds": {name: r.stage_seconds for name, r in results.items()},
     }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float, allow_nan=True))
     with (out_dir / "scores.csv").open("w", newline="") as fh:
@@ -143,6 +161,16 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
     return table
 
 
+def _print_times(result: CategoryResult) -> None:
+    """The category's total, mutual scoring alone (MuSc's dominant stage) and every stage."""
+    print(f"  done in {result.seconds:.1f}s: image AUROC {100 * result.metrics['image_auroc']:.1f}", file=sys.stderr)
+    stages = result.stage_seconds
+    if "msm" in stages:
+        print(f"  mutual scoring {stages['msm']:.2f}s ({1000 * stages['msm'] / len(result.samples):.1f} ms per image)",
+              file=sys.stderr)
+    print("  stages: " + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages.items()), file=sys.stderr)
+
+
 def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     """The evaluation command's whole path: optional data generation, scoring, outputs."""
     ensure_dataset(cfg.dataset.root, cfg.synthetic)
@@ -151,12 +179,12 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     torch.manual_seed(cfg.seed)  # random-init backbones are reproducible
     backbone = build_backbone(cfg.backbone)
     print(f"backbone {backbone.description} on {backbone.device}", file=sys.stderr)
+    print(f"protocol {cfg.protocol}: {PROTOCOLS[cfg.protocol].summary}", file=sys.stderr)
     results: dict[str, CategoryResult] = {}
     for index, category in enumerate(categories, start=1):
         print(f"category {index}/{len(categories)}: {category}", file=sys.stderr)
         results[category] = evaluate_category(backbone, cfg, category)
-        print(f"  done in {results[category].seconds:.1f}s: image AUROC "
-              f"{100 * results[category].metrics['image_auroc']:.1f}", file=sys.stderr)
+        _print_times(results[category])
     table = write_outputs(cfg, backbone, results, Path(cfg.output_dir))
     print(table)
     print(f"results written to {cfg.output_dir}", file=sys.stderr)

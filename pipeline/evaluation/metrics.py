@@ -20,21 +20,27 @@ Per-region histograms would cost regions x bins memory. They are only ever used 
 normalised sum, so one float64 histogram replaces them: PRO(t) = sum over anomalous pixels scoring
 >= t of 1 / (size of the pixel's region), divided by the number of regions. Memory is O(num_bins)
 whatever the number of regions, and the curve is the same as with per-region histograms.
+
+``published_au_pro`` integrates AU-PRO as the published MuSc code does (the evaluation's paper
+protocol): 200 fixed thresholds, no cut at the limit, the kept FPRs stretched to [0, 1].
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 METRIC_NAMES: tuple[str, ...] = (
     "image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro",
 )
 PIXEL_METRIC_NAMES: tuple[str, ...] = METRIC_NAMES[3:]
 TABLE_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "mad")
+# how AU-PRO is integrated: PixelMetrics' histogram curve, or published_au_pro
+AuProRule = Literal["histogram", "published"]
 
 # 8-connectivity within an image, as the MVTec AD reference evaluation labels regions
 REGION_STRUCTURE = np.ones((3, 3), dtype=bool)
@@ -221,16 +227,61 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray, **kwargs) -> dict[str, fl
     return acc.compute()
 
 
+def published_au_pro(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 200,
+                     fpr_limit: float = 0.3) -> float:
+    """AU-PRO integrated as the published MuSc code does, on in-memory maps (N, H, W) or (H, W).
+
+    Thresholds are ``np.arange(lo, hi, (hi - lo) / num_thresholds)`` over the maps' range (so the
+    maximum is never one), a pixel counts when its score is strictly above; regions, PRO and FPR as
+    in the module docstring. Only the points with FPR < ``fpr_limit`` are kept, their FPRs are
+    min-max rescaled to [0, 1] and the trapezoid area under PRO over them is the result: the curve
+    is neither cut at the limit nor started at FPR 0, and 200 steps resolve it coarsely. NaN when
+    the kept points span no FPR range (the published code divides by zero there).
+    """
+    maps, masks = _validated(maps, masks)
+    if not masks.any() or masks.all():
+        raise ValueError("AU-PRO needs both anomalous and normal pixels")
+    lo, hi = float(maps.min()), float(maps.max())
+    if hi == lo:
+        return float("nan")
+    thresholds = np.arange(lo, hi, (hi - lo) / num_thresholds)
+    # entry j: pixels above exactly the thresholds 0..j-1 (thresholds ascend)
+    normal = np.zeros(len(thresholds) + 1, dtype=np.int64)
+    region_weight = np.zeros(len(thresholds) + 1, dtype=np.float64)
+    num_regions = 0
+    for score_map, mask in zip(maps, masks):
+        passed = np.searchsorted(thresholds, score_map, side="left")
+        normal += np.bincount(passed[~mask], minlength=len(normal))
+        if mask.any():
+            regions, count = ndimage.label(mask, structure=REGION_STRUCTURE)
+            region_of_pixel = regions[mask]
+            size_of_pixel = np.bincount(region_of_pixel)[region_of_pixel]
+            region_weight += np.bincount(passed[mask], weights=1.0 / size_of_pixel, minlength=len(normal))
+            num_regions += count
+    # threshold k predicts the pixels of entries k+1.. as anomalous
+    fpr = np.cumsum(normal[::-1])[::-1][1:] / normal.sum()
+    pro = np.cumsum(region_weight[::-1])[::-1][1:] / num_regions
+    kept = fpr < fpr_limit
+    x = fpr[kept]
+    if x.size < 2 or x.max() == x.min():
+        return float("nan")
+    return float(auc((x - x.min()) / (x.max() - x.min()), pro[kept]))
+
+
 def category_metrics(
-    image_scores: np.ndarray, image_labels: np.ndarray, maps: np.ndarray, masks: np.ndarray
+    image_scores: np.ndarray, image_labels: np.ndarray, maps: np.ndarray, masks: np.ndarray,
+    au_pro: AuProRule = "histogram",
 ) -> dict[str, float]:
     """The seven metrics of one category, plus "mad", their mean.
 
     A category where no image has an anomalous pixel (e.g. anomalies without masks) has no defined
     pixel metric: they are NaN rather than an error, so the rest of a benchmark still reports, and
     "mad" is then the mean of the image metrics alone. Image metrics still need both classes.
+    ``au_pro`` "published" replaces the histogram AU-PRO with ``published_au_pro``.
     """
     pixel = pixel_metrics(maps, masks) if np.asarray(masks).any() else None
+    if pixel is not None and au_pro == "published":
+        pixel["au_pro"] = published_au_pro(maps, masks)
     return metrics_row(image_metrics(image_scores, image_labels), pixel)
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from .backbone import BackboneConfig
 from .data import DatasetConfig, SyntheticConfig
-from .schema import Section, setting
+from .schema import FieldError, Section, setting
 from .scorers import MuscConfig, PatchEADConfig
 
 
@@ -32,6 +32,15 @@ class EvalConfig(Section):
         default=1,
         ge=1,
     )
+    protocol: Literal["project", "paper"] = setting(
+        "How patch scores become maps, image scores, masks and AU-PRO. 'project': maps upsampled with "
+        "align_corners=False and smoothed (the scorer's gaussian_sigma), image score = max patch score, masks "
+        "resized nearest, AU-PRO over every threshold up to FPR 0.3. 'paper': the published MuSc code's "
+        "choices, to reproduce its tables: align_corners=True, no smoothing (gaussian_sigma is not applied), "
+        "image score = max of the upsampled map, bilinear masks kept where they stay 255 (VisA: above 0), "
+        "AU-PRO over 200 thresholds with FPR < 0.3 rescaled to [0, 1]. MuSc without alignment only.",
+        default="project",
+    )
     seed: int = setting("Seed of the subset split.", default=0)
     output_dir: str = setting("Where the metrics table (txt, csv, json) is written.", default="outputs/eval")
     save_maps: int = setting(
@@ -39,6 +48,13 @@ class EvalConfig(Section):
         default=0,
         ge=0,
     )
+
+    def check(self) -> None:
+        if self.protocol == "paper" and self.scorer != "musc":
+            raise FieldError("protocol", "'paper' reproduces the published MuSc code and needs scorer: musc")
+        if self.protocol == "paper" and self.musc.align:
+            raise FieldError("protocol", "'paper' reproduces the published MuSc code, which has no alignment; "
+                                         "set musc.align: false")
 
     def scorer_settings(self) -> MuscConfig | PatchEADConfig:
         """The settings of the chosen scorer."""

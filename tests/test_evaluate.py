@@ -146,3 +146,18 @@ def test_musc_with_alignment_separates_defects_on_parts_in_differing_poses():
             aurocs[align].append(roc_auc_score(labels, result.image_scores.numpy()))
     plain, aligned = np.mean(aurocs[False]), np.mean(aurocs[True])
     assert aligned > 0.9 and aligned > plain + 0.1, (plain, aligned)
+
+
+def test_stage_times_charge_a_nested_stage_to_itself_only():
+    import time
+
+    from pipeline.engine.timing import StageTimes
+
+    timings = StageTimes()
+    for _ in range(2):
+        with timings.stage("extract"):
+            time.sleep(0.02)
+            with timings.stage("read"):  # extraction waiting for an image being decoded
+                time.sleep(0.05)
+    assert 0.1 <= timings.seconds["read"] < 0.14
+    assert 0.04 <= timings.seconds["extract"] < 0.08

@@ -12,19 +12,26 @@ import torch
 class StageTimes:
     """Seconds per stage, summed over every time a stage runs (e.g. once per subset).
 
-    A stage on a CUDA device waits for its kernels before the clock stops, so the time of
-    asynchronous work is charged to the stage that launched it rather than to the next one.
+    A stage that runs inside another (extraction waiting for an image still being decoded) is
+    charged to the inner stage only, so the stages never add up to more than the wall time. A stage
+    on a CUDA device waits for its kernels before the clock stops, so asynchronous work is charged
+    to the stage that launched it rather than to the next one.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self._inner: list[float] = []  # per open stage: seconds of the stages nested in it
 
     @contextmanager
     def stage(self, name: str, device: torch.device | str | None = None) -> Iterator[None]:
         start = time.perf_counter()
+        self._inner.append(0.0)
         try:
             yield
         finally:
             if device is not None and torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ..reporting.progress import Progress
 from ..settings import EvalConfig, config_from_command_line, config_to_dict
 from .metrics import category_metrics, format_table, mean_row
 from .protocol import PROTOCOLS
+from .read_ahead import READ_THREADS, ReadAhead, Reader
 
 
 @dataclass
@@ -72,7 +74,10 @@ def _progress_lines(label: str) -> Callable[[str, int, int], None]:
 
 
 def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> CategoryResult:
-    """Score one category's test split subset by subset and compute its metrics under ``cfg.protocol``."""
+    """Score one category's test split subset by subset and compute its metrics under ``cfg.protocol``.
+
+    Images and masks are decoded by a thread pool while earlier images are extracted and scored.
+    """
     start = time.perf_counter()
     timings = StageTimes()
     protocol = PROTOCOLS[cfg.protocol]
@@ -88,22 +93,25 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
     maps = np.zeros((n, size, size), dtype=np.float32)
     subsets = split_subsets(n, cfg.divide_num, cfg.seed)
     image_score = protocol.image_score(size, settings.gaussian_sigma)
-    for sid, members in enumerate(subsets):
-        label = f"[{category} {sid + 1}/{len(subsets)}]"
-        with timings.stage("read"):
-            images = np.stack([load_image(samples[i].image_path, size) for i in members])
-        result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
-        subset_ids[members] = sid
-        raw[members] = result.image_scores_raw.double().numpy()
-        final[members] = result.image_scores.double().numpy()
-        with timings.stage("maps"):
-            maps[members] = protocol.maps(result.patch_scores, size, settings.gaussian_sigma).numpy()
+    resampling = protocol.mask_resampling(cfg.dataset.layout)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        reader = Reader(pool, lambda i: load_image(samples[i].image_path, size), subsets, timings)
+        masks: ReadAhead | None = None
+        for sid, members in enumerate(subsets):
+            images = reader.subset(sid)
+            if masks is None:  # queued behind the first subsets' images, decoded while they are scored
+                masks = ReadAhead([pool.submit(load_mask, s, size, resampling=resampling) for s in samples], timings)
+            label = f"[{category} {sid + 1}/{len(subsets)}]"
+            result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
+            subset_ids[members] = sid
+            raw[members] = result.image_scores_raw.double().numpy()
+            final[members] = result.image_scores.double().numpy()
+            with timings.stage("maps"):
+                maps[members] = protocol.maps(result.patch_scores, size, settings.gaussian_sigma).numpy()
+        mask_array = np.stack(list(masks))
     labels = np.array([s.label for s in samples])
-    with timings.stage("read"):
-        resampling = protocol.mask_resampling(cfg.dataset.layout)
-        masks = np.stack([load_mask(s, size, resampling=resampling) for s in samples])
     with timings.stage("metrics"):
-        metrics = category_metrics(final, labels, maps, masks, protocol.au_pro)
+        metrics = category_metrics(final, labels, maps, mask_array, protocol.au_pro)
     return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start,
                           timings.seconds)
 

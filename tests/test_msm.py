@@ -102,6 +102,12 @@ def test_fp16_matmul_rejected_on_cpu():
         mutual_scores(unit(3, 4, 8), matmul_precision="fp16", device="cpu")
 
 
+def test_bf16_matmul_on_cpu_close_to_exact():
+    z = unit(20, 49, 256, seed=5)
+    exact = mutual_scores(z, tile_images=3)
+    assert (mutual_scores(z, tile_images=3, matmul_precision="bf16", device="cpu") - exact).abs().max() < 2e-2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision,tol", [("fp16", 2e-3), ("bf16", 2e-2), ("fp32", 1e-4)])
 def test_gpu_reduced_precision_close_to_exact(precision, tol):

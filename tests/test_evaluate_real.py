@@ -1,8 +1,9 @@
 """MuSc on real images with real ImageNet features (issue: real pretrained features in the tests).
 
 Runs the evaluation command's own path on all 83 MVTec AD bottle test images with the shipped
-mobilenetv2_100 weights, and the same run with a random-init backbone, which must be far lower so
-the test can tell real features from noise. Skipped when ../shared/weights or ../shared/data is absent.
+mobilenetv2_100 weights (under both evaluation protocols), and the same run with a random-init
+backbone, which must be far lower so the test can tell real features from noise. Skipped when
+../shared/weights or ../shared/data is absent.
 """
 
 from pathlib import Path
@@ -22,10 +23,11 @@ def bottle_config(mvtec_root, weights, tmp_path, **overrides) -> EvalConfig:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("divide_num", [1, 2, 3])
+@pytest.mark.parametrize("divide_num, protocol", [(1, "project"), (2, "project"), (3, "project"), (1, "paper")])
 def test_bottle_with_imagenet_mobilenetv2_reaches_published_accuracy(mvtec_root, mobilenet_weights, tmp_path,
-                                                                     divide_num):
-    results = run_evaluation(bottle_config(mvtec_root, mobilenet_weights, tmp_path, divide_num=divide_num))
+                                                                     divide_num, protocol):
+    results = run_evaluation(bottle_config(mvtec_root, mobilenet_weights, tmp_path, divide_num=divide_num,
+                                           protocol=protocol))
     metrics = results["bottle"].metrics
     assert len(results["bottle"].samples) == 83
     assert metrics["image_auroc"] >= 0.97

@@ -69,7 +69,8 @@ def score_features(
     with timings.stage("maps"):
         raw = image_score(patch)
     with timings.stage("rscin"):
-        final = rscin(raw, features.embedding.float().cpu(), cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
+        embedding = features.embedding.float().cpu()
+        final = rscin(raw, embedding, cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
     return BatchScores(patch, raw, final)
 
 

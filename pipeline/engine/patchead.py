@@ -140,7 +140,8 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     for done, query in enumerate(images, start=1):
         with timings.stage("align"):
             aligned = [a.image for a in align_to(list(references), query)]
-        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=extract([rotated_180(r) for r in aligned])))
+        turned = extract([rotated_180(r) for r in aligned])
+        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=turned))
         if progress is not None:
             progress("features", done, len(images))
     scores = torch.cat([p.image_scores for p in parts])

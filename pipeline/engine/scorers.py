@@ -36,7 +36,8 @@ class Scorer:
 
 
 def _musc_on_images(backbone: Backbone, images: Images, cfg: MuscConfig, references: np.ndarray | None,
-                    progress: Progress | None, image_score: ImageScore | None, timings: StageTimes | None) -> BatchScores:
+                    progress: Progress | None, image_score: ImageScore | None,
+                    timings: StageTimes | None) -> BatchScores:
     if references is not None:
         raise ValueError("MuSc scores a batch against itself; known-good references are not supported")
     return musc.score_images(backbone, images, cfg, progress, image_score or image_scores, timings)

@@ -15,9 +15,10 @@ from pipeline.job.extract import shard_table
 from pipeline.job.flagging import FlagRule, rank_in_group
 from pipeline.job.groups import GroupContext, finalise_group
 from pipeline.job.layout import RunLayout, shard_uri
-from pipeline.job.scored import BatchSource, read_scored_batch
-from pipeline.job.shards import Member, read_shard_records
-from pipeline.job.subsets import SubsetPlan, score_subset
+from pipeline.job.scored import read_scored_batch
+from pipeline.job.plan import SubsetPlan
+from pipeline.job.shards import read_shard_records
+from pipeline.job.subsets import score_subset
 from pipeline.settings import MuscConfig
 
 MUSC = MuscConfig(aggregation_degrees=[1, 3], rscin_windows=[1, 2])
@@ -62,7 +63,7 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
     rows, backbone = read_shard_records(shard_uri(features_prefix, 0))
     assert backbone == "test-backbone" and [r["status"] for r in rows] == ["ok"] * 4 + ["decode_error"]
     ctx = context(tmp_path)
-    plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
+    plan = SubsetPlan("line/a", 0, (0,), 5)  # the shard holds the subset: 4 readable images and a corrupt one
     result_uri = ctx.layout.subset("line/a", 0)
     assert "line%2Fa" in result_uri
     summary = score_subset(plan, features_prefix, result_uri, MUSC)
@@ -71,12 +72,12 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
     # the same as the engine on the same (fp16-stored) features, on the raw score scale
     stored = Features([s[:4].half().float() for s in features.stages], features.embedding[:4])
     expected = score_features(stored, MUSC, "cpu", keep_scale=True)
-    result = read_scored_batch(BatchSource(result_uri))
+    result = read_scored_batch(result_uri)
     np.testing.assert_allclose(result.score, expected.image_scores.numpy(), rtol=1e-5)
     np.testing.assert_allclose(result.patch_scores, expected.patch_scores.numpy(), rtol=1e-5)
     assert int(np.argmax(result.score)) == 2  # the planted outlier scores highest
 
-    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)], [BatchSource(result_uri)], ctx)
+    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)], [result_uri], ctx)
     assert group["statuses"] == {"ok": 4, "decode_error": 1} and group["flagged"] == 1
     assert group["metrics"]["image_auroc"] == 1.0 and np.isnan(group["metrics"]["pixel_auroc"])  # no masks
     table = pq.read_table(group["scores_uri"]).to_pylist()
@@ -115,7 +116,7 @@ def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
     features_prefix, _, uris = one_shard
     rows, _ = read_shard_records(shard_uri(features_prefix, 0))
     ctx = context(tmp_path, image_size=16, resize=20)
-    plan = SubsetPlan("line/a", 0, tuple(Member(uris[i], 0, i) for i in range(4)))
+    plan = SubsetPlan("line/a", 0, (0,), 5)  # the shard holds the subset: 4 readable images and a corrupt one
     result_uri = ctx.layout.subset("line/a", 0)
     score_subset(plan, features_prefix, result_uri, MUSC)
     mask = np.zeros((20, 20), np.uint8)
@@ -123,7 +124,7 @@ def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     rows = [{**r, "shard_id": 0, "row": i, "mask_uri": str(tmp_path / "mask.png") if r["label"] else None}
             for i, r in enumerate(rows)]
-    group = finalise_group("line/a", rows, [BatchSource(result_uri)], ctx)
+    group = finalise_group("line/a", rows, [result_uri], ctx)
     assert np.isnan(group["metrics"]["pixel_auroc"])  # the cropped mask has no anomalous pixel left
     row = pq.read_table(group["scores_uri"]).to_pylist()[0]
     photo = np.asarray(Image.open(row["map_uri"]))[:, :16]

@@ -13,6 +13,7 @@ from conftest import CORRUPT_FILES
 
 from pipeline.data.benchmarks import load_mask, read_split
 from pipeline.data.images import load_image
+from pipeline.data.inputs import InputRecord
 from pipeline.engine.backbones import build_backbone
 from pipeline.engine.maps import anomaly_maps
 from pipeline.engine.scorers import score_features
@@ -20,8 +21,7 @@ from pipeline.evaluation.metrics import category_metrics
 from pipeline.job.identity import config_hash
 from pipeline.job.manifest import redact
 from pipeline.job.run import main, run_job
-from pipeline.job.shards import Member
-from pipeline.job.subsets import plan_subsets
+from pipeline.job.plan import plan_run
 from pipeline.settings import ConfigError, JobConfig, config_from_dict
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
@@ -39,18 +39,19 @@ def job_config(**sections) -> JobConfig:
 # ---- planning and run identity (no Ray) ----
 
 def test_subsets_are_seeded_per_group_and_bounded():
-    members = {g: [Member(f"{g}/{i:03d}.png", 0, i) for i in range(n)] for g, n in (("a", 10), ("b", 7), ("c", 1))}
-    plans = plan_subsets(members, max_subset_size=4, seed=0)
-    by_group = {g: [p for p in plans if p.group == g] for g in "abc"}
-    assert [len(p.members) for p in by_group["a"]] == [4, 3, 3] and len(by_group["b"]) == 2
-    assert by_group["c"] == []  # one image: nothing to compare it with
-    for g in "ab":  # every readable image in exactly one subset, URI order inside
-        uris = [m.uri for p in by_group[g] for m in p.members]
-        assert sorted(uris) == [m.uri for m in members[g]]
-        assert all(list(p.members) == sorted(p.members, key=lambda m: m.uri) for p in by_group[g])
-    again = plan_subsets({"a": members["a"]}, max_subset_size=4, seed=0)
-    assert again == by_group["a"]  # adding or removing other groups does not reshuffle a group
-    assert plan_subsets(members, 4, seed=1) != plans
+    records = [InputRecord(f"{g}/{i:03d}.png", g) for g, n in (("a", 10), ("b", 7), ("c", 1)) for i in range(n)]
+    plan = plan_run(records, shard_size=2, max_subset_size=4, seed=0)
+    assert [p.size for p in plan.subsets["a"]] == [4, 3, 3] and len(plan.subsets["b"]) == 2
+    assert plan.subsets["c"] == [] and len(plan.shards_of_group["c"]) == 1  # one image: extracted, not compared
+    shards = {s.shard_id: s for s in plan.shards}
+    for g in "ab":  # every image in exactly one subset, URI order inside
+        members = [[r.uri for s in p.shard_ids for r in shards[s].records] for p in plan.subsets[g]]
+        assert sorted(u for m in members for u in m) == [r.uri for r in records if r.group == g]
+        assert all(m == sorted(m) for m in members)
+    again = plan_run([r for r in records if r.group == "a"], shard_size=2, max_subset_size=4, seed=0)
+    assert [[r.uri for r in s.records] for s in again.shards] == [
+        [r.uri for r in shards[s].records] for s in plan.shards_of_group["a"]]  # other groups reshuffle nothing
+    assert plan_run(records, 2, 4, seed=1).subsets != plan.subsets
 
 
 def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
@@ -274,7 +275,8 @@ def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s
     first = run_job(cfg)
     assert first.exit_code == 0
     counts = first.manifest["counts"]
-    assert counts["subsets"] == 4 and counts["subsets_skipped"] == 0 and counts["shards_skipped"] == 0
+    # planned from the listing: weave's 10 files (3 corrupt) in 3 subsets, disc's 7 in 2; solo none
+    assert counts["subsets"] == 5 and counts["subsets_skipped"] == 0 and counts["shards_skipped"] == 0
     # an interrupted run: one group's results and the success marker never got written
     run = tmp_path / "out" / "runs" / "night-2"
     (run / "_SUCCESS").unlink()
@@ -283,8 +285,8 @@ def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s
     second = run_job(cfg)
     counts = second.manifest["counts"]
     assert second.exit_code == 0
-    assert counts["shards_skipped"] == counts["shards"] == 4 and counts["images_extracted"] == 0
-    assert counts["subsets_skipped"] == 3 and counts["groups_skipped"] == 2  # weave and solo
+    assert counts["shards_skipped"] == counts["shards"] == 6 and counts["images_extracted"] == 0
+    assert counts["subsets_skipped"] == 4 and counts["groups_skipped"] == 2  # weave and solo
     assert counts["rows_written"] == 18
     assert pds.dataset(f"{out}/scores", partitioning="hive").to_table().num_rows == 18
 

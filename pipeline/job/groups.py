@@ -27,8 +27,8 @@ from ..storage import read_bytes, write_bytes
 from .faults import crash_point
 from .flagging import FlagRule, rank_in_group
 from .layout import RunLayout
-from .scored import BatchSource, ScoredBatch, read_scored_batch
-from .scores_table import STATUS_GROUP_TOO_SMALL, STATUS_OK, write_group_scores
+from .scored import ScoredBatch, read_scored_batch
+from .scores_table import STATUS_GROUP_TOO_SMALL, STATUS_OK, STATUS_SUBSET_TOO_SMALL, write_group_scores
 
 MAP_CHUNK = 32  # images upsampled to full-size maps at a time
 
@@ -74,12 +74,12 @@ def _group_metrics(results: list[ScoredBatch], records: dict[str, dict], ctx: Gr
     return metrics_row(image, pixel)
 
 
-def finalise_group(group: str, records: list[dict[str, Any]], sources: list[BatchSource], ctx: GroupContext) -> dict:
+def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str], ctx: GroupContext) -> dict:
     """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs and
-    ``sources`` where its scored batches are."""
+    ``sources`` the objects of its scored batches."""
     start = time.perf_counter()
     by_uri = {r["uri"]: r for r in records}
-    results = [read_scored_batch(s, ctx.storage_options) for s in sources]
+    results = [b for b in (read_scored_batch(s, ctx.storage_options) for s in sources) if b.uris]
     scored_uris = [u for r in results for u in r.uris]
     scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
     rows: dict[str, dict[str, Any]] = {}
@@ -118,9 +118,12 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[Batc
         row = rows.get(record["uri"])
         if row is None:
             status, error = record["status"], record["error"]
-            if status == STATUS_OK:
+            if status == STATUS_OK and readable < 2:
                 status = STATUS_GROUP_TOO_SMALL
                 error = f"group has {readable} readable image(s); MuSc compares images and needs at least 2"
+            elif status == STATUS_OK:
+                status = STATUS_SUBSET_TOO_SMALL
+                error = "the other images of its subset did not decode; MuSc compares images and needs at least 2"
             row = {"status": status, "error": error, "scored_at": now}
         out.append({**row, **common, "uri": record["uri"], "label": record["label"]})
     scores_uri = write_group_scores(ctx.layout.scores(group), out, ctx.storage_options)

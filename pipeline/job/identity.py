@@ -14,12 +14,15 @@ from datetime import datetime, timezone
 from ..settings import JobConfig, identity_view
 from ..storage import exists, read_bytes, write_bytes
 from .layout import RunLayout
+from .plan import PLAN_VERSION
 from .preflight import JobError
 
 
 def config_hash(cfg: JobConfig) -> str:
-    """SHA-256 over every key that affects the results."""
-    return hashlib.sha256(json.dumps(identity_view(cfg), sort_keys=True).encode()).hexdigest()
+    """SHA-256 over every key that affects the results, and the version of the data plan's rules (a
+    run whose shards were cut under other rules must not be resumed)."""
+    view = {**identity_view(cfg), "plan_version": PLAN_VERSION}
+    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()
 
 
 def open_run(cfg: JobConfig, chash: str) -> RunLayout:

@@ -25,7 +25,6 @@ import json
 import logging
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -44,8 +43,8 @@ from .identity import config_hash, open_run
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
-from .scores_table import STATUS_OK
-from .shards import Member, plan_shards, read_shard_records
+from .plan import RunPlan, plan_run
+from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
 
@@ -62,25 +61,11 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _read_shard_index(shards: list[dict], prefix: str, storage_options: dict | None) -> tuple[dict, str]:
-    """Per group, every input's record with its shard position; and the model that wrote the shards."""
-    def read(shard: dict) -> tuple[int, list[dict], str]:
-        rows, backbone = read_shard_records(shard_uri(prefix, shard["shard_id"]), storage_options)
-        return shard["shard_id"], rows, backbone
-
-    by_group: dict[str, list[dict]] = defaultdict(list)
-    backbone = ""
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for shard_id, rows, backbone in pool.map(read, shards):
-            for row_index, row in enumerate(rows):
-                by_group[row["group"]].append({**row, "shard_id": shard_id, "row": row_index})
-    return dict(by_group), backbone
-
-
-def _finalise_group_task(group: str, records: list[dict], sources: list, ctx: GroupContext,
+def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], ctx: GroupContext,
                          *scored: dict) -> dict:
-    """Runs once every scoring task of the group is done (Ray resolves ``scored`` first)."""
-    return finalise_group(group, records, sources, ctx)
+    """Runs once every scoring task of the group is done (Ray resolves ``scored`` first); reads the
+    group's records from its own shards, so the driver never holds them."""
+    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx)
 
 
 def _first_line(err: BaseException) -> str:
@@ -88,35 +73,33 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[-1] if text else ''}"[:300]
 
 
-def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, layout: RunLayout, by_group: dict[str, list[dict]],
-                  ctx: GroupContext, failures: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
+def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layout: RunLayout, ctx: GroupContext,
+                  failures: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
     """The scoring tasks and the group tasks on Ray; returns the summary of every finished group and
     task counts."""
     import ray
 
     so = cfg.storage_options
-    members = {g: [Member(r["uri"], r["shard_id"], r["row"]) for r in rows if r["status"] == STATUS_OK]
-               for g, rows in by_group.items()}
-    tasks = strategy.plan(members)
+    groups = plan.groups
     with ThreadPoolExecutor(max_workers=16) as pool:
-        finished = dict(zip(by_group, pool.map(lambda g: exists(layout.group_summary(g), so), by_group)))
-        todo = [t for g, ts in tasks.items() if not finished[g] for t in ts]
+        finished = dict(zip(groups, pool.map(lambda g: exists(layout.group_summary(g), so), groups)))
+        todo = [t for g in groups if not finished[g] for t in strategy.tasks(plan, g)]
         done = dict(zip(todo, pool.map(strategy.is_done, todo)))
-    planned = sum(len(ts) for ts in tasks.values())
+    planned = sum(len(strategy.tasks(plan, g)) for g in groups)
     counts = {"subsets": planned, "subsets_skipped": planned - len(todo) + sum(done.values()),
-              "groups": len(by_group), "groups_skipped": sum(finished.values())}
+              "groups": len(groups), "groups_skipped": sum(finished.values())}
     group_task = ray.remote(_finalise_group_task).options(num_cpus=1, max_retries=cfg.scoring.max_retries)
     task_refs, group_refs = {}, {}
-    for group in sorted(g for g, is_finished in finished.items() if not is_finished):
+    for group in (g for g in groups if not finished[g]):
         refs = []
-        for task in tasks.get(group, []):
+        for task in strategy.tasks(plan, group):
             if not done[task]:
                 ref = strategy.submit(task)
                 task_refs[ref] = task
                 refs.append(ref)
-        sources = strategy.batch_sources(group, members[group], tasks.get(group, []))
-        group_refs[group_task.remote(group, by_group[group], sources, ctx, *refs)] = group
-    summaries = {g: read_group_summary(layout, g, so) for g, is_finished in finished.items() if is_finished}
+        shard_uris = [shard_uri(strategy.shards_prefix, s) for s in plan.shards_of_group[group]]
+        group_refs[group_task.remote(group, shard_uris, strategy.batch_sources(plan, group), ctx, *refs)] = group
+    summaries = {g: read_group_summary(layout, g, so) for g in groups if finished[g]}
     task_progress = Progress("mutual scoring: subsets", len(task_refs))
     group_progress = Progress("groups finalised", len(group_refs))
     pending = [*task_refs, *group_refs]
@@ -177,18 +160,19 @@ def run_job(cfg: JobConfig) -> JobReport:
     started_ray = _init_ray(cfg.ray_address)
     try:
         t = time.perf_counter()
-        shards = plan_shards(records, cfg.extraction.shard_size)
-        print(f"run {layout.run_id}: {len(records)} images in {len({r.group for r in records})} groups, "
-              f"{len(shards)} shards", file=sys.stderr)
-        first_stage = strategy.run_first_stage(shards)
+        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
+        subsets = sum(len(s) for s in plan.subsets.values())
+        print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
+              f"{len(plan.shards)} shards", file=sys.stderr)
+        first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
         t = time.perf_counter()
-        by_group, backbone = _read_shard_index(shards, strategy.shards_prefix, so)
+        _, backbone = read_shard_records(shard_uri(strategy.shards_prefix, plan.shards[0].shard_id), so)
         ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
                            gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
                            flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
-        summaries, counts = _score_groups(cfg, strategy, layout, by_group, ctx, failures)
+        summaries, counts = _score_groups(cfg, strategy, plan, layout, ctx, failures)
         timings["scoring"] = time.perf_counter() - t
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")

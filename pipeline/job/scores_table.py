@@ -36,6 +36,7 @@ SCORES_SCHEMA = pa.schema([
 STATUS_OK = "ok"
 STATUS_DECODE_ERROR = "decode_error"  # the bytes could not be read or decoded as an image
 STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in the group: nothing to compare
+STATUS_SUBSET_TOO_SMALL = "subset_too_small"  # the rest of its planned subset did not decode
 
 
 def write_group_scores(uri: str, rows: list[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> str:

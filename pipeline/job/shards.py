@@ -1,8 +1,8 @@
 """The generic first stage of the job: input shards through Ray Data, decoded on CPU tasks, then a
 pool of actors that process whole shards.
 
-Inputs are cut into fixed shards of images (sorted by group, then URI, so the plan is the same on a
-re-run). Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
+The shards come from the run's plan (``plan``: inside subsets, URI order, the same on a re-run).
+Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
 size; an unreadable image becomes an error entry, never a crash); the actors (``ShardActor``
 subclasses: feature extraction for the zero-shot scorers, a trained detector otherwise) load their
 model once and write one object per shard, whole, with the shard's record columns. A killed worker
@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import fsspec
@@ -24,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..data.images import load_image
-from ..data.inputs import InputRecord
 from ..settings import ExtractionConfig
 from ..storage import exists, read_bytes
 from .layout import shard_uri
@@ -32,26 +29,6 @@ from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 
 # the shard's per-image columns besides the features
 RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
-
-
-@dataclass(frozen=True)
-class Member:
-    """A readable image of a group and where its features are: row ``row`` of shard ``shard_id``."""
-
-    uri: str
-    shard_id: int
-    row: int
-
-
-def plan_shards(records: Sequence[InputRecord], shard_size: int) -> list[dict[str, Any]]:
-    """Deterministic shards of at most ``shard_size`` images, each a plain dict Ray Data can carry."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    ordered = sorted(records, key=lambda r: (r.group, r.uri))
-    return [
-        {"shard_id": i // shard_size, "records": [asdict(r) for r in ordered[i:i + shard_size]]}
-        for i in range(0, len(ordered), shard_size)
-    ]
 
 
 def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
@@ -82,12 +59,17 @@ def records_table(records: list[dict[str, Any]], errors: list[str], backbone: st
 
 
 def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
-    """The shard's record columns (no features are transferred) and the backbone that wrote it."""
+    """The shard's record columns (no features are transferred) and the model that wrote it."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     with fs.open(path, "rb") as fh:
         parquet = pq.ParquetFile(fh)
         backbone = (parquet.schema_arrow.metadata or {}).get(b"backbone", b"").decode()
         return parquet.read(columns=list(RECORD_COLUMNS)).to_pylist(), backbone
+
+
+def read_records(uris: list[str], storage_options: dict[str, Any] | None = None) -> list[dict]:
+    """The record rows of several shards (a group's), in shard order."""
+    return [row for uri in uris for row in read_shard_records(uri, storage_options)[0]]
 
 
 class ShardActor(ABC):

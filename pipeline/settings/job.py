@@ -83,6 +83,12 @@ class ExtractionConfig(Section):
         default=64,
         ge=1,
     )
+    feature_dtype: Literal["fp16", "int8"] = setting(
+        "How patch tokens are stored in the feature shards: 'int8' per token with one fp16 scale per token "
+        "(half the bytes of 'fp16'; on MVTec bottle and the demo batch AUROC moved by at most 0.01 points and "
+        "image scores kept Spearman 1.0000, README 'Scaling'), or 'fp16'. The image embedding is always fp32.",
+        default="int8",
+    )
     num_actors: int = setting("Feature-extraction actors (one backbone load each).", default=1, ge=1,
                               run_only=True)
     num_gpus_per_actor: float = setting(

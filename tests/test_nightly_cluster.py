@@ -152,7 +152,7 @@ def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
     manifest = json.loads(fs.cat_file(f"{out}/runs/submitted/manifest.json"))
     assert manifest["status"] == "succeeded" and manifest["metrics"] is None  # no labels from a listing
     assert manifest["counts"]["inputs"] == 18 and fs.exists(f"{out}/runs/submitted/_SUCCESS")
-    assert set(manifest["timings_s"]) == {"preflight", "extraction", "extraction_actor_busy", "scoring"}
+    assert set(manifest["timings_s"]) == {"preflight", "plan", "extraction", "extraction_actor_busy", "scoring"}
 
 
 def test_killed_workers_are_retried_without_lost_or_duplicated_rows(ray_cluster, workdir, s3_batch, tmp_path):

@@ -82,6 +82,7 @@ class RunFacts:
     summaries: dict[str, dict]
     counts: dict[str, int]
     timings: dict[str, float]
+    task_seconds: dict[str, float]  # seconds the scoring and group tasks of this run spent in our code
     failures: list[str]
     backbone: str
     scores_meaningful: bool
@@ -114,6 +115,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "images_extracted": extracted,
         },
         "timings_s": timings,
+        "task_seconds": facts.task_seconds,
         "throughput_images_per_s": {  # first stage: feature extraction (zero-shot) or scoring (trained detector)
             first: extracted / timings[first] if extracted and timings.get(first) else None,
             "scoring": scored_now / timings["scoring"] if scored_now and timings.get("scoring") else None,

@@ -74,9 +74,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layout: RunLayout, ctx: GroupContext,
-                  failures: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
-    """The scoring tasks and the group tasks on Ray; returns the summary of every finished group and
-    task counts."""
+                  failures: list[str]) -> tuple[dict[str, dict], dict[str, int], dict[str, float]]:
+    """The scoring tasks and the group tasks on Ray; returns the summary of every finished group, task
+    counts, and the seconds the tasks of this run spent in our code."""
     import ray
 
     so = cfg.storage_options
@@ -105,6 +105,7 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layo
     pending = [*task_refs, *group_refs]
     tasks_done = groups_done = 0
     counts["images_scored"] = 0
+    task_seconds = {"subsets": 0.0, "groups": 0.0}  # time inside our code, for the per-task overhead
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         ref = ready[0]
@@ -118,13 +119,15 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layo
         if ref in task_refs:
             tasks_done += 1
             task_progress.update(tasks_done)
+            task_seconds["subsets"] += value["seconds"] if value is not None else 0.0
         else:
             groups_done += 1
             group_progress.update(groups_done)
             if value is not None:
                 summaries[group_refs[ref]] = value
                 counts["images_scored"] += value["scored"]
-    return summaries, counts
+                task_seconds["groups"] += value["seconds"]
+    return summaries, counts, task_seconds
 
 
 def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | None,
@@ -156,11 +159,14 @@ def run_job(cfg: JobConfig) -> JobReport:
     first_stage: dict[str, Any] = {}
     summaries: dict[str, dict] = {}
     counts: dict[str, int] = {}
+    task_seconds: dict[str, float] = {}
     backbone = ""
     started_ray = _init_ray(cfg.ray_address)
     try:
         t = time.perf_counter()
         plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
+        timings["plan"] = time.perf_counter() - t
+        t = time.perf_counter()
         subsets = sum(len(s) for s in plan.subsets.values())
         print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
               f"{len(plan.shards)} shards", file=sys.stderr)
@@ -172,7 +178,7 @@ def run_job(cfg: JobConfig) -> JobReport:
         ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
                            gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
                            flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
-        summaries, counts = _score_groups(cfg, strategy, plan, layout, ctx, failures)
+        summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures)
         timings["scoring"] = time.perf_counter() - t
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
@@ -183,8 +189,8 @@ def run_job(cfg: JobConfig) -> JobReport:
 
             ray.shutdown()
     metrics = write_metrics(layout, summaries, so) if not failures else None
-    facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, failures, backbone,
-                     strategy.scores_meaningful, started_at, time.perf_counter() - t0)
+    facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
+                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     write_bytes(layout.manifest, json.dumps(manifest, indent=2, allow_nan=True).encode(), so)
     if failures:

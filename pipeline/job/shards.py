@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -108,7 +109,9 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
     import ray
 
     ex = extraction
-    todo = [s for s in shards if not exists(shard_uri(done_prefix, s["shard_id"]), storage_options)]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one request each on object storage
+        done = list(pool.map(lambda s: exists(shard_uri(done_prefix, s["shard_id"]), storage_options), shards))
+    todo = [s for s, is_done in zip(shards, done) if not is_done]
     # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
                "actor_seconds": 0.0}

@@ -16,7 +16,14 @@ import pytest
 
 from pipeline.job.identity import config_hash
 from pipeline.job.layout import RunLayout
-from pipeline.settings import JobConfig, PatchEADConfig, SOWAConfig, config_from_dict, config_to_dict, load_config
+from pipeline.settings import (
+    JobConfig,
+    PatchEADConfig,
+    SOWAConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipeline"

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.benchmarks import LAYOUTS, Sample, list_categories, load_mask, read_split
+from pipeline.data.benchmarks import (
+    LAYOUTS,
+    Sample,
+    list_categories,
+    load_mask,
+    read_split,
+)
 from pipeline.data.images import load_image
 from pipeline.data.synthetic import generate_dataset
 

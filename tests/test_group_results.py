@@ -15,8 +15,8 @@ from pipeline.job.extract import shard_table
 from pipeline.job.flagging import FlagRule, rank_in_group
 from pipeline.job.groups import GroupContext, finalise_group
 from pipeline.job.layout import RunLayout, shard_uri
-from pipeline.job.scored import read_scored_batch
 from pipeline.job.plan import SubsetPlan
+from pipeline.job.scored import read_scored_batch
 from pipeline.job.shards import read_shard_records
 from pipeline.job.subsets import score_subset
 from pipeline.settings import MuscConfig
@@ -90,7 +90,7 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
         assert row["is_anomaly"] == (i == 2) and row["flag_policy"] == "top_fraction=0.25"
         assert row["subset_size"] == 4 and row["backbone"] == "test-backbone" and row["run_id"] == "r1"
         png = Image.open(row["map_uri"])
-        assert png.size == (32, 16)  # the photo and the map over it, side by side
+        assert png.size[0] > 2 * 320 and png.size[1] > 320  # photo and map side by side, drawn readably
     error_row = by_uri[uris[4]]
     assert error_row["status"] == "decode_error" and "cannot identify" in error_row["error"]
     assert error_row["score"] is None and error_row["map_uri"] is None
@@ -111,8 +111,18 @@ def test_groups_with_one_readable_image_or_none_get_rows_and_a_status(tmp_path):
     assert broken["statuses"] == {"decode_error": 1} and broken["scored"] == 0
 
 
-def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
+def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard, monkeypatch):
     """A detector that saw resize-then-crop inputs (Dinomaly) gets maps over the same crop."""
+    from pipeline.job import groups
+
+    drawn = {}
+    real_render = groups.HeatmapRenderer.render
+
+    def recording_render(self, image, anomaly_map, caption, mask=None):
+        drawn[caption.name] = (image, mask)
+        return real_render(self, image, anomaly_map, caption, mask)
+
+    monkeypatch.setattr(groups.HeatmapRenderer, "render", recording_render)
     features_prefix, _, uris = one_shard
     rows, _ = read_shard_records(shard_uri(features_prefix, 0))
     ctx = context(tmp_path, image_size=16, resize=20)
@@ -126,7 +136,10 @@ def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard):
             for i, r in enumerate(rows)]
     group = finalise_group("line/a", rows, [result_uri], ctx)
     assert np.isnan(group["metrics"]["pixel_auroc"])  # the cropped mask has no anomalous pixel left
-    row = pq.read_table(group["scores_uri"]).to_pylist()[0]
-    photo = np.asarray(Image.open(row["map_uri"]))[:, :16]
-    source = np.asarray(Image.open(row["uri"]).convert("RGB").resize((20, 20), Image.Resampling.BICUBIC))
-    assert np.array_equal(photo, source[2:18, 2:18])
+    for row in pq.read_table(group["scores_uri"]).to_pylist():
+        if row["map_uri"] is None:
+            continue
+        photo, outline = drawn[row["uri"].rsplit("/", 1)[-1]]
+        source = np.asarray(Image.open(row["uri"]).convert("RGB").resize((20, 20), Image.Resampling.BICUBIC))
+        assert np.array_equal(photo, source[2:18, 2:18])
+        assert outline is None or not outline.any()  # the cropped-away anomaly is not outlined either

@@ -5,7 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.data.inputs import DEFAULT_GROUP, GroupTemplate, InputError, list_images, read_manifest
+from pipeline.data.inputs import (
+    DEFAULT_GROUP,
+    GroupTemplate,
+    InputError,
+    list_images,
+    read_manifest,
+)
 
 
 def make_tree(root):

@@ -20,8 +20,8 @@ from pipeline.engine.scorers import score_features
 from pipeline.evaluation.metrics import category_metrics
 from pipeline.job.identity import config_hash
 from pipeline.job.manifest import redact
-from pipeline.job.run import main, run_job
 from pipeline.job.plan import plan_run
+from pipeline.job.run import main, run_job
 from pipeline.settings import ConfigError, JobConfig, config_from_dict
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
@@ -193,6 +193,11 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     assert fs.exists(f"{out}/metrics/run_date={manifest['run_date']}/part-night-1.parquet")
     summary = capsys.readouterr()
     assert "mutual scoring" in summary.err  # progress output
+    report = fs.cat_file(manifest["outputs"]["report"]).decode()  # one page, images inside, every group
+    assert manifest["outputs"]["report"] == f"{run}/report.html"
+    assert all(f"Group {g}" in report for g in ("weave", "disc", "solo")) and "decode_error" in report
+    assert report.count("data:image/png;base64,") == 2 and report.count("data:image/jpeg;base64,") == 4
+    assert "random: these scores show that the pipeline works" in report and "image_auroc" in report
 
     again = run_job(cfg)  # a finished run is not redone
     assert again.exit_code == 0 and again.manifest["finished_at"] == manifest["finished_at"]

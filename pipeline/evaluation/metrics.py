@@ -28,7 +28,11 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 METRIC_NAMES: tuple[str, ...] = (
     "image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro",

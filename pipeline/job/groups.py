@@ -14,21 +14,28 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..data.images import load_image, read_mask, resize_mask
 from ..engine.maps import anomaly_maps
 from ..evaluation.metrics import PixelMetrics, image_metrics, metrics_row
-from ..reporting.heatmaps import overlay_png
+from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..storage import read_bytes, write_bytes
 from .faults import crash_point
 from .flagging import FlagRule, rank_in_group
 from .layout import RunLayout
 from .scored import ScoredBatch, read_scored_batch
-from .scores_table import STATUS_GROUP_TOO_SMALL, STATUS_OK, STATUS_SUBSET_TOO_SMALL, write_group_scores
+from .scores_table import (
+    STATUS_GROUP_TOO_SMALL,
+    STATUS_OK,
+    STATUS_SUBSET_TOO_SMALL,
+    write_group_scores,
+)
 
 MAP_CHUNK = 32  # images upsampled to full-size maps at a time
 
@@ -45,6 +52,7 @@ class GroupContext:
     heatmaps: str  # flagged | all | none
     flag: FlagRule
     storage_options: dict[str, Any] | None = None
+    heatmaps_at: str = "model"  # model | full: drawn at the model's input size or the photo's own
     resize: int | None = None  # images were resized to this, then centre-cropped to image_size (Dinomaly)
 
 
@@ -74,6 +82,27 @@ def _group_metrics(results: list[ScoredBatch], records: dict[str, dict], ctx: Gr
     return metrics_row(image, pixel)
 
 
+def draw_heatmap(uri: str, mask_uri: str | None, patch_scores: np.ndarray, caption: Caption, ctx: GroupContext,
+                 renderers: dict[tuple[int, int], HeatmapRenderer], scale: tuple[float, float]) -> bytes:
+    """One image's heat map at the model's input size, or at the photo's own size with
+    ``heatmaps_at: full`` (the map upsampled and smoothed to match; not for centre-cropped inputs)."""
+    full = ctx.heatmaps_at == "full" and ctx.resize is None
+    data = io.BytesIO(read_bytes(uri, ctx.storage_options))
+    image = load_image(data) if full else load_image(data, ctx.image_size, ctx.resize)
+    height, width = image.shape[:2]
+    sigma = ctx.gaussian_sigma * (height / ctx.image_size if full else 1.0)
+    heat = anomaly_maps(torch.from_numpy(patch_scores[None]), (height, width), sigma)[0].numpy()
+    mask = None
+    if mask_uri:
+        raw = read_mask(io.BytesIO(read_bytes(mask_uri, ctx.storage_options)))
+        mask = (resize_mask(raw, ctx.image_size, ctx.resize) if not full
+                else raw if raw.shape == (height, width)
+                else np.asarray(Image.fromarray(raw).resize((width, height), Image.Resampling.NEAREST)))
+    if (height, width) not in renderers:
+        renderers[(height, width)] = HeatmapRenderer(height, width, *scale)
+    return renderers[(height, width)].render(image, heat, caption, mask)
+
+
 def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str], ctx: GroupContext) -> dict:
     """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs and
     ``sources`` the objects of its scored batches."""
@@ -93,15 +122,18 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         # maps are convex combinations of patch scores, so this range holds every map pixel
         vmin, vmax = float(patches.min()), float(patches.max())
         metrics = _group_metrics(results, by_uri, ctx, (vmin, vmax if vmax > vmin else vmin + 1.0))
+        renderers: dict[tuple[int, int], HeatmapRenderer] = {}  # one per image size: the group's scale
         i = 0
         for r in results:
             for j, uri in enumerate(r.uris):
                 map_uri = None
                 if ctx.heatmaps == "all" or (ctx.heatmaps == "flagged" and flags[i]):
-                    image = load_image(io.BytesIO(read_bytes(uri, ctx.storage_options)), ctx.image_size, ctx.resize)
-                    heat = anomaly_maps(torch.from_numpy(r.patch_scores[j:j + 1]), ctx.image_size, ctx.gaussian_sigma)
+                    caption = Caption.flagged(group, PurePosixPath(uri).name, float(scores[i]), int(ranks[i]),
+                                              len(scores), bool(flags[i]), ctx.flag.label)
                     map_uri = ctx.layout.heatmap(group, uri)
-                    write_bytes(map_uri, overlay_png(image, heat[0].numpy(), vmin, vmax), ctx.storage_options)
+                    png = draw_heatmap(uri, by_uri[uri]["mask_uri"], r.patch_scores[j], caption, ctx, renderers,
+                                       (vmin, vmax))
+                    write_bytes(map_uri, png, ctx.storage_options)
                 rows[uri] = {
                     "subset_id": r.subset_id, "subset_size": len(r.uris) if r.subset_id is not None else None,
                     "score_raw": float(r.score_raw[j]),
@@ -134,6 +166,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         "group": group, "inputs": len(out), "scored": len(scored_uris), "statuses": statuses,
         "flagged": int(sum(1 for row in out if row.get("is_anomaly"))), "subsets": len(results),
         "metrics": metrics, "scores_uri": scores_uri, "seconds": time.perf_counter() - start,
+        "score_range": [vmin, vmax] if results else None,  # the heat maps' colour scale
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

@@ -10,7 +10,7 @@ Under ``output.prefix``::
     runs/<run_id>/subsets/<g>/subset-00000.parquet                 zero-shot: scores of one subset
     runs/<run_id>/detections/shard-00000.parquet                   trained detector: records and scores per shard
     runs/<run_id>/groups/<g>.json                                  a finished group's summary (its done marker)
-    runs/<run_id>/metrics.txt, manifest.json, _SUCCESS             written last, in that order
+    runs/<run_id>/metrics.txt, report.html, manifest.json, _SUCCESS   written last, in that order
 
 Group names and dates are URI-encoded into one path segment (``/`` becomes ``%2F``), which
 pyarrow's and DuckDB's Hive partitioning decode.
@@ -64,6 +64,10 @@ class RunLayout:
     @property
     def success(self) -> str:
         return join_uri(self.run_prefix, "_SUCCESS")
+
+    @property
+    def report(self) -> str:
+        return join_uri(self.run_prefix, "report.html")
 
     @property
     def metrics_text(self) -> str:

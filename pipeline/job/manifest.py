@@ -124,6 +124,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "scores": layout.scores_root,
             "heatmaps": layout.heatmaps_root if cfg.output.heatmaps != "none" else None,
             "metrics": metrics["uri"] if metrics else None,
+            "report": layout.report,
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,

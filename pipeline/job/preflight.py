@@ -11,7 +11,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..data.demo import ensure_dataset
-from ..data.inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
+from ..data.inputs import (
+    InputError,
+    InputRecord,
+    list_images,
+    read_manifest,
+    records_from_dataset,
+    write_manifest,
+)
 from ..detectors.checkpoint import META_NAME, read_checkpoint_config
 from ..engine.weights import WeightsError, check_weights_setting
 from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig

@@ -34,7 +34,13 @@ import fsspec
 from ..data.inputs import InputError
 from ..engine.weights import WeightsError
 from ..reporting.progress import Progress
-from ..settings import ZERO_SHOT_DETECTORS, ConfigError, DetectorConfig, JobConfig, config_from_command_line
+from ..settings import (
+    ZERO_SHOT_DETECTORS,
+    ConfigError,
+    DetectorConfig,
+    JobConfig,
+    config_from_command_line,
+)
 from ..storage import StorageError, exists, read_bytes, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
@@ -42,8 +48,9 @@ from .groups import GroupContext, finalise_group, read_group_summary
 from .identity import config_hash, open_run
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
-from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
 from .plan import RunPlan, plan_run
+from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
+from .report import write_run_report
 from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
@@ -176,7 +183,7 @@ def run_job(cfg: JobConfig) -> JobReport:
         t = time.perf_counter()
         _, backbone = read_shard_records(shard_uri(strategy.shards_prefix, plan.shards[0].shard_id), so)
         ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
-                           gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
+                           gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps, heatmaps_at=cfg.output.heatmaps_at,
                            flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
         summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures)
         timings["scoring"] = time.perf_counter() - t
@@ -192,6 +199,11 @@ def run_job(cfg: JobConfig) -> JobReport:
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
+    try:
+        write_run_report(manifest, summaries, layout, so)
+    except Exception as err:  # noqa: BLE001 - the report is derived from the outputs; it never fails a run
+        log.warning("report not written: %s", _first_line(err))
+        manifest["outputs"]["report"] = None
     write_bytes(layout.manifest, json.dumps(manifest, indent=2, allow_nan=True).encode(), so)
     if failures:
         return JobReport(1, manifest)

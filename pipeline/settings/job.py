@@ -61,6 +61,12 @@ class OutputConfig(Section):
         default="flagged",
         run_only=True,
     )
+    heatmaps_at: Literal["model", "full"] = setting(
+        "Heat-map resolution: 'model' (the model's input size, small and fast) or 'full' (the photo's own "
+        "size, the map upsampled to it; for centre-cropped inputs (Dinomaly) maps stay at the model's size).",
+        default="model",
+        run_only=True,
+    )
     keep_features: bool = setting(
         "Keep the feature shards (runs/<run_id>/features/, or detections/ for a trained detector) after a "
         "successful run. They are large (ViT-L-14-336 at 518 px: 5.6 MB per image in int8, 11.2 MB in fp16), "

@@ -31,7 +31,12 @@ from ..data.demo import ensure_dataset
 from ..data.images import load_images
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from ..detectors.registry import build_detector
-from ..detectors.training import LabelledSplit, load_references, load_split, train_detector
+from ..detectors.training import (
+    LabelledSplit,
+    load_references,
+    load_split,
+    train_detector,
+)
 from ..job.faults import crash_point
 from ..settings import (
     ConfigError,

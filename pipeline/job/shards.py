@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..data.images import load_image
 from ..settings import ExtractionConfig
+from ..reporting.progress import Progress
 from ..storage import exists, read_bytes
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
@@ -100,6 +101,20 @@ class ShardActor(ABC):
         return {k: np.asarray(v) for k, v in summaries.items()}
 
 
+def _quiet_ray_data() -> None:
+    """One progress line per stage from us instead of Ray Data's multi-line block every 10 s (half of a
+    demo run's output); Ray Data's warnings and errors still show."""
+    import logging
+
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
+
+
 def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwargs: dict[str, Any],
                      actor_cls: type, actor_kwargs: dict[str, Any], extraction: ExtractionConfig,
                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,6 +133,8 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
     if not todo:
         return summary
     start = time.perf_counter()
+    _quiet_ray_data()
+    progress = Progress("first stage: shards", len(todo))
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
     ds = ds.map(decode_shard, fn_kwargs={**decode_kwargs, "storage_options": storage_options},
                 num_cpus=ex.num_cpus_per_decode_task)
@@ -129,7 +146,8 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
         num_cpus=ex.num_cpus_per_actor,
         num_gpus=ex.num_gpus_per_actor,
     )
-    for row in ds.iter_rows():
+    for done_now, row in enumerate(ds.iter_rows(), start=1):
+        progress.update(done_now)
         summary["images"] += int(row["images"])
         summary["failed"] += int(row["failed"])
         summary["actor_seconds"] += float(row["seconds"])

@@ -66,6 +66,26 @@ def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
     assert shown["storage_options"]["client_kwargs"]["aws_session_token"] == "<redacted>"
 
 
+def test_manifest_config_keeps_only_harmless_storage_options():
+    """Secrets whose names no pattern guesses (connection_string, passwd, headers.Authorization) never
+    reach manifest.json: storage options are redacted by allow-list, nested mappings included."""
+    secrets = ["DefaultEndpointsProtocol=https;AccountKey=abc", "hunter2", "Bearer eyJhbGciOi", "AKIA123", "s3cr3t"]
+    cfg = job_config(inputs={"uris": ["https://reader:s3cr3t@images.example.com/night/"]}, storage_options={
+        "connection_string": secrets[0], "passwd": secrets[1], "headers": {"Authorization": secrets[2]},
+        "client_kwargs": {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1",
+                          "aws_access_key_id": secrets[3]},
+        "anon": False})
+    from pipeline.settings import config_to_dict
+
+    shown = redact(config_to_dict(cfg))
+    text = json.dumps(shown)
+    assert not [s for s in secrets if s in text]
+    options = shown["storage_options"]
+    assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000" and options["anon"] is False
+    assert options["client_kwargs"]["region_name"] == "eu-west-1" and options["headers"]["Authorization"] == "<redacted>"
+    assert shown["inputs"]["uris"] == ["https://<redacted>@images.example.com/night/"]
+
+
 @pytest.mark.parametrize("override, key", [
     ("bogus=1", "bogus"),
     ("scoring.max_subset_size=abc", "scoring.max_subset_size"),

@@ -22,7 +22,17 @@ from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
 from .scores_table import STATUS_OK
 
-_SECRET_KEY = re.compile(r"key|secret|token|password|credential|session", re.IGNORECASE)
+REDACTED = "<redacted>"
+# storage_options keys that say where and how storage is reached, never who is asking: the manifest
+# keeps them. Every other value under storage_options is redacted, whatever its name (guessing secret
+# names missed connection_string, passwd and headers.Authorization).
+HARMLESS_STORAGE_KEYS = frozenset({
+    "endpoint_url", "region_name", "region", "client_kwargs", "config_kwargs", "s3", "addressing_style",
+    "signature_version", "retries", "max_attempts", "connect_timeout", "read_timeout", "use_ssl", "verify",
+    "anon", "requester_pays", "version_aware", "default_block_size", "default_cache_type", "max_concurrency",
+    "use_listings_cache", "listings_expiry_time", "skip_instance_cache",
+})
+_URI_USER = re.compile(r"(?<=://)[^/@\s]+@")  # scheme://user:secret@host
 VERSIONED_PACKAGES = ("musc-pipeline", "torch", "ray", "open_clip_torch", "timm", "numpy", "pyarrow", "s3fs")
 
 
@@ -39,12 +49,22 @@ class JobReport:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """The value with anything under a secret-looking key replaced, for manifests and logs."""
+    """A config (as plain data) fit for manifests and logs: every ``storage_options`` mapping keeps only
+    harmless keys (nested mappings included) and URIs lose their ``user:secret@`` part."""
+    if key == "storage_options" and isinstance(value, dict):
+        return _harmless_only(value)
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    return "<redacted>" if _SECRET_KEY.search(key) and value is not None else value
+    return _URI_USER.sub(f"{REDACTED}@", value) if isinstance(value, str) else value
+
+
+def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:
+    """Storage options with every value not under an allow-listed key redacted; mappings are walked
+    so that their keys stay visible."""
+    return {k: _harmless_only(v) if isinstance(v, dict)
+            else v if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
 
 
 def versions() -> dict[str, str]:

@@ -105,6 +105,22 @@ def test_bad_config_is_one_line_naming_the_key_before_any_work(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("text, words", [
+    ("inputs: !!python/object/apply:os.system ['touch {marker}']\n", "could not determine a constructor"),
+    ("inputs: {{uris: [{marker}\n", "line 2"),
+    ("output: {{prefix: x}}\nrun_id: [\n", "not valid YAML"),
+])
+def test_unsafe_or_broken_yaml_is_one_line_and_runs_nothing(tmp_path, capsys, text, words):
+    conf = tmp_path / "job.yaml"
+    conf.write_text(text.format(marker=tmp_path / "executed"))
+    assert main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(conf) in err and words in err, err
+    assert not (tmp_path / "executed").exists()
+    assert main(["--config", str(conf), "run_id=[oops"]) == 2  # an override value is parsed the same way
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_date_values_from_yaml_are_accepted(tmp_path):
     cfg = config_from_dict(JobConfig, {"inputs": {"manifest": "m.csv"}, "run_date": __import__("datetime").date(2026, 11, 22)})
     assert cfg.run_date == "2026-11-22"

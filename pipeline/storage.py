@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+READ_ATTEMPTS = 4  # tries of a read that fails transiently
+RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
 
 
 class StorageError(RuntimeError):
@@ -62,9 +67,29 @@ def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
     return fs.exists(path)
 
 
+def is_transient(err: BaseException) -> bool:
+    """A storage failure that may pass when tried again (network, timeouts, throttling); a missing
+    object, denied access or missing credentials will not."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, OSError):  # ConnectionError and TimeoutError included
+        return True
+    names = " ".join(cls.__name__ for cls in type(err).__mro__)  # botocore, aiohttp: not imported here
+    return any(word in names for word in ("Connection", "Timeout", "Throttl", "Unavailable", "Disconnect"))
+
+
 def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The whole object. Transient failures are retried (READ_ATTEMPTS, backing off from
+    RETRY_DELAY_S) and then raised, like every other failure: callers never mistake them for data."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return fs.cat_file(path)
+    for attempt in range(READ_ATTEMPTS - 1):
+        try:
+            return fs.cat_file(path)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+        time.sleep(RETRY_DELAY_S * 2**attempt)
+    return fs.cat_file(path)  # the last try: whatever fails now is raised
 
 
 def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:

@@ -34,8 +34,10 @@ SCORES_SCHEMA = pa.schema([
 ])
 # row statuses: scored, or why not
 STATUS_OK = "ok"
-STATUS_DECODE_ERROR = "decode_error"  # the bytes could not be read or decoded as an image
+STATUS_DECODE_ERROR = "decode_error"  # the image is missing or its bytes could not be decoded as an image
 STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in the group: nothing to compare
+STATUS_HEATMAP_ERROR = "heatmap_error"  # scored and ranked, but the image was unreadable when its heat map was drawn
+SCORED_STATUSES = (STATUS_OK, STATUS_HEATMAP_ERROR)  # rows that carry a score
 
 
 def write_group_scores(uri: str, rows: list[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> str:

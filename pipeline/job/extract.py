@@ -70,7 +70,7 @@ class ShardFeatureExtractor(ShardActor):
                  storage_options: dict[str, Any] | None = None, num_threads: int = 1) -> None:
         torch.set_num_threads(num_threads)
         torch.manual_seed(0)  # a random-init backbone is the same in every actor
-        self.backbone: Backbone = build_backbone(backbone_cfg)
+        self.backbone: Backbone = build_backbone(backbone_cfg, storage_options)
         self.features_prefix = features_prefix
         self.storage_options = storage_options
 

@@ -1,8 +1,9 @@
 """Everything the job checks before it starts work: any problem is one line and exit code 2.
 
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
-reason when it cannot be used), the inputs are listed, the weights or the detector checkpoint are
-found, and SOWA's references are listed per group. Demo data is generated first when asked for.
+reason when it cannot be used), the inputs are listed, the weights (a trained detector's encoder
+weights too) are opened far enough to know they are whole, and SOWA's references are listed per
+group. Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 from ..data.demo import ensure_dataset
 from ..data.inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
-from ..detectors.checkpoint import META_NAME, read_checkpoint_config
-from ..engine.weights import WeightsError, check_weights_setting
-from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
+from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
+from ..engine.weights import WeightsError, check_weights_file, check_weights_setting
+from ..settings import ZERO_SHOT_DETECTORS, BackboneConfig, DetectorConfig, JobConfig
 from ..storage import check_bucket, exists, is_remote, join_uri
 
 
@@ -53,25 +54,38 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
     """Everything that can be checked before work starts; returns the inputs and, for a trained
     detector, its checkpoint's config. Raises one-line errors."""
     records = list_inputs(cfg)
-    if cfg.detector not in ZERO_SHOT_DETECTORS:
-        return records, trained_detector_config(cfg)
-    check_weights_setting(cfg.backbone)
-    if cfg.backbone.weights is not None:
-        check_bucket(cfg.backbone.weights, cfg.storage_options, "backbone.weights")
-        if not exists(cfg.backbone.weights, cfg.storage_options):
-            raise WeightsError(f"backbone.weights {cfg.backbone.weights}: no such file or object")
-    return records, None
+    if cfg.detector in ZERO_SHOT_DETECTORS:
+        check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
+        detector_cfg = None
+    else:
+        detector_cfg = trained_detector_config(cfg)
+    return records, detector_cfg
+
+
+def check_weights(backbone: BackboneConfig, role: str, storage_options: dict | None = None) -> None:
+    """Weights or an explicit random init; weights must be reachable and whole."""
+    check_weights_setting(backbone)
+    if backbone.weights is not None:
+        check_bucket(backbone.weights, storage_options, role)
+        check_weights_file(backbone.weights, role, storage_options)
 
 
 def trained_detector_config(cfg: JobConfig) -> DetectorConfig:
-    """The checkpoint's detector config, checked against the job's ``detector``."""
+    """The checkpoint's detector config, checked against the job's ``detector``, with its trained
+    weights and its encoder's weights checked as ``check_weights`` does."""
     uri = cfg.detector_checkpoint or ""
-    check_bucket(uri, cfg.storage_options, "detector_checkpoint")
-    if not exists(join_uri(uri, META_NAME), cfg.storage_options):
+    so = cfg.storage_options
+    check_bucket(uri, so, "detector_checkpoint")
+    if not exists(join_uri(uri, META_NAME), so):
         raise WeightsError(f"detector_checkpoint {uri}: no {META_NAME} there (not a detector checkpoint)")
-    detector_cfg, _ = read_checkpoint_config(uri, cfg.storage_options)
+    detector_cfg, _ = read_checkpoint_config(uri, so)
     if detector_cfg.kind != cfg.detector:
         raise JobError(f"detector is '{cfg.detector}' but detector_checkpoint {uri} holds a '{detector_cfg.kind}'")
+    check_weights_file(join_uri(uri, WEIGHTS_NAME), "detector_checkpoint", so)
+    try:
+        check_weights(detector_cfg.chosen().encoder, "encoder weights", so)
+    except WeightsError as err:
+        raise WeightsError(f"detector_checkpoint {uri}: {err}") from None
     return detector_cfg
 
 

@@ -1,0 +1,87 @@
+"""Mistakes the job refuses before any work, in one line with exit code 2, leaving nothing behind:
+weights that are missing or truncated (a trained detector's encoder's too)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.data.synthetic import generate_dataset
+from pipeline.job.run import main
+from pipeline.settings import config_from_dict
+
+BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2]}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder of a few images in two groups (tmp/in/<group>/*.png)."""
+    generate_dataset(str(tmp_path / "gen"), categories=["weave"], n_train=0, n_test_good=4, n_test_defect=0,
+                     image_size=64)
+    for group in ("a", "b"):
+        (tmp_path / "in" / group).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "in" / group / f"{i}.png").write_bytes(
+                (tmp_path / "gen" / "weave" / "test" / "good" / f"00{i}.png").read_bytes())
+    return tmp_path / "in"
+
+
+def refused(tmp_path, capsys, *overrides: str) -> str:
+    """Run the job's command line; assert exit 2 with one line on stderr and return that line."""
+    conf = tmp_path / "job.yaml"
+    conf.write_text(json.dumps({"backbone": BACKBONE}))
+    assert main(["--config", str(conf), *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _weights(tmp_path, name: str = "resnet18.safetensors"):
+    from pipeline.engine.backbones import build_backbone
+    from pipeline.settings import BackboneConfig
+
+    torch.manual_seed(0)
+    model = build_backbone(BackboneConfig(**BACKBONE)).model
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_truncated_weights_are_refused_in_preflight(inputs, tmp_path, capsys, fmt):
+    """preflight only looked for the file: a truncated one failed after Ray started, in 306 log lines."""
+    path = _weights(tmp_path)
+    if fmt == "bin":
+        from safetensors.torch import load_file
+
+        torch.save(load_file(str(path)), tmp_path / "resnet18.bin")
+        path = tmp_path / "resnet18.bin"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    weights = f"backbone={json.dumps({**BACKBONE, 'random_init': False, 'weights': str(path)})}"
+    err = refused(tmp_path, capsys, f"inputs.uris=[{inputs}]", f"output.prefix={tmp_path}/out", weights)
+    assert f"backbone.weights {path}: " in err and ("truncated" in err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_trained_detectors_encoder_weights_are_checked_in_preflight(inputs, tmp_path, capsys):
+    from pipeline.detectors.checkpoint import META_NAME, save_checkpoint
+    from pipeline.detectors.registry import build_detector
+    from pipeline.settings import DetectorConfig
+
+    det_cfg = config_from_dict(DetectorConfig, {"kind": "vitad", "vitad": {"encoder": {
+        "name": "vit_tiny_patch16_224", "image_size": 64, "random_init": True}}})
+    checkpoint = tmp_path / "vitad"
+    save_checkpoint(build_detector(det_cfg), det_cfg, str(checkpoint))
+    meta = json.loads((checkpoint / META_NAME).read_text())  # as trained on weights that are gone now
+    meta["config"]["vitad"]["encoder"].update(random_init=False, weights=str(tmp_path / "gone.safetensors"))
+    (checkpoint / META_NAME).write_text(json.dumps(meta))
+    common = [f"inputs.uris=[{inputs}]", f"output.prefix={tmp_path}/out", "detector=vitad",
+              f"detector_checkpoint={checkpoint}"]
+    err = refused(tmp_path, capsys, *common)
+    assert f"detector_checkpoint {checkpoint}: encoder weights {tmp_path}/gone.safetensors: no such file" in err
+    (checkpoint / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:100])
+    err = refused(tmp_path, capsys, *common)
+    assert f"detector_checkpoint {checkpoint}/model.safetensors: truncated" in err
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,8 @@
 """Mistakes the job refuses before any work, in one line with exit code 2, leaving nothing behind:
-weights that are missing or truncated (a trained detector's encoder's too)."""
+a Ray address that does not answer, and weights that are missing or truncated (a trained detector's encoder's too)."""
 
 import json
+import socket
 
 import pytest
 import torch
@@ -35,6 +36,16 @@ def refused(tmp_path, capsys, *overrides: str) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     return err
+
+
+def test_an_unreachable_ray_address_is_one_line_and_writes_no_run_record(inputs, tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    out = tmp_path / "out"
+    err = refused(tmp_path, capsys, f"inputs.uris=[{inputs}]", f"output.prefix={out}", f"ray_address=127.0.0.1:{port}")
+    assert f"ray_address 127.0.0.1:{port}: nothing answers there" in err
+    assert not out.exists()  # run.json is written only once Ray is reachable
 
 
 def _weights(tmp_path, name: str = "resnet18.safetensors"):

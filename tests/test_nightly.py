@@ -383,3 +383,44 @@ def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tm
                        detector_checkpoint=checkpoint)
     with pytest.raises(JobError, match=f"holds a '{kind}'"):
         run_job(wrong)
+
+
+def copy_images(tmp_path, targets: list[str]) -> None:
+    """Generated images copied to the given paths under tmp/in (one source image per target)."""
+    from pipeline.data.synthetic import generate_dataset
+
+    generate_dataset(str(tmp_path / "gen"), categories=["weave"], n_train=0, n_test_good=len(targets) - 2,
+                     n_test_defect=2, image_size=64)
+    sources = sorted((tmp_path / "gen" / "weave" / "test").rglob("*.png"))
+    for source, target in zip(sources, targets):
+        (tmp_path / "in" / target).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / target).write_bytes(source.read_bytes())
+
+
+def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_assumed(ray_local, tmp_path):
+    """A killed run re-run after an image was added lost one row and duplicated another ("65 in, 65 scored,
+    65 rows written"): shards are positions in the input list. Now the run id refuses other inputs, and
+    _SUCCESS needs the rows read back to be one per input."""
+    from pipeline.job.preflight import JobError
+
+    copy_images(tmp_path, [f"{g}/{i}.png" for g in ("a", "b") for i in range(4)])
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out)}, run_id="night-3",
+                     extraction={"shard_size": 3})
+    assert run_job(cfg).exit_code == 0
+    run = out / "runs" / "night-3"
+    (run / "_SUCCESS").unlink()  # killed while group b was scored
+    (run / "groups" / "b.json").unlink()
+    (tmp_path / "in" / "a" / "0-copy.png").write_bytes((tmp_path / "in" / "a" / "0.png").read_bytes())
+    record = (run / "run.json").read_text()
+    with pytest.raises(JobError, match=r"run_id night-3 was started with other inputs \(8 images.*now 9"):
+        run_job(cfg)
+    assert (run / "run.json").read_text() == record and not (run / "_SUCCESS").exists()
+
+    (tmp_path / "in" / "a" / "0-copy.png").unlink()  # the inputs restored: it resumes
+    next(out.glob("scores/*/group=a/part-night-3.parquet")).unlink()  # and group a's rows went missing
+    resumed = run_job(cfg)
+    counts = resumed.manifest["counts"]
+    assert counts["groups_skipped"] == 1 and counts["shards_skipped"] == counts["shards"]  # group b redone
+    assert resumed.exit_code == 1 and not (run / "_SUCCESS").exists() and counts["rows_written"] == 4
+    assert resumed.failures == [f"scores table: inputs without a row: 4 (e.g. {tmp_path}/in/a/0.png)"]

@@ -127,7 +127,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "started_at": facts.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
         "seconds": facts.seconds, "backbone": facts.backbone, "scores_meaningful": facts.scores_meaningful,
         "counts": {
-            "inputs": facts.inputs, "rows_written": sum(s["inputs"] for s in facts.summaries.values()),
+            "inputs": facts.inputs, "rows_written": counts.get("rows_written"),  # read back, not assumed
             "scored": scored, "failed": sum(n for st, n in statuses.items() if st not in SCORED_STATUSES),
             "statuses": dict(statuses), "flagged": sum(s["flagged"] for s in facts.summaries.values()),
             "groups": counts.get("groups", 0), "groups_skipped": counts.get("groups_skipped", 0),
@@ -162,8 +162,9 @@ def format_summary(report: JobReport) -> str:
                        if k not in SCORED_STATUSES) or "none"
     no_map = c["statuses"].get(STATUS_HEATMAP_ERROR)
     scored = f"{c['scored']} scored" + (f" ({no_map} without heat map)" if no_map else "")
+    rows = "rows not counted" if c["rows_written"] is None else f"{c['rows_written']} rows written"
     lines.append(f"  images: {c['inputs']} in, {scored}, {c['failed']} not scored ({failed}), "
-                 f"{c['flagged']} flagged; {c['rows_written']} rows written")
+                 f"{c['flagged']} flagged; {rows}")
     lines.append(f"  work: {c['shards']} feature shards ({c['shards_skipped']} already done), "
                  f"{c['subsets']} subsets ({c['subsets_skipped']} already done), "
                  f"{c['groups']} groups ({c['groups_skipped']} already done)")

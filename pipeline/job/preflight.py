@@ -2,12 +2,15 @@
 
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
 reason when it cannot be used), the inputs are listed, the weights (a trained detector's encoder
-weights too) are opened far enough to know they are whole, and SOWA's references are listed per
-group. Demo data is generated first when asked for.
+weights too) are opened far enough to know they are whole, SOWA's references are listed per group
+and a configured Ray address must answer. Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_conf
 from ..engine.weights import WeightsError, check_weights_file, check_weights_setting
 from ..settings import ZERO_SHOT_DETECTORS, BackboneConfig, DetectorConfig, JobConfig
 from ..storage import check_bucket, exists, is_remote, join_uri
+
+RAY_CONNECT_TIMEOUT_S = 5.0  # a Ray address that does not accept a connection by then is unreachable
 
 
 class JobError(RuntimeError):
@@ -50,6 +55,20 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
     return records
 
 
+def check_ray_address(address: str | None) -> None:
+    """A Ray address given as ``host:port`` or ``ray://host:port`` must accept a connection: ray.init
+    would otherwise retry for half a minute and fail with a traceback. Other forms ('auto', none)
+    are left to ray.init."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise JobError(f"ray_address {address}: nothing answers there ({err.strerror or err}); start the "
+                       "cluster or correct the address") from None
+
+
 def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
     """Everything that can be checked before work starts; returns the inputs and, for a trained
     detector, its checkpoint's config. Raises one-line errors."""
@@ -59,6 +78,7 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)
+    check_ray_address(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     return records, detector_cfg
 
 

@@ -397,6 +397,26 @@ def copy_images(tmp_path, targets: list[str]) -> None:
         (tmp_path / "in" / target).write_bytes(source.read_bytes())
 
 
+def test_odd_group_and_file_names_keep_every_row_and_their_group(ray_local, tmp_path):
+    """Groups 007 and 7 merged when read back (Hive type guessing), and a folder of 40 CJK characters or
+    a 240-character file name failed with 'File name too long' (exit 1, rows lost)."""
+    cjk = "検査ライン" * 8
+    targets = [f"007/{i}.png" for i in range(3)] + [f"7/{i}.png" for i in range(3)]
+    targets += [f"{cjk}/{c * 236}.png" for c in "ab"] + [f"{cjk}/c.png"]
+    copy_images(tmp_path, targets)
+    out = tmp_path / "out"
+    report = run_job(job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out), "heatmaps": "all"},
+                                run_id="odd-names"))
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(str(tmp_path / "in" / t) for t in targets)
+    assert all(r["status"] == "ok" and r["map_uri"] for r in rows)
+    groups = {r["uri"].split("/")[-2]: r["group"] for r in rows}
+    assert groups["007"] == "007" and groups["7"] == "7"
+    assert groups[cjk].startswith(cjk[:10]) and len({r["subset_id"] for r in rows}) == 1
+    assert report.manifest["counts"]["rows_written"] == len(targets)
+
+
 def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_assumed(ray_local, tmp_path):
     """A killed run re-run after an image was added lost one row and duplicated another ("65 in, 65 scored,
     65 rows written"): shards are positions in the input list. Now the run id refuses other inputs, and

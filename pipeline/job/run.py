@@ -45,7 +45,7 @@ from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
-from .scores_table import STATUS_OK, check_rows
+from .scores_table import STATUS_OK, check_rows, write_text_group_marker
 from .shards import Member, plan_shards, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
@@ -189,9 +189,10 @@ def run_job(cfg: JobConfig) -> JobReport:
     counts: dict[str, int] = {}
     backbone = ""
     started_ray = _init_ray(cfg.ray_address)
-    try:  # the run's first object, once Ray is reachable
+    try:  # the run's first objects, once Ray is reachable
         if new_record is not None:
             write_run_record(layout, new_record, so)
+        write_text_group_marker(layout, so)
     except StorageError:
         _stop_ray(started_ray)
         raise

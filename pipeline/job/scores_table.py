@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..storage import read_bytes, write_parquet
+from .layout import RunLayout
 
 SCORES_SCHEMA = pa.schema([
     ("uri", pa.string()),
@@ -42,6 +43,12 @@ STATUS_DECODE_ERROR = "decode_error"  # the image is missing or its bytes could 
 STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in the group: nothing to compare
 STATUS_HEATMAP_ERROR = "heatmap_error"  # scored and ranked, but the image was unreadable when its heat map was drawn
 SCORED_STATUSES = (STATUS_OK, STATUS_HEATMAP_ERROR)  # rows that carry a score
+
+
+def write_text_group_marker(layout: RunLayout, storage_options: dict[str, Any] | None = None) -> None:
+    """The run's empty scores object under ``TEXT_GROUP`` (see ``layout``): readers that guess
+    partition types see one group that is no number and read every group as text."""
+    write_parquet(layout.text_group_marker, SCORES_SCHEMA.empty_table(), storage_options)
 
 
 def check_rows(summaries: dict[str, dict], uris: list[str],

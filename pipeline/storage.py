@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,22 @@ def check_bucket(uri: str, storage_options: dict[str, Any] | None = None, role: 
                 f"{role} {uri}: no credentials found for {where} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE, or run with an instance role)") from None
         raise StorageError(f"{role} {uri}: cannot reach bucket {where}: {type(err).__name__}: {err}") from None
+
+
+def check_writable(uri: str, role: str = "location") -> None:
+    """Fail early, in one line, when a local ``uri`` cannot be created and written: it lies below a
+    regular file, or its nearest existing folder refuses new files (permissions, a read-only mount).
+    The probe is an unnamed temporary file, so nothing is left behind. Remote locations are checked
+    by ``check_bucket`` and their first write."""
+    if is_remote(uri):
+        return
+    path = Path(uri.removeprefix("file://")).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise StorageError(f"{role} {uri}: {existing} is a file, not a folder; choose a location outside it")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise StorageError(f"{role} {uri}: cannot write in {existing} ({err.strerror or err}); choose a "
+                           "writable location") from None

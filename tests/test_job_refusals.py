@@ -1,5 +1,6 @@
 """Mistakes the job refuses before any work, in one line with exit code 2, leaving nothing behind:
-a Ray address that does not answer, and weights that are missing or truncated (a trained detector's encoder's too)."""
+outputs where the inputs are listed, output locations that cannot be written, a Ray address that
+does not answer, and weights that are missing or truncated (a trained detector's encoder's too)."""
 
 import json
 import socket
@@ -9,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.data.synthetic import generate_dataset
+from pipeline.job.preflight import JobError, preflight
 from pipeline.job.run import main
-from pipeline.settings import config_from_dict
+from pipeline.settings import JobConfig, config_from_dict
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2]}
 
@@ -36,6 +38,30 @@ def refused(tmp_path, capsys, *overrides: str) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     return err
+
+
+def test_outputs_where_the_inputs_are_listed_are_refused(inputs):
+    """An output prefix inside the input prefix made the next night score the previous night's heat maps."""
+    for uris in ([str(inputs)], [f"{inputs}/"], [f"{inputs}/**/*.png"]):
+        cfg = config_from_dict(JobConfig, {"inputs": {"uris": uris}, "output": {"prefix": f"{inputs}/musc"},
+                                           "backbone": BACKBONE})
+        with pytest.raises(JobError, match=f"output.prefix {inputs}/musc lies where inputs.uris .* lists images"):
+            preflight(cfg)
+    beside = config_from_dict(JobConfig, {"inputs": {"uris": [f"{inputs}/*/*.png"]},
+                                          "output": {"prefix": f"{inputs}/musc"}, "backbone": BACKBONE})
+    assert len(preflight(beside)[0]) == 4  # this glob cannot reach heat maps four folders down
+    outside = config_from_dict(JobConfig, {"inputs": {"uris": [str(inputs)]},
+                                           "output": {"prefix": f"{inputs}-musc"}, "backbone": BACKBONE})
+    assert len(preflight(outside)[0]) == 4
+
+
+def test_output_locations_that_cannot_be_written_are_one_line(inputs, tmp_path, capsys):
+    (tmp_path / "report.txt").write_text("a regular file")
+    err = refused(tmp_path, capsys, f"inputs.uris=[{inputs}]", f"output.prefix={tmp_path}/report.txt/musc")
+    assert f"{tmp_path}/report.txt is a file, not a folder" in err
+    # sysfs refuses new files even to root: a read-only location wherever the tests run
+    err = refused(tmp_path, capsys, f"inputs.uris=[{inputs}]", "output.prefix=/sys/musc-test-output/nightly")
+    assert "output.prefix /sys/musc-test-output/nightly: cannot write in /sys" in err
 
 
 def test_an_unreachable_ray_address_is_one_line_and_writes_no_run_record(inputs, tmp_path, capsys):

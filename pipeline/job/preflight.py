@@ -1,9 +1,10 @@
 """Everything the job checks before it starts work: any problem is one line and exit code 2.
 
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
-reason when it cannot be used), the inputs are listed, the weights (a trained detector's encoder
-weights too) are opened far enough to know they are whole, SOWA's references are listed per group
-and a configured Ray address must answer. Demo data is generated first when asked for.
+reason when it cannot be used; a local output location must be writable and must not lie where the
+inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
+are opened far enough to know they are whole, SOWA's references are listed per group and a
+configured Ray address must answer. Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import socket
 from collections import defaultdict
 from pathlib import Path
 
+import fsspec
+from fsspec.utils import glob_translate
+
 from ..data.demo import ensure_dataset
 from ..data.inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
 from ..engine.weights import WeightsError, check_weights_file, check_weights_setting
 from ..settings import ZERO_SHOT_DETECTORS, BackboneConfig, DetectorConfig, JobConfig
-from ..storage import check_bucket, exists, is_remote, join_uri
+from ..storage import check_bucket, check_writable, exists, is_remote, join_uri
+from .layout import RunLayout
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a Ray address that does not accept a connection by then is unreachable
 
@@ -43,16 +48,34 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
     """The night's images with their groups (and labels and masks from a manifest)."""
     so = cfg.storage_options
     check_bucket(cfg.output.prefix, so, "output.prefix")
+    check_writable(cfg.output.prefix, "output.prefix")
     if cfg.inputs.manifest is not None:
         check_bucket(cfg.inputs.manifest, so, "inputs.manifest")
         return read_manifest(cfg.inputs.manifest, so)
     records = []
     for uri in cfg.inputs.uris or []:
         check_bucket(uri, so, "inputs.uris")
+        if lists_outputs(uri, cfg.output.prefix, so):
+            raise JobError(f"output.prefix {cfg.output.prefix} lies where inputs.uris {uri} lists images: the "
+                           "next run would score this run's heat maps; put the outputs outside the inputs")
         records.extend(list_images(uri, cfg.inputs.group_template, so))
     if len({r.uri for r in records}) != len(records):
         raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
     return records
+
+
+def lists_outputs(source: str, output_prefix: str, storage_options: dict | None = None) -> bool:
+    """Whether listing ``source`` (a prefix or glob of inputs.uris) would find the heat maps written
+    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob."""
+    fs, pattern = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    out_fs, out = fsspec.core.url_to_fs(output_prefix, **(storage_options or {}))
+    if fs.protocol != out_fs.protocol:
+        return False
+    pattern, out = pattern.rstrip("/"), out.rstrip("/")
+    if not any(ch in pattern for ch in "*?["):
+        return out == pattern or out.startswith(pattern + "/")
+    heat_map = RunLayout(out, "run", "2026-01-01").heatmap("group", "image.png")
+    return re.match(glob_translate(pattern), heat_map) is not None
 
 
 def check_ray_address(address: str | None) -> None:

@@ -100,7 +100,8 @@ def test_two_spellings_of_one_file_are_one_image(tmp_path):
     manifest.write_text(f"uri\n{tmp_path}/img//a.png\n{tmp_path}/img/./a.png\n{tmp_path}/img/b.png\n")
     with pytest.raises(InputError, match=f"1 image\\(s\\) more than once.*e.g. {tmp_path}/img/a.png"):
         read_manifest(str(manifest))
-    manifest.write_text(f"uri,mask_uri\nfile://{tmp_path}/img//a.png,{tmp_path}/masks/./a.png\n{tmp_path}/img/b.png,\n")
+    manifest.write_text(f"uri,mask_uri\nfile://{tmp_path}/img//a.png,{tmp_path}/masks/./a.png\n"
+                        f"{tmp_path}/img/b.png,\n")
     records = read_manifest(str(manifest))
     assert [r.uri for r in records] == [f"{tmp_path}/img/a.png", f"{tmp_path}/img/b.png"]
     assert records[0].mask_uri == f"{tmp_path}/masks/a.png"
@@ -114,7 +115,8 @@ def test_csv_manifest_columns_are_text_so_group_007_is_not_group_7(tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("uri,group,label,mask_uri\na.png,007,1,m.png\nb.png,7,0,\nc.png,7.0, ,\n")
     records = read_manifest(str(manifest))
-    assert [(r.group, r.label, r.mask_uri) for r in records] == [("007", 1, "m.png"), ("7", 0, None), ("7.0", None, None)]
+    assert [(r.group, r.label, r.mask_uri) for r in records] == [("007", 1, "m.png"), ("7", 0, None),
+                                                                 ("7.0", None, None)]
 
 
 @pytest.mark.parametrize("name, content, words", [

@@ -82,7 +82,8 @@ def test_manifest_config_keeps_only_harmless_storage_options():
     assert not [s for s in secrets if s in text]
     options = shown["storage_options"]
     assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000" and options["anon"] is False
-    assert options["client_kwargs"]["region_name"] == "eu-west-1" and options["headers"]["Authorization"] == "<redacted>"
+    assert options["client_kwargs"]["region_name"] == "eu-west-1"
+    assert options["headers"]["Authorization"] == "<redacted>"
     assert shown["inputs"]["uris"] == ["https://<redacted>@images.example.com/night/"]
 
 
@@ -405,8 +406,8 @@ def test_odd_group_and_file_names_keep_every_row_and_their_group(ray_local, tmp_
     targets += [f"{cjk}/{c * 236}.png" for c in "ab"] + [f"{cjk}/c.png"]
     copy_images(tmp_path, targets)
     out = tmp_path / "out"
-    report = run_job(job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out), "heatmaps": "all"},
-                                run_id="odd-names"))
+    report = run_job(job_config(inputs={"uris": [str(tmp_path / "in")]}, run_id="odd-names",
+                                output={"prefix": str(out), "heatmaps": "all"}))
     assert report.exit_code == 0, report.failures
     rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
     assert sorted(r["uri"] for r in rows) == sorted(str(tmp_path / "in" / t) for t in targets)

@@ -50,6 +50,11 @@ def test_run_object_names_are_unchanged():
     assert run.detections == f"{prefix}/detections"  # trained detectors: records and scores per shard
     assert (run.record, run.manifest, run.success, run.metrics_text) == (
         f"{prefix}/run.json", f"{prefix}/manifest.json", f"{prefix}/_SUCCESS", f"{prefix}/metrics.txt")
+    # added for issue 13: the empty object that keeps groups text, and names too long for one segment
+    assert run.text_group_marker == (f"{base}/scores/run_date=2026-11-22/group=~group-is-text/"
+                                     "types-2026-11-22-4eb497fd.parquet")
+    assert run.group_summary("検" * 40) == f"{prefix}/groups/{'%E6%A4%9C' * 20}~8adf682e0cd0e1bd.json"
+    assert run.heatmap("g", f"s3://f/in/{'x' * 240}.png").endswith(f"/in_{'x' * 184}-1b0a847d.png")
 
 
 @pytest.mark.parametrize("name, expected", [

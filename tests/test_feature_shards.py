@@ -60,3 +60,31 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
 
     again = run_feature_stage(shards, BACKBONE, prefix)
     assert again["skipped"] == 4 and again["images"] == 0
+
+
+def test_storage_failures_fail_the_shard_and_only_missing_or_corrupt_images_become_rows(flaky_storage, tmp_path):
+    """A NoCredentialsError or a connection that stays down used to become status decode_error, and the
+    shard was then done: a re-run never retried those images. Now the shard fails (nothing written)."""
+    from botocore.exceptions import NoCredentialsError
+
+    from pipeline.job.shards import decode_shard
+    from pipeline.storage import READ_ATTEMPTS
+
+    write, fail, _ = flaky_storage
+    generate_dataset(str(tmp_path / "d"), categories=["weave"], n_train=0, n_test_good=1, n_test_defect=0,
+                     image_size=64)
+    good = write("good.png", (tmp_path / "d" / "weave" / "test" / "good" / "000.png").read_bytes())
+    corrupt = write("corrupt.png", b"not an image")
+    shard = {"shard_id": 0, "records": [{"uri": u, "group": "g", "label": None, "mask_uri": None}
+                                        for u in (good, corrupt, good.replace("good.png", "gone.png"))]}
+    decoded = decode_shard(shard, 64)
+    assert decoded["errors"] == ["", "UnidentifiedImageError: cannot identify image file",
+                                 "FileNotFoundError: no such file or object"]
+    fail(good, ConnectionResetError("reset"))  # passes on a retry
+    assert decode_shard(shard, 64)["errors"][0] == ""
+    fail(good, *[ConnectionResetError("reset")] * READ_ATTEMPTS)
+    with pytest.raises(ConnectionResetError):
+        decode_shard(shard, 64)
+    fail(good, NoCredentialsError())
+    with pytest.raises(NoCredentialsError):
+        decode_shard(shard, 64)

@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -143,3 +144,45 @@ def test_cropped_inputs_get_cropped_heat_maps_and_masks(tmp_path, one_shard, mon
         source = np.asarray(Image.open(row["uri"]).convert("RGB").resize((20, 20), Image.Resampling.BICUBIC))
         assert np.array_equal(photo, source[2:18, 2:18])
         assert outline is None or not outline.any()  # the cropped-away anomaly is not outlined either
+
+
+def test_an_image_deleted_before_its_heat_map_keeps_its_row_and_score(tmp_path, one_shard):
+    """A resumed run re-reads images for heat maps; one deleted since extraction used to fail the group
+    (FileNotFoundError) on every re-run. Its row now says why it has no map."""
+    features_prefix, _, uris = one_shard
+    rows, _ = read_shard_records(shard_uri(features_prefix, 0))
+    ctx = context(tmp_path)  # heat maps for all images
+    plan = SubsetPlan("line/a", 0, (0,), 5)
+    score_subset(plan, features_prefix, ctx.layout.subset("line/a", 0), MUSC)
+    Path(uris[1]).unlink()
+    Path(uris[3]).write_bytes(b"no longer an image")
+    group = finalise_group("line/a", [{**r, "shard_id": 0, "row": i} for i, r in enumerate(rows)],
+                           [ctx.layout.subset("line/a", 0)], ctx)
+    assert group["statuses"] == {"ok": 2, "heatmap_error": 2, "decode_error": 1} and group["scored"] == 4
+    by_uri = {r["uri"]: r for r in pq.read_table(group["scores_uri"]).to_pylist()}
+    for i, reason in ((1, "FileNotFoundError"), (3, "UnidentifiedImageError: cannot identify image file")):
+        row = by_uri[uris[i]]
+        assert row["status"] == "heatmap_error" and row["map_uri"] is None and reason in row["error"]
+        assert row["score"] is not None and row["rank_in_group"] is not None and "0x" not in row["error"]
+    assert all(by_uri[uris[i]]["map_uri"] for i in (0, 2))
+
+
+def test_a_missing_mask_is_left_out_of_pixel_metrics_with_a_warning(tmp_path, one_shard):
+    """A labelled image whose mask is gone used to fail its whole group (rows lost, on every re-run)."""
+    features_prefix, _, uris = one_shard
+    rows, _ = read_shard_records(shard_uri(features_prefix, 0))
+    ctx = context(tmp_path, heatmaps="none")
+    plan = SubsetPlan("line/a", 0, (0,), 5)
+    score_subset(plan, features_prefix, ctx.layout.subset("line/a", 0), MUSC)
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:10, 10:15] = 255
+    Image.fromarray(mask).save(tmp_path / "mask-0.png")
+    masks = {0: str(tmp_path / "mask-0.png"), 2: str(tmp_path / "gone.png")}  # two anomalous images
+    records = [{**r, "shard_id": 0, "row": i, "label": int(i in masks), "mask_uri": masks.get(i)}
+               for i, r in enumerate(rows)]
+    group = finalise_group("line/a", records, [ctx.layout.subset("line/a", 0)], ctx)
+    assert group["inputs"] == 5 and group["statuses"] == {"ok": 4, "decode_error": 1}
+    assert group["warnings"] == [f"group 'line/a': mask {masks[2]} of {uris[2]} (FileNotFoundError: no such file "
+                                 "or object): left out of the pixel metrics"]
+    assert not np.isnan(group["metrics"]["pixel_auroc"])  # computed from the readable mask
+    assert len(pq.read_table(group["scores_uri"])) == 5

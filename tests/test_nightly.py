@@ -67,6 +67,27 @@ def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
     assert shown["storage_options"]["client_kwargs"]["aws_session_token"] == "<redacted>"
 
 
+def test_manifest_config_keeps_only_harmless_storage_options():
+    """Secrets whose names no pattern guesses (connection_string, passwd, headers.Authorization) never
+    reach manifest.json: storage options are redacted by allow-list, nested mappings included."""
+    secrets = ["DefaultEndpointsProtocol=https;AccountKey=abc", "hunter2", "Bearer eyJhbGciOi", "AKIA123", "s3cr3t"]
+    cfg = job_config(inputs={"uris": ["https://reader:s3cr3t@images.example.com/night/"]}, storage_options={
+        "connection_string": secrets[0], "passwd": secrets[1], "headers": {"Authorization": secrets[2]},
+        "client_kwargs": {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1",
+                          "aws_access_key_id": secrets[3]},
+        "anon": False})
+    from pipeline.settings import config_to_dict
+
+    shown = redact(config_to_dict(cfg))
+    text = json.dumps(shown)
+    assert not [s for s in secrets if s in text]
+    options = shown["storage_options"]
+    assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000" and options["anon"] is False
+    assert options["client_kwargs"]["region_name"] == "eu-west-1"
+    assert options["headers"]["Authorization"] == "<redacted>"
+    assert shown["inputs"]["uris"] == ["https://<redacted>@images.example.com/night/"]
+
+
 @pytest.mark.parametrize("override, key", [
     ("bogus=1", "bogus"),
     ("scoring.max_subset_size=abc", "scoring.max_subset_size"),
@@ -84,6 +105,22 @@ def test_bad_config_is_one_line_naming_the_key_before_any_work(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("inputs: !!python/object/apply:os.system ['touch {marker}']\n", "could not determine a constructor"),
+    ("inputs: {{uris: [{marker}\n", "line 2"),
+    ("output: {{prefix: x}}\nrun_id: [\n", "not valid YAML"),
+])
+def test_unsafe_or_broken_yaml_is_one_line_and_runs_nothing(tmp_path, capsys, text, words):
+    conf = tmp_path / "job.yaml"
+    conf.write_text(text.format(marker=tmp_path / "executed"))
+    assert main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(conf) in err and words in err, err
+    assert not (tmp_path / "executed").exists()
+    assert main(["--config", str(conf), "run_id=[oops"]) == 2  # an override value is parsed the same way
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_date_values_from_yaml_are_accepted(tmp_path):
@@ -354,3 +391,64 @@ def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tm
                        detector_checkpoint=checkpoint)
     with pytest.raises(JobError, match=f"holds a '{kind}'"):
         run_job(wrong)
+
+
+def copy_images(tmp_path, targets: list[str]) -> None:
+    """Generated images copied to the given paths under tmp/in (one source image per target)."""
+    from pipeline.data.synthetic import generate_dataset
+
+    generate_dataset(str(tmp_path / "gen"), categories=["weave"], n_train=0, n_test_good=len(targets) - 2,
+                     n_test_defect=2, image_size=64)
+    sources = sorted((tmp_path / "gen" / "weave" / "test").rglob("*.png"))
+    for source, target in zip(sources, targets):
+        (tmp_path / "in" / target).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / target).write_bytes(source.read_bytes())
+
+
+def test_odd_group_and_file_names_keep_every_row_and_their_group(ray_local, tmp_path):
+    """Groups 007 and 7 merged when read back (Hive type guessing), and a folder of 40 CJK characters or
+    a 240-character file name failed with 'File name too long' (exit 1, rows lost)."""
+    cjk = "検査ライン" * 8
+    targets = [f"007/{i}.png" for i in range(3)] + [f"7/{i}.png" for i in range(3)]
+    targets += [f"{cjk}/{c * 236}.png" for c in "ab"] + [f"{cjk}/c.png"]
+    copy_images(tmp_path, targets)
+    out = tmp_path / "out"
+    report = run_job(job_config(inputs={"uris": [str(tmp_path / "in")]}, run_id="odd-names",
+                                output={"prefix": str(out), "heatmaps": "all"}))
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(str(tmp_path / "in" / t) for t in targets)
+    assert all(r["status"] == "ok" and r["map_uri"] for r in rows)
+    groups = {r["uri"].split("/")[-2]: r["group"] for r in rows}
+    assert groups["007"] == "007" and groups["7"] == "7"
+    assert groups[cjk].startswith(cjk[:10]) and len({r["subset_id"] for r in rows}) == 1
+    assert report.manifest["counts"]["rows_written"] == len(targets)
+
+
+def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_assumed(ray_local, tmp_path):
+    """A killed run re-run after an image was added lost one row and duplicated another ("65 in, 65 scored,
+    65 rows written"): shards are positions in the input list. Now the run id refuses other inputs, and
+    _SUCCESS needs the rows read back to be one per input."""
+    from pipeline.job.preflight import JobError
+
+    copy_images(tmp_path, [f"{g}/{i}.png" for g in ("a", "b") for i in range(4)])
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out)}, run_id="night-3",
+                     extraction={"shard_size": 3})
+    assert run_job(cfg).exit_code == 0
+    run = out / "runs" / "night-3"
+    (run / "_SUCCESS").unlink()  # killed while group b was scored
+    (run / "groups" / "b.json").unlink()
+    (tmp_path / "in" / "a" / "0-copy.png").write_bytes((tmp_path / "in" / "a" / "0.png").read_bytes())
+    record = (run / "run.json").read_text()
+    with pytest.raises(JobError, match=r"run_id night-3 was started with other inputs \(8 images.*now 9"):
+        run_job(cfg)
+    assert (run / "run.json").read_text() == record and not (run / "_SUCCESS").exists()
+
+    (tmp_path / "in" / "a" / "0-copy.png").unlink()  # the inputs restored: it resumes
+    next(out.glob("scores/*/group=a/part-night-3.parquet")).unlink()  # and group a's rows went missing
+    resumed = run_job(cfg)
+    counts = resumed.manifest["counts"]
+    assert counts["groups_skipped"] == 1  # group a is finished, group b is redone
+    assert resumed.exit_code == 1 and not (run / "_SUCCESS").exists() and counts["rows_written"] == 4
+    assert resumed.failures == [f"scores table: inputs without a row: 4 (e.g. {tmp_path}/in/a/0.png)"]

@@ -28,3 +28,15 @@ def test_split_by_max_size():
     parts = split_by_max_size(250, 100, seed=0)
     assert len(parts) == 3 and max(len(p) for p in parts) <= 100
     assert len(split_by_max_size(100, 100, seed=0)) == 1
+
+
+@pytest.mark.parametrize("max_size", [2, 3, 4, 7])
+def test_split_by_max_size_never_leaves_a_subset_of_one(max_size):
+    """scoring.max_subset_size 2 with a group of 3 used to fail the whole group ("cannot split 3 images")."""
+    for n in range(2, 40):
+        parts = split_by_max_size(n, max_size, seed=n)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(n))  # every image once
+        assert min(len(p) for p in parts) >= 2
+        # at most max_size, except the one subset of 3 that an odd group needs when max_size is 2
+        assert max(len(p) for p in parts) <= (3 if max_size == 2 and n % 2 else max_size)
+        assert len(parts) == -(-n // max_size) or max_size == 2

@@ -81,7 +81,7 @@ class ShardFeatureExtractor(ShardActor):
                  feature_dtype: str = "fp16") -> None:
         torch.set_num_threads(num_threads)
         torch.manual_seed(0)  # a random-init backbone is the same in every actor
-        self.backbone: Backbone = build_backbone(backbone_cfg)
+        self.backbone: Backbone = build_backbone(backbone_cfg, storage_options)
         self.features_prefix, self.feature_dtype = features_prefix, feature_dtype
         self.storage_options = storage_options
 

@@ -27,7 +27,7 @@ from ..reporting.report import (
 )
 from ..storage import read_bytes, write_bytes
 from .layout import RunLayout
-from .scores_table import STATUS_OK
+from .scores_table import SCORED_STATUSES
 
 GALLERY_PER_GROUP = 24
 GALLERY_TOTAL = 240
@@ -36,7 +36,7 @@ ERROR_ROWS_PER_GROUP = 50
 
 def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | None, budget: list[int]) -> Section:
     rows = pq.read_table(io.BytesIO(read_bytes(summary["scores_uri"], storage_options))).to_pylist()
-    scored = [r for r in rows if r["status"] == STATUS_OK]
+    scored = [r for r in rows if r["status"] in SCORED_STATUSES]
     section = Section(f"Group {group}")
     section.blocks.append(Table(["inputs", "scored", "flagged", *sorted(summary["statuses"])],
                                 [[summary["inputs"], summary["scored"], summary["flagged"],
@@ -58,7 +58,7 @@ def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | 
         note = f"{len(shown) - take} more flagged images have heat maps (see the scores table's map_uri)" \
             if len(shown) > take else ""
         section.blocks.append(Gallery("Flagged images (highest score first)", items, note))
-    failed = [r for r in rows if r["status"] != STATUS_OK]
+    failed = [r for r in rows if r["status"] not in SCORED_STATUSES]
     if failed:
         section.blocks.append(Table(["uri", "status", "error"],
                                     [[r["uri"], r["status"], r["error"] or ""] for r in failed[:ERROR_ROWS_PER_GROUP]],

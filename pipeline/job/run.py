@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,12 +46,13 @@ from ..storage import StorageError, exists, read_bytes, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
-from .identity import config_hash, open_run
+from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
 from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
 from .report import write_run_report
+from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
@@ -59,13 +61,26 @@ log = logging.getLogger(__name__)
 
 
 def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray unless already connected; True if this call started the connection."""
+    """Connect to (or start) Ray unless already connected; True if this call started the connection.
+    A cluster that cannot be joined is a one-line JobError."""
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, log_to_driver=True)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        raise JobError(f"ray_address {address or os.environ.get('RAY_ADDRESS', '(none)')}: cannot connect "
+                       f"to Ray ({_first_line(err)}); start the cluster or correct the address") from None
     return True
+
+
+def _stop_ray(started_ray: bool) -> None:
+    """Shut Ray down if this job started it."""
+    if started_ray:
+        import ray
+
+        ray.shutdown()
 
 
 def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], ctx: GroupContext,
@@ -154,7 +169,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     records, detector_cfg = preflight(cfg)
     references = reference_uris(cfg, records)
     chash = config_hash(cfg)
-    layout = open_run(cfg, chash)
+    layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
     if exists(layout.success, so):
         manifest = json.loads(read_bytes(layout.manifest, so))
@@ -169,6 +184,13 @@ def run_job(cfg: JobConfig) -> JobReport:
     task_seconds: dict[str, float] = {}
     backbone = ""
     started_ray = _init_ray(cfg.ray_address)
+    try:  # the run's first objects, once Ray is reachable
+        if new_record is not None:
+            write_run_record(layout, new_record, so)
+        write_text_group_marker(layout, so)
+    except StorageError:
+        _stop_ray(started_ray)
+        raise
     try:
         t = time.perf_counter()
         plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
@@ -183,18 +205,19 @@ def run_job(cfg: JobConfig) -> JobReport:
         t = time.perf_counter()
         _, backbone = read_shard_records(shard_uri(strategy.shards_prefix, plan.shards[0].shard_id), so)
         ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
-                           gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps, heatmaps_at=cfg.output.heatmaps_at,
-                           flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
+                           gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
+                           heatmaps_at=cfg.output.heatmaps_at, flag=FlagRule.from_settings(cfg.flagging),
+                           storage_options=so, resize=strategy.resize)
         summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures)
         timings["scoring"] = time.perf_counter() - t
+        counts["rows_written"], problems = check_rows(summaries, [r.uri for r in records], so)
+        if not failures:  # a run whose groups all finished must hold one row per input
+            failures.extend(f"scores table: {p}" for p in problems)
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
         failures.append(f"stage failed: {_first_line(err)}")
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        _stop_ray(started_ray)
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)

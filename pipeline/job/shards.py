@@ -3,15 +3,14 @@ pool of actors that process whole shards.
 
 The shards come from the run's plan (``plan``: inside subsets, URI order, the same on a re-run).
 Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
-size; an unreadable image becomes an error entry, never a crash); the actors (``ShardActor``
-subclasses: feature extraction for the zero-shot scorers, a trained detector otherwise) load their
-model once and write one object per shard, whole, with the shard's record columns. A killed worker
-leaves no partial shard, and a re-run skips shards whose object exists.
+size; a missing or undecodable image becomes an error entry, a storage failure fails the shard); the
+actors (``ShardActor`` subclasses: feature extraction for the zero-shot scorers, a trained detector
+otherwise) load their model once and write one object per shard, whole, with the shard's record
+columns. A killed worker leaves no partial shard, and a re-run skips shards whose object exists.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..data.images import load_image
-from ..settings import ExtractionConfig
+from ..data.images import UnreadableImage, fetch_image
 from ..reporting.progress import Progress
-from ..storage import exists, read_bytes
+from ..settings import ExtractionConfig
+from ..storage import exists
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 
@@ -36,15 +35,16 @@ RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
 def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
                  resize: int | None = None) -> dict:
     """Read and decode a shard's images (resized to ``image_size``, or to ``resize`` and centre-cropped
-    to ``image_size``); failures are recorded per image with their reason."""
+    to ``image_size``). A missing or undecodable image is recorded with its reason; a storage failure
+    that persists (network, credentials) fails the shard, so that a re-run retries it."""
     images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
     errors = []
     for i, record in enumerate(shard["records"]):
         try:
-            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size, resize)
+            images[i] = fetch_image(record["uri"], image_size, resize, storage_options)
             errors.append("")
-        except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
-            errors.append(f"{type(err).__name__}: {err}"[:500])
+        except UnreadableImage as err:
+            errors.append(str(err)[:500])
     return {**shard, "images": images, "errors": errors}
 
 

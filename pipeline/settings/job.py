@@ -127,7 +127,8 @@ class ScoringConfig(Section):
     max_subset_size: int = setting(
         "At most this many images are scored together (MuSc's cost grows with the square of it; paper "
         "Table 7: subsets of 14-56 images lose at most 1.1 points of image AUROC). A group is split into "
-        "as few seeded random subsets as keep each at most this size.",
+        "as few seeded random subsets as keep each at most this size, and never below 2 images (with 2, "
+        "an odd group gets one subset of 3).",
         default=200,
         ge=2,
     )

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+READ_ATTEMPTS = 4  # tries of a read that fails transiently
+RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
 
 
 class StorageError(RuntimeError):
@@ -62,9 +68,29 @@ def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
     return fs.exists(path)
 
 
+def is_transient(err: BaseException) -> bool:
+    """A storage failure that may pass when tried again (network, timeouts, throttling); a missing
+    object, denied access or missing credentials will not."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, OSError):  # ConnectionError and TimeoutError included
+        return True
+    names = " ".join(cls.__name__ for cls in type(err).__mro__)  # botocore, aiohttp: not imported here
+    return any(word in names for word in ("Connection", "Timeout", "Throttl", "Unavailable", "Disconnect"))
+
+
 def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The whole object. Transient failures are retried (READ_ATTEMPTS, backing off from
+    RETRY_DELAY_S) and then raised, like every other failure: callers never mistake them for data."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return fs.cat_file(path)
+    for attempt in range(READ_ATTEMPTS - 1):
+        try:
+            return fs.cat_file(path)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+        time.sleep(RETRY_DELAY_S * 2**attempt)
+    return fs.cat_file(path)  # the last try: whatever fails now is raised
 
 
 def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
@@ -115,3 +141,22 @@ def check_bucket(uri: str, storage_options: dict[str, Any] | None = None, role: 
                 f"{role} {uri}: no credentials found for {where} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE, or run with an instance role)") from None
         raise StorageError(f"{role} {uri}: cannot reach bucket {where}: {type(err).__name__}: {err}") from None
+
+
+def check_writable(uri: str, role: str = "location") -> None:
+    """Fail early, in one line, when a local ``uri`` cannot be created and written: it lies below a
+    regular file, or its nearest existing folder refuses new files (permissions, a read-only mount).
+    The probe is an unnamed temporary file, so nothing is left behind. Remote locations are checked
+    by ``check_bucket`` and their first write."""
+    if is_remote(uri):
+        return
+    path = Path(uri.removeprefix("file://")).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise StorageError(f"{role} {uri}: {existing} is a file, not a folder; choose a location outside it")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise StorageError(f"{role} {uri}: cannot write in {existing} ({err.strerror or err}); choose a "
+                           "writable location") from None

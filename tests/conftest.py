@@ -122,3 +122,43 @@ def s3_batch(s3_bucket, tmp_path):
     manifest = f"{prefix}/manifest.parquet"
     write_manifest(records, manifest)
     return {"root": root, "prefix": prefix, "manifest": manifest, "records": records}
+
+
+
+@pytest.fixture
+def flaky_storage(monkeypatch):
+    """Objects in memory under ``flaky://`` whose next reads raise queued errors, as a storage service
+    with network trouble does; retry delays are zero. Yields (write(name, data) -> uri,
+    fail(uri, *errors), reads(uri) -> number of reads so far)."""
+    import uuid
+
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from pipeline import storage
+
+    failures: dict[str, list[BaseException]] = {}
+    reads: dict[str, int] = {}
+
+    class Flaky(MemoryFileSystem):
+        protocol = "flaky"
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            path = self._strip_protocol(path)
+            reads[path] = reads.get(path, 0) + 1
+            if failures.get(path):
+                raise failures[path].pop(0)
+            return super().cat_file(path, start, end, **kwargs)
+
+    fsspec.register_implementation("flaky", Flaky, clobber=True)
+    monkeypatch.setattr(storage, "RETRY_DELAY_S", 0.0)
+    root = f"flaky://{uuid.uuid4().hex[:8]}"
+
+    def write(name: str, data: bytes) -> str:
+        Flaky().pipe_file(f"{root}/{name}", data)
+        return f"{root}/{name}"
+
+    def fail(uri: str, *errors: BaseException) -> None:
+        failures[Flaky._strip_protocol(uri)] = list(errors)
+
+    yield write, fail, lambda uri: reads.get(Flaky._strip_protocol(uri), 0)

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from pipeline.data.synthetic import render_image
-from pipeline.engine.alignment import align_to, apply_transform, estimate_transform, rotated_180
+from pipeline.engine.alignment import (
+    align_to,
+    apply_transform,
+    estimate_transform,
+    rotated_180,
+)
 
 
 def moved(image, angle, tx, ty):

@@ -3,7 +3,8 @@
 - A run's objects keep their names (a run in flight resumes after an upgrade): pinned literally,
   values taken from the code before the package restructure.
 - A run's identity (config hash) of the shipped configs is pinned the same way, so renaming a key
-  or moving a section cannot silently start new runs.
+  or moving a section cannot silently start new runs. The values change only on purpose: issue 12's
+  data plan (subsets before extraction, PLAN_VERSION 2) and int8 feature shards made them new.
 - Packages import only downward (settings, storage < data, engine < reporting < evaluation <
   detectors < job < tuning), there are no import cycles, and no module grows past 400 lines.
 """
@@ -15,7 +16,14 @@ import pytest
 
 from pipeline.job.identity import config_hash
 from pipeline.job.layout import RunLayout
-from pipeline.settings import JobConfig, PatchEADConfig, SOWAConfig, config_from_dict, config_to_dict, load_config
+from pipeline.settings import (
+    JobConfig,
+    PatchEADConfig,
+    SOWAConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipeline"
@@ -42,11 +50,16 @@ def test_run_object_names_are_unchanged():
     assert run.detections == f"{prefix}/detections"  # trained detectors: records and scores per shard
     assert (run.record, run.manifest, run.success, run.metrics_text) == (
         f"{prefix}/run.json", f"{prefix}/manifest.json", f"{prefix}/_SUCCESS", f"{prefix}/metrics.txt")
+    # added for issue 13: the empty object that keeps groups text, and names too long for one segment
+    assert run.text_group_marker == (f"{base}/scores/run_date=2026-11-22/group=~group-is-text/"
+                                     "types-2026-11-22-4eb497fd.parquet")
+    assert run.group_summary("検" * 40) == f"{prefix}/groups/{'%E6%A4%9C' * 20}~8adf682e0cd0e1bd.json"
+    assert run.heatmap("g", f"s3://f/in/{'x' * 240}.png").endswith(f"/in_{'x' * 184}-1b0a847d.png")
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("local.yaml", "4eb497fd3f7ce0e14391dc1addae09971f33888b939319a713c456e137b35249"),
-    ("nightly.yaml", "5120f1e889a16535469bc4dd4612679a258b3bd77d771ed015a9181ec2064d18"),
+    ("local.yaml", "390c22a2a246fedca8a312400f9d21b9c75d46b6b0975bf51d26d054a37636ae"),
+    ("nightly.yaml", "82e93313f872fc47973743c3700011c3ddabcb45dee4d6b7afd974e7cb42047a"),
 ])
 def test_shipped_configs_keep_their_run_identity(name, expected):
     assert config_hash(load_config(REPO / "conf" / name, JobConfig)) == expected

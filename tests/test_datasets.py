@@ -5,6 +5,7 @@ files the way each benchmark stores them, so every sample's true label, defect t
 """
 
 import csv
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.benchmarks import LAYOUTS, Sample, list_categories, load_mask, read_split
-from pipeline.data.images import load_image
+from pipeline.data.images import UnreadableImage, fetch_image, load_image
 from pipeline.data.synthetic import generate_dataset
 
 SIZE = 64
@@ -329,3 +330,50 @@ def test_real_mvtec_bottle():
     assert full.shape == (900, 900) and full.any()
     small = load_mask(anomalous[0], 224)
     assert small.shape == (224, 224) and abs(small.mean() - full.mean()) < 0.01
+
+
+def test_deep_tiffs_are_scaled_or_refused_never_black_or_white(tmp_path):
+    """32-bit float and integer TIFFs used to decode as all black / all white and be scored 'ok'."""
+    ramp = np.linspace(0.0, 1.0, 4, dtype=np.float32)[None].repeat(3, axis=0)
+    Image.fromarray(ramp).save(tmp_path / "float.tif")
+    np.testing.assert_array_equal(load_image(str(tmp_path / "float.tif"))[0, :, 0], [0, 85, 170, 255])
+    wide = np.array([[0, 257, 32896, 65535]], dtype=np.int32).repeat(3, axis=0)
+    Image.fromarray(wide).save(tmp_path / "int32.tif")
+    with Image.open(tmp_path / "int32.tif") as reopened:
+        assert reopened.mode == "I"
+    np.testing.assert_array_equal(load_image(str(tmp_path / "int32.tif"))[0, :, 0], [0, 1, 128, 255])
+
+    Image.fromarray(ramp * 1000).save(tmp_path / "float-wide.tif")
+    Image.fromarray(wide * 100).save(tmp_path / "int32-wide.tif")
+    for name, words in (("float-wide.tif", "32-bit float image with values in [0, 1000]"),
+                        ("int32-wide.tif", "32-bit integer image with values in [0, 6553500]")):
+        with pytest.raises(UnreadableImage, match=re.escape(f"ValueError: {words}")):
+            fetch_image(str(tmp_path / name), 16)
+
+
+def test_a_huge_16_bit_image_is_converted_at_the_model_size(tmp_path):
+    """A 16-bit PNG was converted to float64 at full size (13000 px square: 4.6 GB); numbers are now
+    converted after resizing, so numpy holds well under one byte per source pixel."""
+    import tracemalloc
+
+    side = 3000
+    deep = (np.arange(side, dtype=np.uint32)[None].repeat(side, axis=0) * 21).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "huge.png")
+    tracemalloc.start()
+    image = load_image(str(tmp_path / "huge.png"), 64)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert image.shape == (64, 64, 3) and peak < side * side // 8, peak
+    assert image[0, 0, 0] < 10 and image[0, -1, 0] > 240  # scaled from 16 bits, not clipped
+
+
+def test_decode_errors_read_the_same_on_every_run(tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    messages = set()
+    for _ in range(2):
+        with pytest.raises(UnreadableImage) as info:
+            fetch_image(str(tmp_path / "text.png"), 16)
+        messages.add(str(info.value))
+    assert messages == {"UnidentifiedImageError: cannot identify image file"}
+    with pytest.raises(UnreadableImage, match="FileNotFoundError"):
+        fetch_image(str(tmp_path / "absent.png"), 16)

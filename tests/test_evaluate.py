@@ -54,7 +54,8 @@ def test_evaluation_command_separates_and_localises_synthetic_defects(tmp_path, 
     assert len(scores) == 1 + 40
     heatmaps = sorted((tmp_path / "out" / "heatmaps" / "weave").glob("*.png"))
     assert len(heatmaps) == 2
-    assert Image.open(heatmaps[0]).size == (448, 224)  # image and overlay side by side
+    width, height = Image.open(heatmaps[0]).size
+    assert width > 2 * 224 and height >= 224  # image and overlay side by side, title strip and colour bar
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pipeline.data.synthetic import generate_dataset
 from pipeline.engine.backbones import build_backbone
 from pipeline.job.extract import read_feature_shard, run_feature_stage
 from pipeline.job.layout import shard_uri
-from pipeline.job.shards import plan_shards
+from pipeline.job.plan import plan_run
 from pipeline.settings import BackboneConfig
 
 BACKBONE = BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64, layers=[1, 2],
@@ -33,12 +33,12 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
                                                                          tmp_path):
     records = list_images(str(images_with_corrupt_files / "weave" / "test"))
     assert len(records) == 8
-    shards = plan_shards(records, shard_size=3)
-    assert [len(s["records"]) for s in shards] == [3, 3, 2]
+    shards = [s.item() for s in plan_run(records, shard_size=3, max_subset_size=None, seed=0).shards]
+    assert [len(s["records"]) for s in shards] == [3, 3, 1, 1]  # good (with the corrupt files), hole, spot
     prefix = str(tmp_path / "out" / "features")
 
     summary = run_feature_stage(shards, BACKBONE, prefix)
-    assert summary == {**summary, "shards": 3, "skipped": 0, "images": 8, "failed": 3}
+    assert summary == {**summary, "shards": 4, "skipped": 0, "images": 8, "failed": 3}
 
     torch.manual_seed(0)
     direct = build_backbone(BACKBONE)
@@ -59,14 +59,32 @@ def test_feature_stage_writes_shards_with_error_rows_and_skips_on_rerun(ray_loca
     assert "truncated" in errors["truncated.png"]
 
     again = run_feature_stage(shards, BACKBONE, prefix)
-    assert again["skipped"] == 3 and again["images"] == 0
+    assert again["skipped"] == 4 and again["images"] == 0
 
 
-def test_plan_is_deterministic_and_grouped():
-    from pipeline.data.inputs import InputRecord
+def test_storage_failures_fail_the_shard_and_only_missing_or_corrupt_images_become_rows(flaky_storage, tmp_path):
+    """A NoCredentialsError or a connection that stays down used to become status decode_error, and the
+    shard was then done: a re-run never retried those images. Now the shard fails (nothing written)."""
+    from botocore.exceptions import NoCredentialsError
 
-    records = [InputRecord(f"u{i}", "b" if i % 2 else "a") for i in range(5)]
-    plan = plan_shards(list(reversed(records)), 2)
-    assert [[r["uri"] for r in s["records"]] for s in plan] == [["u0", "u2"], ["u4", "u1"], ["u3"]]
-    with pytest.raises(ValueError, match="shard size"):
-        plan_shards(records, 0)
+    from pipeline.job.shards import decode_shard
+    from pipeline.storage import READ_ATTEMPTS
+
+    write, fail, _ = flaky_storage
+    generate_dataset(str(tmp_path / "d"), categories=["weave"], n_train=0, n_test_good=1, n_test_defect=0,
+                     image_size=64)
+    good = write("good.png", (tmp_path / "d" / "weave" / "test" / "good" / "000.png").read_bytes())
+    corrupt = write("corrupt.png", b"not an image")
+    shard = {"shard_id": 0, "records": [{"uri": u, "group": "g", "label": None, "mask_uri": None}
+                                        for u in (good, corrupt, good.replace("good.png", "gone.png"))]}
+    decoded = decode_shard(shard, 64)
+    assert decoded["errors"] == ["", "UnidentifiedImageError: cannot identify image file",
+                                 "FileNotFoundError: no such file or object"]
+    fail(good, ConnectionResetError("reset"))  # passes on a retry
+    assert decode_shard(shard, 64)["errors"][0] == ""
+    fail(good, *[ConnectionResetError("reset")] * READ_ATTEMPTS)
+    with pytest.raises(ConnectionResetError):
+        decode_shard(shard, 64)
+    fail(good, NoCredentialsError())
+    with pytest.raises(NoCredentialsError):
+        decode_shard(shard, 64)

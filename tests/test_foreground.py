@@ -10,7 +10,12 @@ from pipeline.engine.features import Features
 from pipeline.engine.foreground import foreground_weights
 from pipeline.engine.musc import score_features
 from pipeline.engine.patchead import score_patchead
-from pipeline.settings import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig
+from pipeline.settings import (
+    BackboneConfig,
+    ForegroundConfig,
+    MuscConfig,
+    PatchEADConfig,
+)
 
 
 def test_cls_attention_equals_torch_multihead_attention_weights():

@@ -5,7 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.data.inputs import DEFAULT_GROUP, GroupTemplate, InputError, list_images, read_manifest
+from pipeline.data.inputs import (
+    DEFAULT_GROUP,
+    GroupTemplate,
+    InputError,
+    list_images,
+    read_manifest,
+)
 
 
 def make_tree(root):
@@ -92,3 +98,40 @@ def test_manifest_errors(tmp_path):
     pq.write_table(pa.table({"uri": ["a.png", "a.png"]}), bad)
     with pytest.raises(InputError, match="more than once"):
         read_manifest(str(bad))
+
+
+def test_two_spellings_of_one_file_are_one_image(tmp_path):
+    """img//a.png and img/./a.png are the same file: listing both would score it against itself."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"uri\n{tmp_path}/img//a.png\n{tmp_path}/img/./a.png\n{tmp_path}/img/b.png\n")
+    with pytest.raises(InputError, match=f"1 image\\(s\\) more than once.*e.g. {tmp_path}/img/a.png"):
+        read_manifest(str(manifest))
+    manifest.write_text(f"uri,mask_uri\nfile://{tmp_path}/img//a.png,{tmp_path}/masks/./a.png\n"
+                        f"{tmp_path}/img/b.png,\n")
+    records = read_manifest(str(manifest))
+    assert [r.uri for r in records] == [f"{tmp_path}/img/a.png", f"{tmp_path}/img/b.png"]
+    assert records[0].mask_uri == f"{tmp_path}/masks/a.png"
+    remote = pa.table({"uri": ["s3://b/img//a.png", "s3://b/img/a.png"]})  # two distinct S3 keys
+    pq.write_table(remote, tmp_path / "remote.parquet")
+    assert [r.uri for r in read_manifest(str(tmp_path / "remote.parquet"))] == ["s3://b/img//a.png",
+                                                                                "s3://b/img/a.png"]
+
+
+def test_csv_manifest_columns_are_text_so_group_007_is_not_group_7(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri,group,label,mask_uri\na.png,007,1,m.png\nb.png,7,0,\nc.png,7.0, ,\n")
+    records = read_manifest(str(manifest))
+    assert [(r.group, r.label, r.mask_uri) for r in records] == [("007", 1, "m.png"), ("7", 0, None),
+                                                                 ("7.0", None, None)]
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("empty.csv", b"", "cannot be read as CSV: Empty CSV file"),
+    ("header.csv", b"uri,group\n", "lists no images"),
+    ("broken.parquet", b"PAR1 not really", "cannot be read as Parquet"),
+])
+def test_unreadable_manifests_are_one_line_input_errors(tmp_path, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=words) as info:
+        read_manifest(str(tmp_path / name))
+    assert "\n" not in str(info.value)

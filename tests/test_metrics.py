@@ -8,7 +8,11 @@ import warnings
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 from pipeline.evaluation.metrics import (
     METRIC_NAMES,

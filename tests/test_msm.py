@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.engine.msm import auto_tile_images, interval_bounds, mutual_scores, top_image_similarities
+from pipeline.engine.msm import (
+    auto_tile_images,
+    interval_bounds,
+    mutual_scores,
+    top_image_similarities,
+)
 
 
 def naive_msm(z: torch.Tensor, x: float, y: float = 0.0) -> torch.Tensor:

@@ -13,15 +13,15 @@ from conftest import CORRUPT_FILES
 
 from pipeline.data.benchmarks import load_mask, read_split
 from pipeline.data.images import load_image
+from pipeline.data.inputs import InputRecord
 from pipeline.engine.backbones import build_backbone
 from pipeline.engine.maps import anomaly_maps
 from pipeline.engine.scorers import score_features
 from pipeline.evaluation.metrics import category_metrics
 from pipeline.job.identity import config_hash
 from pipeline.job.manifest import redact
+from pipeline.job.plan import plan_run
 from pipeline.job.run import main, run_job
-from pipeline.job.shards import Member
-from pipeline.job.subsets import plan_subsets
 from pipeline.settings import ConfigError, JobConfig, config_from_dict
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
@@ -39,18 +39,19 @@ def job_config(**sections) -> JobConfig:
 # ---- planning and run identity (no Ray) ----
 
 def test_subsets_are_seeded_per_group_and_bounded():
-    members = {g: [Member(f"{g}/{i:03d}.png", 0, i) for i in range(n)] for g, n in (("a", 10), ("b", 7), ("c", 1))}
-    plans = plan_subsets(members, max_subset_size=4, seed=0)
-    by_group = {g: [p for p in plans if p.group == g] for g in "abc"}
-    assert [len(p.members) for p in by_group["a"]] == [4, 3, 3] and len(by_group["b"]) == 2
-    assert by_group["c"] == []  # one image: nothing to compare it with
-    for g in "ab":  # every readable image in exactly one subset, URI order inside
-        uris = [m.uri for p in by_group[g] for m in p.members]
-        assert sorted(uris) == [m.uri for m in members[g]]
-        assert all(list(p.members) == sorted(p.members, key=lambda m: m.uri) for p in by_group[g])
-    again = plan_subsets({"a": members["a"]}, max_subset_size=4, seed=0)
-    assert again == by_group["a"]  # adding or removing other groups does not reshuffle a group
-    assert plan_subsets(members, 4, seed=1) != plans
+    records = [InputRecord(f"{g}/{i:03d}.png", g) for g, n in (("a", 10), ("b", 7), ("c", 1)) for i in range(n)]
+    plan = plan_run(records, shard_size=2, max_subset_size=4, seed=0)
+    assert [p.size for p in plan.subsets["a"]] == [4, 3, 3] and len(plan.subsets["b"]) == 2
+    assert plan.subsets["c"] == [] and len(plan.shards_of_group["c"]) == 1  # one image: extracted, not compared
+    shards = {s.shard_id: s for s in plan.shards}
+    for g in "ab":  # every image in exactly one subset, URI order inside
+        members = [[r.uri for s in p.shard_ids for r in shards[s].records] for p in plan.subsets[g]]
+        assert sorted(u for m in members for u in m) == [r.uri for r in records if r.group == g]
+        assert all(m == sorted(m) for m in members)
+    again = plan_run([r for r in records if r.group == "a"], shard_size=2, max_subset_size=4, seed=0)
+    assert [[r.uri for r in s.records] for s in again.shards] == [
+        [r.uri for r in shards[s].records] for s in plan.shards_of_group["a"]]  # other groups reshuffle nothing
+    assert plan_run(records, 2, 4, seed=1).subsets != plan.subsets
 
 
 def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
@@ -64,6 +65,27 @@ def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
                                         "client_kwargs": {"aws_session_token": "t"}}})
     assert "AKIA" not in json.dumps(shown) and shown["storage_options"]["endpoint_url"] == "http://h"
     assert shown["storage_options"]["client_kwargs"]["aws_session_token"] == "<redacted>"
+
+
+def test_manifest_config_keeps_only_harmless_storage_options():
+    """Secrets whose names no pattern guesses (connection_string, passwd, headers.Authorization) never
+    reach manifest.json: storage options are redacted by allow-list, nested mappings included."""
+    secrets = ["DefaultEndpointsProtocol=https;AccountKey=abc", "hunter2", "Bearer eyJhbGciOi", "AKIA123", "s3cr3t"]
+    cfg = job_config(inputs={"uris": ["https://reader:s3cr3t@images.example.com/night/"]}, storage_options={
+        "connection_string": secrets[0], "passwd": secrets[1], "headers": {"Authorization": secrets[2]},
+        "client_kwargs": {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1",
+                          "aws_access_key_id": secrets[3]},
+        "anon": False})
+    from pipeline.settings import config_to_dict
+
+    shown = redact(config_to_dict(cfg))
+    text = json.dumps(shown)
+    assert not [s for s in secrets if s in text]
+    options = shown["storage_options"]
+    assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000" and options["anon"] is False
+    assert options["client_kwargs"]["region_name"] == "eu-west-1"
+    assert options["headers"]["Authorization"] == "<redacted>"
+    assert shown["inputs"]["uris"] == ["https://<redacted>@images.example.com/night/"]
 
 
 @pytest.mark.parametrize("override, key", [
@@ -83,6 +105,22 @@ def test_bad_config_is_one_line_naming_the_key_before_any_work(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("inputs: !!python/object/apply:os.system ['touch {marker}']\n", "could not determine a constructor"),
+    ("inputs: {{uris: [{marker}\n", "line 2"),
+    ("output: {{prefix: x}}\nrun_id: [\n", "not valid YAML"),
+])
+def test_unsafe_or_broken_yaml_is_one_line_and_runs_nothing(tmp_path, capsys, text, words):
+    conf = tmp_path / "job.yaml"
+    conf.write_text(text.format(marker=tmp_path / "executed"))
+    assert main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(conf) in err and words in err, err
+    assert not (tmp_path / "executed").exists()
+    assert main(["--config", str(conf), "run_id=[oops"]) == 2  # an override value is parsed the same way
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_date_values_from_yaml_are_accepted(tmp_path):
@@ -192,6 +230,11 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     assert fs.exists(f"{out}/metrics/run_date={manifest['run_date']}/part-night-1.parquet")
     summary = capsys.readouterr()
     assert "mutual scoring" in summary.err  # progress output
+    report = fs.cat_file(manifest["outputs"]["report"]).decode()  # one page, images inside, every group
+    assert manifest["outputs"]["report"] == f"{run}/report.html"
+    assert all(f"Group {g}" in report for g in ("weave", "disc", "solo")) and "decode_error" in report
+    assert report.count("data:image/png;base64,") == 2 and report.count("data:image/jpeg;base64,") == 4
+    assert "random: these scores show that the pipeline works" in report and "image_auroc" in report
 
     again = run_job(cfg)  # a finished run is not redone
     assert again.exit_code == 0 and again.manifest["finished_at"] == manifest["finished_at"]
@@ -274,7 +317,8 @@ def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s
     first = run_job(cfg)
     assert first.exit_code == 0
     counts = first.manifest["counts"]
-    assert counts["subsets"] == 4 and counts["subsets_skipped"] == 0 and counts["shards_skipped"] == 0
+    # planned from the listing: weave's 10 files (3 corrupt) in 3 subsets, disc's 7 in 2; solo none
+    assert counts["subsets"] == 5 and counts["subsets_skipped"] == 0 and counts["shards_skipped"] == 0
     # an interrupted run: one group's results and the success marker never got written
     run = tmp_path / "out" / "runs" / "night-2"
     (run / "_SUCCESS").unlink()
@@ -283,8 +327,8 @@ def test_resume_skips_finished_work_and_a_changed_config_is_refused(ray_local, s
     second = run_job(cfg)
     counts = second.manifest["counts"]
     assert second.exit_code == 0
-    assert counts["shards_skipped"] == counts["shards"] == 4 and counts["images_extracted"] == 0
-    assert counts["subsets_skipped"] == 3 and counts["groups_skipped"] == 2  # weave and solo
+    assert counts["shards_skipped"] == counts["shards"] == 6 and counts["images_extracted"] == 0
+    assert counts["subsets_skipped"] == 4 and counts["groups_skipped"] == 2  # weave and solo
     assert counts["rows_written"] == 18
     assert pds.dataset(f"{out}/scores", partitioning="hive").to_table().num_rows == 18
 
@@ -347,3 +391,64 @@ def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tm
                        detector_checkpoint=checkpoint)
     with pytest.raises(JobError, match=f"holds a '{kind}'"):
         run_job(wrong)
+
+
+def copy_images(tmp_path, targets: list[str]) -> None:
+    """Generated images copied to the given paths under tmp/in (one source image per target)."""
+    from pipeline.data.synthetic import generate_dataset
+
+    generate_dataset(str(tmp_path / "gen"), categories=["weave"], n_train=0, n_test_good=len(targets) - 2,
+                     n_test_defect=2, image_size=64)
+    sources = sorted((tmp_path / "gen" / "weave" / "test").rglob("*.png"))
+    for source, target in zip(sources, targets):
+        (tmp_path / "in" / target).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / target).write_bytes(source.read_bytes())
+
+
+def test_odd_group_and_file_names_keep_every_row_and_their_group(ray_local, tmp_path):
+    """Groups 007 and 7 merged when read back (Hive type guessing), and a folder of 40 CJK characters or
+    a 240-character file name failed with 'File name too long' (exit 1, rows lost)."""
+    cjk = "検査ライン" * 8
+    targets = [f"007/{i}.png" for i in range(3)] + [f"7/{i}.png" for i in range(3)]
+    targets += [f"{cjk}/{c * 236}.png" for c in "ab"] + [f"{cjk}/c.png"]
+    copy_images(tmp_path, targets)
+    out = tmp_path / "out"
+    report = run_job(job_config(inputs={"uris": [str(tmp_path / "in")]}, run_id="odd-names",
+                                output={"prefix": str(out), "heatmaps": "all"}))
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(str(tmp_path / "in" / t) for t in targets)
+    assert all(r["status"] == "ok" and r["map_uri"] for r in rows)
+    groups = {r["uri"].split("/")[-2]: r["group"] for r in rows}
+    assert groups["007"] == "007" and groups["7"] == "7"
+    assert groups[cjk].startswith(cjk[:10]) and len({r["subset_id"] for r in rows}) == 1
+    assert report.manifest["counts"]["rows_written"] == len(targets)
+
+
+def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_assumed(ray_local, tmp_path):
+    """A killed run re-run after an image was added lost one row and duplicated another ("65 in, 65 scored,
+    65 rows written"): shards are positions in the input list. Now the run id refuses other inputs, and
+    _SUCCESS needs the rows read back to be one per input."""
+    from pipeline.job.preflight import JobError
+
+    copy_images(tmp_path, [f"{g}/{i}.png" for g in ("a", "b") for i in range(4)])
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out)}, run_id="night-3",
+                     extraction={"shard_size": 3})
+    assert run_job(cfg).exit_code == 0
+    run = out / "runs" / "night-3"
+    (run / "_SUCCESS").unlink()  # killed while group b was scored
+    (run / "groups" / "b.json").unlink()
+    (tmp_path / "in" / "a" / "0-copy.png").write_bytes((tmp_path / "in" / "a" / "0.png").read_bytes())
+    record = (run / "run.json").read_text()
+    with pytest.raises(JobError, match=r"run_id night-3 was started with other inputs \(8 images.*now 9"):
+        run_job(cfg)
+    assert (run / "run.json").read_text() == record and not (run / "_SUCCESS").exists()
+
+    (tmp_path / "in" / "a" / "0-copy.png").unlink()  # the inputs restored: it resumes
+    next(out.glob("scores/*/group=a/part-night-3.parquet")).unlink()  # and group a's rows went missing
+    resumed = run_job(cfg)
+    counts = resumed.manifest["counts"]
+    assert counts["groups_skipped"] == 1  # group a is finished, group b is redone
+    assert resumed.exit_code == 1 and not (run / "_SUCCESS").exists() and counts["rows_written"] == 4
+    assert resumed.failures == [f"scores table: inputs without a row: 4 (e.g. {tmp_path}/in/a/0.png)"]

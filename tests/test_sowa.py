@@ -10,10 +10,20 @@ from pipeline.data.synthetic import generate_dataset
 from pipeline.detectors.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.detectors.registry import build_detector
 from pipeline.detectors.sowa import DualPrompts
-from pipeline.detectors.training import evaluate_detector, load_references, load_split, train_detector
+from pipeline.detectors.training import (
+    evaluate_detector,
+    load_references,
+    load_split,
+    train_detector,
+)
 from pipeline.engine.backbones import create_open_clip
 from pipeline.engine.weights import WeightsError
-from pipeline.settings import BackboneConfig, ConfigError, DetectorConfig, config_from_dict
+from pipeline.settings import (
+    BackboneConfig,
+    ConfigError,
+    DetectorConfig,
+    config_from_dict,
+)
 
 SIZE = 128  # ViT-S-16: an 8 x 8 patch grid
 

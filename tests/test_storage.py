@@ -62,3 +62,23 @@ def test_s3_write_read_exists(s3_bucket):
     assert not exists(uri)
     write_bytes(uri, b"{}")
     assert exists(uri) and read_bytes(uri) == b"{}"
+
+
+def test_transient_read_failures_are_retried_and_then_raised(flaky_storage):
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from pipeline.storage import READ_ATTEMPTS, read_bytes
+
+    write, fail, reads = flaky_storage
+    uri = write("a.png", b"data")
+    fail(uri, ConnectionResetError("reset by peer"), EndpointConnectionError(endpoint_url="http://s3"))
+    assert read_bytes(uri) == b"data" and reads(uri) == 3
+    fail(uri, *[TimeoutError("read timed out")] * READ_ATTEMPTS)
+    with pytest.raises(TimeoutError):
+        read_bytes(uri)
+    assert reads(uri) == 3 + READ_ATTEMPTS
+    for permanent in (NoCredentialsError(), PermissionError("Access Denied"), FileNotFoundError(uri)):
+        fail(uri, permanent)
+        with pytest.raises(type(permanent)):
+            read_bytes(uri)
+    assert reads(uri) == 3 + READ_ATTEMPTS + 3  # never retried

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.synthetic import DEFAULT_CATEGORIES, DEFECT_KINDS, DEFECTS, generate_dataset, render_image
+from pipeline.data.synthetic import (
+    DEFAULT_CATEGORIES,
+    DEFECT_KINDS,
+    DEFECTS,
+    generate_dataset,
+    render_image,
+)
 
 SIZE = 128
 COUNTS = {"n_train": 3, "n_test_good": 3, "n_test_defect": 6}

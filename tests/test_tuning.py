@@ -74,3 +74,39 @@ def test_bad_search_space_names_the_key():
         config_from_dict(SweepConfig, {"search_space": {"vitad.lrr": {"type": "choice", "values": [1]}}})
     with pytest.raises(ConfigError, match="loguniform needs low > 0"):
         config_from_dict(SweepConfig, {"search_space": {"vitad.lr": {"type": "loguniform", "low": 0, "high": 1}}})
+
+
+def test_a_sweep_that_cannot_start_says_why_in_one_line(tmp_path, capsys, monkeypatch):
+    from pipeline.tuning.preflight import SweepError, check_trial_resources
+    from pipeline.tuning.sweep import main
+
+    conf = tmp_path / "sweep.yaml"
+    conf.write_text(f"storage_path: {tmp_path}/tune\noutput_prefix: {tmp_path}/out\n"
+                    "detector: {kind: vitad}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(conf)]) == 2  # no dataset given: demo_data does not exist here
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dataset.root" in err and "synthetic" in err
+    assert main(["--config", str(conf), f"dataset.root={tmp_path}"]) == 2  # a folder without categories
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dataset.root" in err and "no mvtec categories" in err
+    (tmp_path / "data" / "a" / "train" / "good").mkdir(parents=True)
+    assert main(["--config", str(conf), f"dataset.root={tmp_path}/data"]) == 2  # an encoder without weights
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "detector.vitad.encoder.weights" in err
+    assert main(["--config", str(conf), f"dataset.root={tmp_path}/data", "storage_path=s3://no-such-bucket-x/t"]) == 2
+    assert not (tmp_path / "out").exists()
+    cfg = config_from_dict(SweepConfig, {"trial_gpus": 1})
+    with pytest.raises(SweepError, match="trial_gpus: each trial asks for 1 GPU, the Ray cluster has 0"):
+        check_trial_resources(cfg, {"CPU": 2.0})
+    check_trial_resources(config_from_dict(SweepConfig, {"trial_cpus": 2}), {"CPU": 2.0})
+
+
+def test_the_shipped_demo_sweep_config_is_ready_to_run():
+    from pathlib import Path
+
+    from pipeline.settings import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "conf" / "sweep_demo.yaml", SweepConfig)
+    assert cfg.trial_gpus == 0 and cfg.synthetic.enabled and cfg.detector.vitad.encoder.random_init
+    assert not cfg.storage_path.startswith("s3://") and not cfg.output_prefix.startswith("s3://")

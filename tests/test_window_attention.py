@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.detectors.losses import dice_loss, focal_loss
-from pipeline.detectors.window_attention import FrozenWindowAttention, vv_attention, window_partition, window_reverse
+from pipeline.detectors.window_attention import (
+    FrozenWindowAttention,
+    vv_attention,
+    window_partition,
+    window_reverse,
+)
 
 
 @pytest.mark.parametrize("shape, window", [((2, 6, 6, 4), (3, 3)), ((1, 8, 4, 3), (2, 4)), ((3, 4, 4, 5), (4, 4))])

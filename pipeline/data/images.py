@@ -9,15 +9,26 @@ published MuSc code resizes them (``MaskResize``).
 from __future__ import annotations
 
 import io
-from typing import Any, BinaryIO, Literal
+import re
+from collections.abc import Callable
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from ..storage import read_bytes
 
+T = TypeVar("T")
 # file endings listed as images (inputs, benchmark folders)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# greyscale modes deeper than 8 bits: 16-bit, 32-bit integer, 32-bit float
+_DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_OBJECT_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # PIL names in-memory files by address
+
+
+class UnreadableImage(ValueError):
+    """An image (or mask) that cannot be read: the object does not exist, or its bytes are not an image
+    this module can decode. The message says why, the same way on every run."""
 
 # How a mask file becomes a mask at the model size. "nearest": a pixel is anomalous when its nearest
 # source pixel is (no new values; the true defect area). The published MuSc code instead resamples
@@ -30,27 +41,73 @@ MaskResize = Literal["nearest", "bilinear_full", "bilinear_any"]
 def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
     """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
     (bicubic) when size is given, or to ``resize`` x ``resize`` and then centre-cropped to size x size
-    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``.
-
-    16-bit greyscale is scaled to 8 bits (not clipped, as a plain PIL conversion would do).
+    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``, and
+    deep greyscale without an agreed meaning ``ValueError`` (``_to_8_bits``).
     """
-    with Image.open(path) as raw:
-        image = ImageOps.exif_transpose(raw)
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            grey = np.asarray(image, dtype=np.float64) / 257.0
-            image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
-        image = image.convert("RGB")
     side = resize or size
+    with Image.open(path) as image:
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode in _DEEP_MODES:
+            image = _to_8_bits(image, side)
+        image = image.convert("RGB")
     if side is not None and image.size != (side, side):
         image = image.resize((side, side), Image.Resampling.BICUBIC)
     return center_crop(np.asarray(image), size) if resize and size is not None else np.asarray(image)
+
+
+def _to_8_bits(image: Image.Image, side: int | None) -> Image.Image:
+    """Deep greyscale as 8 bits, scaled rather than clipped, after resizing to ``side`` at full depth:
+    the numbers are converted at the final size (a 13000 x 13000 16-bit PNG took 4.6 GB as float64).
+
+    Integers are 16-bit values (0..65535 -> 0..255) and floats values in [0, 1]; anything else has no
+    agreed meaning and is refused (it decoded as all white or all black before).
+    """
+    low, high = image.getextrema()
+    if image.mode == "F":
+        if not 0.0 <= low <= high <= 1.0:  # NaN fails too
+            raise ValueError(f"32-bit float image with values in [{low:g}, {high:g}]: only [0, 1] is understood")
+        scale = 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise ValueError(f"32-bit integer image with values in [{low}, {high}]: only 0..65535 is understood")
+        scale = 255.0 / 65535.0
+    if side is not None and image.size != (side, side):
+        image = image.resize((side, side), Image.Resampling.BICUBIC)
+    values = np.asarray(image, dtype=np.float32) * np.float32(scale)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[[BinaryIO], T]) -> T:
+    """``decode`` of the object's bytes. A missing object or undecodable bytes raise UnreadableImage;
+    any other storage failure (network, credentials) is raised as it is, for the caller to fail on."""
+    try:
+        data = read_bytes(uri, storage_options)
+    except FileNotFoundError:
+        raise UnreadableImage("FileNotFoundError: no such file or object") from None
+    try:
+        return decode(io.BytesIO(data))
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the bytes are in memory: every failure is theirs
+        raise UnreadableImage(f"{type(err).__name__}: {_OBJECT_ADDRESS.sub('', str(err))}") from err
+
+
+def fetch_image(uri: str, size: int | None = None, resize: int | None = None,
+                storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    """``load_image`` of any URI (local or object storage); raises UnreadableImage as ``_fetched`` does."""
+    return _fetched(uri, storage_options, lambda file: load_image(file, size, resize))
+
+
+def fetch_mask(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    """``read_mask`` of any URI; raises UnreadableImage as ``_fetched`` does."""
+    return _fetched(uri, storage_options, read_mask)
 
 
 def load_images(uris: list[str], size: int, resize: int | None = None,
                 storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """(N, size, size, 3) uint8 images from any URIs (local or object storage), resized (and
     centre-cropped from ``resize``)."""
-    return np.stack([load_image(io.BytesIO(read_bytes(u, storage_options)), size, resize) for u in uris])
+    return np.stack([fetch_image(u, size, resize, storage_options) for u in uris])
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:

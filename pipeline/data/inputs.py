@@ -12,6 +12,7 @@ to group by) is part of the group key. Without a template the group is the paren
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from .images import IMAGE_EXTENSIONS
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEFAULT_GROUP = "default"
+MANIFEST_COLUMNS = ("uri", "group", "label", "mask_uri")
 
 
 @dataclass(frozen=True)
@@ -96,30 +98,66 @@ def list_images(source: str, group_template: str | None = None,
     return records
 
 
-def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> list[InputRecord]:
-    """Records from a Parquet or CSV manifest: ``uri`` required; ``group``, ``label``, ``mask_uri`` optional."""
+def normalise_uri(uri: str) -> str:
+    """One spelling per local file: ``file://`` dropped, ``//`` and ``/./`` collapsed (``..`` is kept:
+    through a symbolic link it may lead elsewhere). Object-store keys are left as they are, because
+    there ``a//b`` and ``a/b`` name different objects."""
+    if is_remote(uri):
+        return uri
+    path = uri.removeprefix("file://")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
+
+
+def _read_table(uri: str, storage_options: dict[str, Any] | None) -> pa.Table:
+    """A manifest's table. CSV columns are read as text: type guessing turned group 007 into 7."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if not fs.exists(path):
         raise InputError(f"manifest not found: {uri}")
-    with fs.open(path, "rb") as fh:
-        table: pa.Table = pq.read_table(fh) if path.endswith(".parquet") else pa_csv.read_csv(fh)
+    as_text = pa_csv.ConvertOptions(column_types=dict.fromkeys(MANIFEST_COLUMNS, pa.string()),
+                                    strings_can_be_null=True)
+    try:
+        with fs.open(path, "rb") as fh:
+            return pq.read_table(fh) if path.endswith(".parquet") else pa_csv.read_csv(fh, convert_options=as_text)
+    except pa.ArrowException as err:
+        kind = "Parquet" if path.endswith(".parquet") else "CSV"
+        raise InputError(f"manifest {uri} cannot be read as {kind}: {str(err).strip().splitlines()[0]}") from None
+
+
+def _label(value: Any, where: str) -> int | None:
+    """0, 1 or None from a manifest cell (a number, or text from a CSV)."""
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or value == "":
+        return None
+    if value in (0, 1, "0", "1"):
+        return int(value)
+    raise InputError(f"{where}: label must be 0, 1 or empty, got {value!r}")
+
+
+def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> list[InputRecord]:
+    """Records from a Parquet or CSV manifest: ``uri`` required; ``group``, ``label``, ``mask_uri`` optional.
+
+    Local paths are normalised (``normalise_uri``) before the duplicate check, so one file cannot be
+    scored twice under two spellings."""
+    table = _read_table(uri, storage_options)
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
-    rows = table.to_pylist()
     records = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(table.to_pylist()):
         if not row["uri"]:
             raise InputError(f"manifest {uri} row {i}: empty uri")
-        label = row.get("label")
-        if label is not None and label not in (0, 1):
-            raise InputError(f"manifest {uri} row {i}: label must be 0, 1 or empty, got {label!r}")
-        group = row.get("group")
-        records.append(InputRecord(uri=str(row["uri"]), group=str(group) if group not in (None, "") else DEFAULT_GROUP,
-                                   label=label, mask_uri=row.get("mask_uri") or None))
+        group, mask_uri = row.get("group"), row.get("mask_uri")
+        records.append(InputRecord(uri=normalise_uri(str(row["uri"])),
+                                   group=str(group) if group not in (None, "") else DEFAULT_GROUP,
+                                   label=_label(row.get("label"), f"manifest {uri} row {i}"),
+                                   mask_uri=normalise_uri(str(mask_uri)) if mask_uri else None))
     if not records:
         raise InputError(f"manifest {uri} lists no images")
-    if len({r.uri for r in records}) != len(records):
-        raise InputError(f"manifest {uri} lists some uri more than once")
+    twice = sorted(u for u, n in Counter(r.uri for r in records).items() if n > 1)
+    if twice:
+        raise InputError(f"manifest {uri} lists {len(twice)} image(s) more than once (two spellings of one "
+                         f"local path count as one), e.g. {twice[0]}")
     return sorted(records, key=lambda r: r.uri)
 
 

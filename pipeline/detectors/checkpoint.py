@@ -14,6 +14,7 @@ from typing import Any
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..engine.weights import fetch_weights
 from ..settings import DetectorConfig, config_from_dict, config_to_dict
 from ..storage import join_uri, read_bytes, write_bytes
 from .base import Detector
@@ -45,8 +46,10 @@ def read_checkpoint_config(uri: str, storage_options: dict[str, Any] | None = No
 def load_checkpoint(uri: str, storage_options: dict[str, Any] | None = None
                     ) -> tuple[Detector, DetectorConfig, dict[str, Any]]:
     """The detector (encoder from its configured weights, decoder from the checkpoint), its config
-    and the checkpoint's metadata. Missing or unexpected tensors are an error, not a warning."""
+    and the checkpoint's metadata. Missing or unexpected tensors are an error, not a warning. Remote
+    encoder weights are fetched with ``storage_options`` too."""
     cfg, meta = read_checkpoint_config(uri, storage_options)
+    fetch_weights(cfg.chosen().encoder, storage_options)
     detector = build_detector(cfg)
     state = load_safetensors(read_bytes(join_uri(uri, WEIGHTS_NAME), storage_options))
     expected = detector.trainable_state()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..settings import BackboneConfig
 from .features import Features
-from .weights import configured_weights, load_weights_strict
+from .weights import configured_weights, fetch_weights, load_weights_strict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -327,7 +328,9 @@ class TimmCNN(Backbone):
 _FAMILIES: dict[str, type[Backbone]] = {"open_clip": OpenClipViT, "timm_vit": TimmViT, "timm_cnn": TimmCNN}
 
 
-def build_backbone(cfg: BackboneConfig) -> Backbone:
-    """Build, load and move to its device the backbone that ``cfg`` describes."""
+def build_backbone(cfg: BackboneConfig, storage_options: dict[str, Any] | None = None) -> Backbone:
+    """Build, load and move to its device the backbone that ``cfg`` describes; remote weights are
+    fetched with ``storage_options``."""
+    fetch_weights(cfg, storage_options)
     backbone = _FAMILIES[cfg.family](cfg)
     return backbone.to(resolve_device(cfg.device))

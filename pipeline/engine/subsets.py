@@ -25,7 +25,11 @@ def split_subsets(n: int, num_subsets: int, seed: int) -> list[np.ndarray]:
 
 
 def split_by_max_size(n: int, max_size: int, seed: int) -> list[np.ndarray]:
-    """As few near-equal random subsets as keep each at most ``max_size`` images."""
+    """As few near-equal random subsets as keep each at most ``max_size`` images.
+
+    Every subset keeps at least 2 images (mutual scoring compares images), so with ``max_size`` 2
+    an odd ``n`` gets one subset of 3: the only split that neither drops nor repeats an image.
+    """
     if max_size < 2:
         raise ValueError(f"max subset size must be >= 2, got {max_size}")
-    return split_subsets(n, max(1, math.ceil(n / max_size)), seed)
+    return split_subsets(n, max(1, min(math.ceil(n / max_size), n // 2)), seed)

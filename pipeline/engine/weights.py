@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
+import fsspec
 import torch
 from torch import nn
 
@@ -85,8 +88,57 @@ def check_weights_setting(cfg: BackboneConfig) -> None:
         raise WeightsError("backbone.weights and backbone.random_init: true are mutually exclusive")
 
 
+def check_weights_file(uri: str, role: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Open a weights file far enough to know it is whole, without downloading it: a safetensors
+    header whose tensors end where the file ends, or a zip (PyTorch) archive whose directory reads.
+    Problems are a one-line WeightsError naming ``role`` (the config key); other formats pass."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    try:
+        size = fs.size(path)
+        with fs.open(path, "rb") as fh:
+            head = fh.read(8)
+            if path.endswith(".safetensors"):
+                problem = _safetensors_problem(fh, head, size)
+            elif head.startswith(b"PK"):
+                fh.seek(0)
+                zipfile.ZipFile(fh).close()
+                problem = None
+            else:
+                problem = None if size else "the file is empty"
+    except FileNotFoundError:
+        problem = "no such file or object"
+    except zipfile.BadZipFile:
+        problem = "not a whole zip archive (PyTorch checkpoint): truncated or corrupt"
+    if problem:
+        raise WeightsError(f"{role} {uri}: {problem}")
+
+
+def _safetensors_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    """Why a safetensors file is not whole, from its header alone, or None."""
+    length = int.from_bytes(head, "little") if len(head) == 8 else size
+    if 8 + length > size:
+        return f"truncated: its header needs {8 + length} bytes, the file has {size}"
+    try:
+        header = json.loads(fh.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "not a safetensors file (unreadable header)"
+    if 8 + length + end != size:
+        return f"truncated or corrupt: its tensors need {8 + length + end} bytes, the file has {size}"
+    return None
+
+
+def fetch_weights(cfg: BackboneConfig, storage_options: dict[str, Any] | None = None) -> None:
+    """Copy remote weights into the local cache with the job's storage options (credentials and
+    endpoint may be given only there); ``configured_weights`` then reads the cached copy."""
+    check_weights_setting(cfg)
+    if cfg.weights is not None:
+        fetch_to_local(cfg.weights, cfg.cache_dir, storage_options)
+
+
 def configured_weights(cfg: BackboneConfig) -> dict[str, torch.Tensor] | None:
-    """The checkpoint's tensors, or None for an explicitly requested random init."""
+    """The checkpoint's tensors, or None for an explicitly requested random init. Remote weights are
+    read from the local cache (``fetch_weights``), fetched with default credentials if not there."""
     check_weights_setting(cfg)
     if cfg.weights is None:
         log.warning("backbone %s uses RANDOM weights: scores are not meaningful", cfg.name)

@@ -24,14 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.benchmarks import Sample, list_categories, load_mask, read_split, train_references
+from ..data.benchmarks import (
+    Sample,
+    list_categories,
+    load_mask,
+    read_split,
+    train_references,
+)
 from ..data.demo import ensure_dataset
 from ..data.images import load_image
 from ..engine.backbones import Backbone, build_backbone
 from ..engine.scorers import score_images
 from ..engine.subsets import split_subsets
 from ..engine.timing import StageTimes
-from ..reporting.heatmaps import overlay_png
+from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..reporting.progress import Progress
 from ..settings import EvalConfig, config_from_command_line, config_to_dict
 from .metrics import category_metrics, format_table, mean_row
@@ -118,15 +124,18 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
 
 def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> None:
     """PNG overlays for the ``save_maps`` most anomalous images, one colour scale per category."""
-    vmin, vmax = float(result.maps.min()), float(result.maps.max())
-    order = np.argsort(-result.image_scores)[: cfg.save_maps]
+    size = cfg.backbone.image_size
+    renderer = HeatmapRenderer(size, size, float(result.maps.min()), float(result.maps.max()))
+    order = np.argsort(-result.image_scores)
     target = out_dir / "heatmaps" / category
     target.mkdir(parents=True, exist_ok=True)
-    for i in order:
+    for rank, i in enumerate(order[: cfg.save_maps], start=1):
         sample = result.samples[i]
-        image = load_image(sample.image_path, cfg.backbone.image_size)
+        caption = Caption(category, Path(sample.image_path).name, float(result.image_scores[i]), rank, len(order),
+                          f"ground truth: {sample.defect_type}", bool(sample.label))
         name = f"{sample.defect_type}_{Path(sample.image_path).stem}.png"
-        (target / name).write_bytes(overlay_png(image, result.maps[i], vmin, vmax))
+        (target / name).write_bytes(renderer.render(load_image(sample.image_path, size), result.maps[i], caption,
+                                                    load_mask(sample, size) if sample.label else None))
 
 
 def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, CategoryResult], out_dir: Path) -> str:

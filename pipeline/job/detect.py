@@ -3,8 +3,8 @@
 There are no subsets: Ray Data decodes the shards on CPU tasks and an actor pool of
 ``ShardDetectorScorer`` callables (one checkpoint load per actor) scores them. Each actor writes one
 detections object per shard: the shard's records (status and error per image) with each scored
-image's scores and a low-resolution map. The group stage reads a group's rows out of the shards that
-hold them, then ranks, flags, draws and writes rows exactly as for MuSc, so BI sees the same tables
+image's scores and a low-resolution map. The group stage reads its shards (a shard holds one
+group's images), then ranks, flags, draws and writes rows exactly as for MuSc, so BI sees the same tables
 whichever detector ran.
 """
 
@@ -25,7 +25,8 @@ from ..settings import DetectorConfig, JobConfig
 from ..storage import write_parquet
 from .faults import crash_point
 from .layout import RunLayout, shard_uri
-from .scored import BatchSource, scored_columns
+from .plan import RunPlan
+from .scored import scored_columns
 from .shards import ShardActor, records_table, run_shard_actors
 
 MAP_SIDE = 64  # stored map resolution: reviewers' heat maps and pixel metrics upsample it again
@@ -59,15 +60,13 @@ class ShardDetectorScorer(ShardActor):
         n = len(records)
         score = np.zeros(n)
         maps = np.zeros((n, MAP_SIDE, MAP_SIDE), np.float32)
-        for group in dict.fromkeys(r["group"] for r in records):
-            rows = [i for i, r in enumerate(records) if r["group"] == group and not errors[i]]
-            if not rows:
-                continue
+        rows = [i for i in range(n) if not errors[i]]  # a shard holds one group's images
+        if rows:
             if self.references is not None:
-                self.use_references(group)
-            group_maps, group_scores = predict_batches(self.detector, images[rows], self.batch_size, self.device)
-            score[rows] = group_scores
-            maps[rows] = F.interpolate(torch.from_numpy(group_maps)[:, None], size=(MAP_SIDE, MAP_SIDE),
+                self.use_references(records[0]["group"])
+            shard_maps, shard_scores = predict_batches(self.detector, images[rows], self.batch_size, self.device)
+            score[rows] = shard_scores
+            maps[rows] = F.interpolate(torch.from_numpy(shard_maps)[:, None], size=(MAP_SIDE, MAP_SIDE),
                                        mode="area")[:, 0].numpy()
         crash_point("detector_shard")
         table = records_table(records, errors, self.name)
@@ -84,6 +83,7 @@ class DetectorScoring:
 
     first_stage = "detector"
     gaussian_sigma = 0.0  # maps come smoothed from the detector
+    max_subset_size = None  # each image alone: shards are cut inside groups, no subsets
 
     def __init__(self, cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig,
                  references: dict[str, list[str]] | None = None) -> None:
@@ -101,8 +101,8 @@ class DetectorScoring:
              "device": "cuda" if ex.num_gpus_per_actor > 0 else "cpu", "references": self.references},
             ex, self.cfg.storage_options)
 
-    def plan(self, members: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        return {}  # scored in the first stage
+    def tasks(self, plan: RunPlan, group: str) -> list[Any]:
+        return []  # scored in the first stage
 
     def is_done(self, task: Any) -> bool:
         raise NotImplementedError("a trained detector plans no scoring tasks")
@@ -110,6 +110,5 @@ class DetectorScoring:
     def submit(self, task: Any) -> Any:
         raise NotImplementedError("a trained detector plans no scoring tasks")
 
-    def batch_sources(self, group: str, members: list[Any], tasks: list[Any]) -> list[BatchSource]:
-        shards = sorted({m.shard_id for m in members})
-        return [BatchSource(shard_uri(self.shards_prefix, s), group) for s in shards]
+    def batch_sources(self, plan: RunPlan, group: str) -> list[str]:
+        return [shard_uri(self.shards_prefix, s) for s in plan.shards_of_group[group]]

@@ -9,6 +9,7 @@ leaves no partial shard, and a re-run skips shards whose object exists.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..engine.backbones import Backbone, build_backbone
 from ..engine.features import Features
 from ..settings import BackboneConfig, ExtractionConfig
 from ..storage import read_bytes, write_parquet
+from .codec import decode_stage, encode_stage
 from .faults import crash_point
 from .layout import shard_uri
 from .shards import ShardActor, records_table, run_shard_actors
@@ -30,15 +32,18 @@ def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
     return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
 
 
-def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str) -> pa.Table:
-    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns.
+def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str,
+                feature_dtype: str = "fp16") -> pa.Table:
+    """One shard as an Arrow table: the record columns, status/error, and the feature tensor columns
+    (patch tokens encoded as ``feature_dtype``, see ``codec``).
 
     Failed images keep their row (status != ok) with zero features so every input stays visible.
     """
     table = records_table(records, errors, backbone)
     table = table.append_column("embedding", _tensor_column(features.embedding.numpy().astype(np.float32)))
     for i, stage in enumerate(features.stages):
-        table = table.append_column(f"stage_{i}", _tensor_column(stage.numpy().astype(np.float16)))
+        for suffix, values in encode_stage(stage.numpy(), feature_dtype).items():
+            table = table.append_column(f"stage_{i}{suffix}", _tensor_column(values))
     if features.attention is not None:  # ViTs: CLS attention for foreground masks
         table = table.append_column("attention", _tensor_column(features.attention.numpy().astype(np.float32)))
     return table.replace_schema_metadata({"backbone": backbone})
@@ -53,25 +58,31 @@ def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
     table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
     if rows is not None:
         table = table.take(pa.array(rows, pa.int64()))
-    def tensor(name: str) -> torch.Tensor:
-        return torch.from_numpy(table.column(name).combine_chunks().to_numpy_ndarray().astype(np.float32))
+    def array(name: str) -> np.ndarray:
+        return table.column(name).combine_chunks().to_numpy_ndarray()
 
-    stage_names = sorted((n for n in table.column_names if n.startswith("stage_")), key=lambda n: int(n[6:]))
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(array(name).astype(np.float32))
+
+    stage_names = sorted((n for n in table.column_names if re.fullmatch(r"stage_\d+", n)), key=lambda n: int(n[6:]))
+    stages = [torch.from_numpy(decode_stage(array(n), array(f"{n}_scale") if f"{n}_scale" in table.column_names
+                                            else None)) for n in stage_names]
     has_attention = "attention" in table.column_names
-    features = Features([tensor(n) for n in stage_names], tensor("embedding"),
-                        tensor("attention") if has_attention else None)
-    return table.drop_columns([*stage_names, "embedding", *(["attention"] if has_attention else [])]), features
+    features = Features(stages, tensor("embedding"), tensor("attention") if has_attention else None)
+    feature_columns = [n for n in table.column_names if n.startswith("stage_") or n in ("embedding", "attention")]
+    return table.drop_columns(feature_columns), features
 
 
 class ShardFeatureExtractor(ShardActor):
     """Ray Data actor: loads the backbone once, extracts a shard's features, writes the shard object."""
 
     def __init__(self, backbone_cfg: BackboneConfig, features_prefix: str,
-                 storage_options: dict[str, Any] | None = None, num_threads: int = 1) -> None:
+                 storage_options: dict[str, Any] | None = None, num_threads: int = 1,
+                 feature_dtype: str = "fp16") -> None:
         torch.set_num_threads(num_threads)
         torch.manual_seed(0)  # a random-init backbone is the same in every actor
-        self.backbone: Backbone = build_backbone(backbone_cfg)
-        self.features_prefix = features_prefix
+        self.backbone: Backbone = build_backbone(backbone_cfg, storage_options)
+        self.features_prefix, self.feature_dtype = features_prefix, feature_dtype
         self.storage_options = storage_options
 
     def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
@@ -81,7 +92,7 @@ class ShardFeatureExtractor(ShardActor):
         for tensor in (*feats.stages, feats.embedding):
             tensor[failed] = 0.0
         crash_point("extract_shard")
-        table = shard_table(records, errors, feats, self.backbone.description)
+        table = shard_table(records, errors, feats, self.backbone.description, self.feature_dtype)
         write_parquet(shard_uri(self.features_prefix, shard_id), table, self.storage_options)
 
 
@@ -92,5 +103,6 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
     ex = extraction or ExtractionConfig()
     return run_shard_actors(
         shards, features_prefix, {"image_size": backbone_cfg.image_size}, ShardFeatureExtractor,
-        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.num_cpus_per_actor},
+        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.num_cpus_per_actor,
+         "feature_dtype": ex.feature_dtype},
         ex, storage_options)

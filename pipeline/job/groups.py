@@ -9,26 +9,33 @@ re-run skips groups that have one, and a retried task rewrites the same objects.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from ..data.images import load_image, read_mask, resize_mask
+from ..data.images import UnreadableImage, fetch_image, fetch_mask, resize_mask
 from ..engine.maps import anomaly_maps
 from ..evaluation.metrics import PixelMetrics, image_metrics, metrics_row
-from ..reporting.heatmaps import overlay_png
+from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..storage import read_bytes, write_bytes
 from .faults import crash_point
 from .flagging import FlagRule, rank_in_group
 from .layout import RunLayout
-from .scored import BatchSource, ScoredBatch, read_scored_batch
-from .scores_table import STATUS_GROUP_TOO_SMALL, STATUS_OK, write_group_scores
+from .scored import ScoredBatch, read_scored_batch
+from .scores_table import (
+    STATUS_GROUP_TOO_SMALL,
+    STATUS_HEATMAP_ERROR,
+    STATUS_OK,
+    STATUS_SUBSET_TOO_SMALL,
+    write_group_scores,
+)
 
 MAP_CHUNK = 32  # images upsampled to full-size maps at a time
 
@@ -45,12 +52,16 @@ class GroupContext:
     heatmaps: str  # flagged | all | none
     flag: FlagRule
     storage_options: dict[str, Any] | None = None
+    heatmaps_at: str = "model"  # model | full: drawn at the model's input size or the photo's own
     resize: int | None = None  # images were resized to this, then centre-cropped to image_size (Dinomaly)
 
 
 def _group_metrics(results: list[ScoredBatch], records: dict[str, dict], ctx: GroupContext,
-                   score_range: tuple[float, float]) -> dict[str, float] | None:
-    """The engine's metrics row for the group, or None without labels on every scored image of both kinds."""
+                   score_range: tuple[float, float], warnings: list[str]) -> dict[str, float] | None:
+    """The engine's metrics row for the group, or None without labels on every scored image of both kinds.
+
+    An image whose mask cannot be read is left out of the pixel metrics, with a warning: its row and
+    the image metrics do not need the mask."""
     uris = [u for r in results for u in r.uris]
     labels = [records[u]["label"] for u in uris]
     if any(label is None for label in labels) or len(set(labels)) < 2:
@@ -65,50 +76,89 @@ def _group_metrics(results: list[ScoredBatch], records: dict[str, dict], ctx: Gr
             chunk = r.uris[start:start + MAP_CHUNK]
             maps = anomaly_maps(torch.from_numpy(r.patch_scores[start:start + MAP_CHUNK]), size, ctx.gaussian_sigma)
             masks = np.zeros((len(chunk), size, size), dtype=bool)
+            readable = np.ones(len(chunk), dtype=bool)
             for i, uri in enumerate(chunk):
-                if records[uri]["mask_uri"]:
-                    mask_file = io.BytesIO(read_bytes(records[uri]["mask_uri"], ctx.storage_options))
-                    masks[i] = resize_mask(read_mask(mask_file), size, ctx.resize)
-            acc.update(maps.numpy(), masks)
+                mask_uri = records[uri]["mask_uri"]
+                if mask_uri:
+                    try:
+                        masks[i] = resize_mask(fetch_mask(mask_uri, ctx.storage_options), size, ctx.resize)
+                    except UnreadableImage as err:
+                        readable[i] = False
+                        warnings.append(f"mask {mask_uri} of {uri} ({err}): left out of the pixel metrics")
+            if readable.any():
+                acc.update(maps.numpy()[readable], masks[readable])
     pixel = acc.compute() if acc.anomalous.any() else None
     return metrics_row(image, pixel)
 
 
-def finalise_group(group: str, records: list[dict[str, Any]], sources: list[BatchSource], ctx: GroupContext) -> dict:
+def draw_heatmap(uri: str, mask_uri: str | None, patch_scores: np.ndarray, caption: Caption, ctx: GroupContext,
+                 renderers: dict[tuple[int, int], HeatmapRenderer], scale: tuple[float, float]) -> bytes:
+    """One image's heat map at the model's input size, or at the photo's own size with
+    ``heatmaps_at: full`` (the map upsampled and smoothed to match; not for centre-cropped inputs).
+    Raises UnreadableImage when the photo is gone or no longer decodes."""
+    full = ctx.heatmaps_at == "full" and ctx.resize is None
+    so = ctx.storage_options
+    image = fetch_image(uri, storage_options=so) if full else fetch_image(uri, ctx.image_size, ctx.resize, so)
+    height, width = image.shape[:2]
+    sigma = ctx.gaussian_sigma * (height / ctx.image_size if full else 1.0)
+    heat = anomaly_maps(torch.from_numpy(patch_scores[None]), (height, width), sigma)[0].numpy()
+    mask = None
+    try:
+        raw = fetch_mask(mask_uri, so) if mask_uri else None
+    except UnreadableImage:  # the metrics already warned about it; the map is drawn without an outline
+        raw = None
+    if raw is not None:
+        mask = (resize_mask(raw, ctx.image_size, ctx.resize) if not full
+                else raw if raw.shape == (height, width)
+                else np.asarray(Image.fromarray(raw).resize((width, height), Image.Resampling.NEAREST)))
+    if (height, width) not in renderers:
+        renderers[(height, width)] = HeatmapRenderer(height, width, *scale)
+    return renderers[(height, width)].render(image, heat, caption, mask)
+
+
+def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str], ctx: GroupContext) -> dict:
     """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs and
-    ``sources`` where its scored batches are."""
+    ``sources`` the objects of its scored batches."""
     start = time.perf_counter()
     by_uri = {r["uri"]: r for r in records}
-    results = [read_scored_batch(s, ctx.storage_options) for s in sources]
+    results = [b for b in (read_scored_batch(s, ctx.storage_options) for s in sources) if b.uris]
     scored_uris = [u for r in results for u in r.uris]
     scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
     rows: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
     common = {"backbone": ctx.backbone, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
     metrics = None
+    warnings: list[str] = []
     if results:
         ranks, percentiles = rank_in_group(scores)
         flags = ctx.flag.apply(scores)
         patches = np.concatenate([r.patch_scores for r in results])
         # maps are convex combinations of patch scores, so this range holds every map pixel
         vmin, vmax = float(patches.min()), float(patches.max())
-        metrics = _group_metrics(results, by_uri, ctx, (vmin, vmax if vmax > vmin else vmin + 1.0))
+        metrics = _group_metrics(results, by_uri, ctx, (vmin, vmax if vmax > vmin else vmin + 1.0), warnings)
+        renderers: dict[tuple[int, int], HeatmapRenderer] = {}  # one per image size: the group's scale
         i = 0
         for r in results:
             for j, uri in enumerate(r.uris):
-                map_uri = None
+                map_uri, status, error = None, STATUS_OK, None
                 if ctx.heatmaps == "all" or (ctx.heatmaps == "flagged" and flags[i]):
-                    image = load_image(io.BytesIO(read_bytes(uri, ctx.storage_options)), ctx.image_size, ctx.resize)
-                    heat = anomaly_maps(torch.from_numpy(r.patch_scores[j:j + 1]), ctx.image_size, ctx.gaussian_sigma)
-                    map_uri = ctx.layout.heatmap(group, uri)
-                    write_bytes(map_uri, overlay_png(image, heat[0].numpy(), vmin, vmax), ctx.storage_options)
+                    caption = Caption.flagged(group, PurePosixPath(uri).name, float(scores[i]), int(ranks[i]),
+                                              len(scores), bool(flags[i]), ctx.flag.label)
+                    try:
+                        png = draw_heatmap(uri, by_uri[uri]["mask_uri"], r.patch_scores[j], caption, ctx,
+                                           renderers, (vmin, vmax))
+                    except UnreadableImage as err:  # deleted or replaced since it was scored
+                        status, error = STATUS_HEATMAP_ERROR, f"scored, but no heat map: {err}"
+                    else:
+                        map_uri = ctx.layout.heatmap(group, uri)
+                        write_bytes(map_uri, png, ctx.storage_options)
                 rows[uri] = {
                     "subset_id": r.subset_id, "subset_size": len(r.uris) if r.subset_id is not None else None,
                     "score_raw": float(r.score_raw[j]),
                     "score": float(scores[i]), "rank_in_group": int(ranks[i]),
                     "percentile_in_group": float(percentiles[i]), "is_anomaly": bool(flags[i]),
                     "flag_policy": ctx.flag.label, "map_uri": map_uri, "scored_at": r.scored_at,
-                    "status": STATUS_OK, "error": None,
+                    "status": status, "error": error,
                 }
                 i += 1
     crash_point("finalise_group")
@@ -118,9 +168,12 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[Batc
         row = rows.get(record["uri"])
         if row is None:
             status, error = record["status"], record["error"]
-            if status == STATUS_OK:
+            if status == STATUS_OK and readable < 2:
                 status = STATUS_GROUP_TOO_SMALL
                 error = f"group has {readable} readable image(s); MuSc compares images and needs at least 2"
+            elif status == STATUS_OK:
+                status = STATUS_SUBSET_TOO_SMALL
+                error = "the other images of its subset did not decode; MuSc compares images and needs at least 2"
             row = {"status": status, "error": error, "scored_at": now}
         out.append({**row, **common, "uri": record["uri"], "label": record["label"]})
     scores_uri = write_group_scores(ctx.layout.scores(group), out, ctx.storage_options)
@@ -130,7 +183,9 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[Batc
     summary = {
         "group": group, "inputs": len(out), "scored": len(scored_uris), "statuses": statuses,
         "flagged": int(sum(1 for row in out if row.get("is_anomaly"))), "subsets": len(results),
-        "metrics": metrics, "scores_uri": scores_uri, "seconds": time.perf_counter() - start,
+        "metrics": metrics, "warnings": [f"group {group!r}: {w}" for w in warnings], "scores_uri": scores_uri,
+        "seconds": time.perf_counter() - start,
+        "score_range": [vmin, vmax] if results else None,  # the heat maps' colour scale
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

@@ -10,10 +10,14 @@ Under ``output.prefix``::
     runs/<run_id>/subsets/<g>/subset-00000.parquet                 zero-shot: scores of one subset
     runs/<run_id>/detections/shard-00000.parquet                   trained detector: records and scores per shard
     runs/<run_id>/groups/<g>.json                                  a finished group's summary (its done marker)
-    runs/<run_id>/metrics.txt, manifest.json, _SUCCESS             written last, in that order
+    runs/<run_id>/metrics.txt, report.html, manifest.json, _SUCCESS   written last, in that order
 
 Group names and dates are URI-encoded into one path segment (``/`` becomes ``%2F``), which
-pyarrow's and DuckDB's Hive partitioning decode.
+pyarrow's and DuckDB's Hive partitioning decode. No name the job writes exceeds MAX_NAME_BYTES: a
+longer group or heat-map name keeps a readable prefix and a hash of the whole (short names are as
+they always were, so runs in flight resume). Each run also writes an empty scores object under the
+group ``~group-is-text``: readers that guess partition types (pyarrow, DuckDB) then read ``group`` as
+text, and groups ``007`` and ``7`` stay apart.
 """
 
 from __future__ import annotations
@@ -26,11 +30,31 @@ from pathlib import PurePosixPath
 from ..storage import join_uri
 
 PARTITION_COLUMNS = ("run_date", "group")
+# the longest group segment or file name the job writes: with a partition key ("group=") and a
+# temporary name's additions (".<name>.part-<pid>") a path segment stays under the 255 bytes allowed
+MAX_NAME_BYTES = 200
+# a group no listing produces; its empty scores object makes type-guessing readers read groups as text
+TEXT_GROUP = "~group-is-text"
+
+
+def _hash(value: str, length: int) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:length]
 
 
 def segment(value: str) -> str:
-    """A group name (or any value) as one path segment."""
-    return urllib.parse.quote(value, safe="")
+    """A group name (or any value) as one path segment, URI-encoded; one whose encoding would exceed
+    MAX_NAME_BYTES is cut to a readable encoded prefix plus ``~`` and a hash of the whole value."""
+    encoded = urllib.parse.quote(value, safe="")
+    if len(encoded) <= MAX_NAME_BYTES:
+        return encoded
+    tag = "~" + _hash(value, 16)
+    prefix = ""
+    for char in value:
+        piece = urllib.parse.quote(char, safe="")
+        if len(prefix) + len(piece) + len(tag) > MAX_NAME_BYTES:
+            break
+        prefix += piece
+    return prefix + tag
 
 
 def partition_path(run_date: str, group: str) -> str:
@@ -66,6 +90,10 @@ class RunLayout:
         return join_uri(self.run_prefix, "_SUCCESS")
 
     @property
+    def report(self) -> str:
+        return join_uri(self.run_prefix, "report.html")
+
+    @property
     def metrics_text(self) -> str:
         return join_uri(self.run_prefix, "metrics.txt")
 
@@ -95,13 +123,18 @@ class RunLayout:
         return join_uri(self.output_prefix, "heatmaps")
 
     def heatmap(self, group: str, image_uri: str) -> str:
-        """One PNG per image and run, named after the image's folder and file for reviewers; the URI
-        hash keeps equal names from different places apart."""
+        """One PNG per image and run, named after the image's folder and file for reviewers (cut to fit
+        MAX_NAME_BYTES); the URI hash keeps equal names from different places apart."""
         path = PurePosixPath(image_uri)
         name = f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
-        digest = hashlib.sha256(image_uri.encode()).hexdigest()[:8]
-        return join_uri(self.heatmaps_root, partition_path(self.run_date, group), f"run_id={self.run_id}",
-                        f"{name}-{digest}.png")
+        end = f"-{_hash(image_uri, 8)}.png"
+        name = name.encode()[:MAX_NAME_BYTES - len(end)].decode(errors="ignore")  # whole characters only
+        return join_uri(self.heatmaps_root, partition_path(self.run_date, group), f"run_id={self.run_id}", name + end)
+
+    @property
+    def text_group_marker(self) -> str:
+        """The run's empty scores object under TEXT_GROUP (named apart from any group's rows)."""
+        return join_uri(self.scores_root, partition_path(self.run_date, TEXT_GROUP), f"types-{self.run_id}.parquet")
 
     @property
     def metrics_table(self) -> str:

@@ -20,9 +20,20 @@ from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
 from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
-from .scores_table import STATUS_OK
+from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
 
-_SECRET_KEY = re.compile(r"key|secret|token|password|credential|session", re.IGNORECASE)
+REDACTED = "<redacted>"
+# storage_options keys that say where and how storage is reached, never who is asking: the manifest
+# keeps them. Every other value under storage_options is redacted, whatever its name (guessing secret
+# names missed connection_string, passwd and headers.Authorization).
+HARMLESS_STORAGE_KEYS = frozenset({
+    "endpoint_url", "region_name", "region", "client_kwargs", "config_kwargs", "s3", "addressing_style",
+    "signature_version", "retries", "max_attempts", "connect_timeout", "read_timeout", "use_ssl", "verify",
+    "anon", "requester_pays", "version_aware", "default_block_size", "default_cache_type", "max_concurrency",
+    "use_listings_cache", "listings_expiry_time", "skip_instance_cache",
+})
+_URI_USER = re.compile(r"(?<=://)[^/@\s]+@")  # scheme://user:secret@host
+MAX_LISTED = 10  # warnings printed in the summary; the manifest has them all
 VERSIONED_PACKAGES = ("musc-pipeline", "torch", "ray", "open_clip_torch", "timm", "numpy", "pyarrow", "s3fs")
 
 
@@ -39,12 +50,22 @@ class JobReport:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """The value with anything under a secret-looking key replaced, for manifests and logs."""
+    """A config (as plain data) fit for manifests and logs: every ``storage_options`` mapping keeps only
+    harmless keys (nested mappings included) and URIs lose their ``user:secret@`` part."""
+    if key == "storage_options" and isinstance(value, dict):
+        return _harmless_only(value)
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    return "<redacted>" if _SECRET_KEY.search(key) and value is not None else value
+    return _URI_USER.sub(f"{REDACTED}@", value) if isinstance(value, str) else value
+
+
+def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:
+    """Storage options with every value not under an allow-listed key redacted; mappings are walked
+    so that their keys stay visible."""
+    return {k: _harmless_only(v) if isinstance(v, dict)
+            else v if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
 
 
 def versions() -> dict[str, str]:
@@ -82,6 +103,7 @@ class RunFacts:
     summaries: dict[str, dict]
     counts: dict[str, int]
     timings: dict[str, float]
+    task_seconds: dict[str, float]  # seconds the scoring and group tasks of this run spent in our code
     failures: list[str]
     backbone: str
     scores_meaningful: bool
@@ -102,11 +124,12 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
     return {
         "run_id": layout.run_id, "run_date": layout.run_date, "config_hash": config_hash,
         "status": "failed" if facts.failures else "succeeded", "failures": facts.failures,
+        "warnings": [w for s in facts.summaries.values() for w in s.get("warnings", [])],
         "started_at": facts.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
         "seconds": facts.seconds, "backbone": facts.backbone, "scores_meaningful": facts.scores_meaningful,
         "counts": {
-            "inputs": facts.inputs, "rows_written": sum(s["inputs"] for s in facts.summaries.values()),
-            "scored": scored, "failed": sum(n for st, n in statuses.items() if st != STATUS_OK),
+            "inputs": facts.inputs, "rows_written": counts.get("rows_written"),  # read back, not assumed
+            "scored": scored, "failed": sum(n for st, n in statuses.items() if st not in SCORED_STATUSES),
             "statuses": dict(statuses), "flagged": sum(s["flagged"] for s in facts.summaries.values()),
             "groups": counts.get("groups", 0), "groups_skipped": counts.get("groups_skipped", 0),
             "subsets": counts.get("subsets", 0), "subsets_skipped": counts.get("subsets_skipped", 0),
@@ -114,6 +137,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "images_extracted": extracted,
         },
         "timings_s": timings,
+        "task_seconds": facts.task_seconds,
         "throughput_images_per_s": {  # first stage: feature extraction (zero-shot) or scoring (trained detector)
             first: extracted / timings[first] if extracted and timings.get(first) else None,
             "scoring": scored_now / timings["scoring"] if scored_now and timings.get("scoring") else None,
@@ -122,6 +146,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "scores": layout.scores_root,
             "heatmaps": layout.heatmaps_root if cfg.output.heatmaps != "none" else None,
             "metrics": metrics["uri"] if metrics else None,
+            "report": layout.report,
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
@@ -136,9 +161,13 @@ def format_summary(report: JobReport) -> str:
     c = m["counts"]
     lines = [f"MuSc run {m['run_id']} ({m['run_date']}) {m['status'].upper()} in {m['seconds']:.1f}s"
              f" | backbone {m['backbone']}"]
-    failed = ", ".join(f"{k} {v}" for k, v in sorted(c["statuses"].items()) if k != STATUS_OK) or "none"
-    lines.append(f"  images: {c['inputs']} in, {c['scored']} scored, {c['failed']} not scored ({failed}), "
-                 f"{c['flagged']} flagged; {c['rows_written']} rows written")
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(c["statuses"].items())
+                       if k not in SCORED_STATUSES) or "none"
+    no_map = c["statuses"].get(STATUS_HEATMAP_ERROR)
+    scored = f"{c['scored']} scored" + (f" ({no_map} without heat map)" if no_map else "")
+    rows = "rows not counted" if c["rows_written"] is None else f"{c['rows_written']} rows written"
+    lines.append(f"  images: {c['inputs']} in, {scored}, {c['failed']} not scored ({failed}), "
+                 f"{c['flagged']} flagged; {rows}")
     lines.append(f"  work: {c['shards']} feature shards ({c['shards_skipped']} already done), "
                  f"{c['subsets']} subsets ({c['subsets_skipped']} already done), "
                  f"{c['groups']} groups ({c['groups_skipped']} already done)")
@@ -153,5 +182,9 @@ def format_summary(report: JobReport) -> str:
         mean = m["metrics"]["mean"]
         lines.append("  metrics (mean over labelled groups): " + ", ".join(
             f"{k} {100 * mean[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "au_pro", "mad") if k in mean))
+    warnings = m.get("warnings", [])
+    lines.extend(f"  WARNING: {w}" for w in warnings[:MAX_LISTED])
+    if len(warnings) > MAX_LISTED:
+        lines.append(f"  ... and {len(warnings) - MAX_LISTED} more warnings in {m['outputs']['manifest']}")
     lines.extend(f"  FAILED: {f}" for f in report.failures)
     return "\n".join(lines)

@@ -1,21 +1,39 @@
 """Everything the job checks before it starts work: any problem is one line and exit code 2.
 
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
-reason when it cannot be used), the inputs are listed, the weights or the detector checkpoint are
-found, and SOWA's references are listed per group. Demo data is generated first when asked for.
+reason when it cannot be used; a local output location must be writable and must not lie where the
+inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
+are opened far enough to know they are whole, SOWA's references are listed per group and a
+configured Ray address must answer. Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from collections import defaultdict
 from pathlib import Path
 
+import fsspec
+from fsspec.utils import glob_translate
+
 from ..data.demo import ensure_dataset
-from ..data.inputs import InputError, InputRecord, list_images, read_manifest, records_from_dataset, write_manifest
-from ..detectors.checkpoint import META_NAME, read_checkpoint_config
-from ..engine.weights import WeightsError, check_weights_setting
-from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
-from ..storage import check_bucket, exists, is_remote, join_uri
+from ..data.inputs import (
+    InputError,
+    InputRecord,
+    list_images,
+    read_manifest,
+    records_from_dataset,
+    write_manifest,
+)
+from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
+from ..engine.weights import WeightsError, check_weights_file, check_weights_setting
+from ..settings import ZERO_SHOT_DETECTORS, BackboneConfig, DetectorConfig, JobConfig
+from ..storage import check_bucket, check_writable, exists, is_remote, join_uri
+from .layout import RunLayout
+
+RAY_CONNECT_TIMEOUT_S = 5.0  # a Ray address that does not accept a connection by then is unreachable
 
 
 class JobError(RuntimeError):
@@ -37,41 +55,87 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
     """The night's images with their groups (and labels and masks from a manifest)."""
     so = cfg.storage_options
     check_bucket(cfg.output.prefix, so, "output.prefix")
+    check_writable(cfg.output.prefix, "output.prefix")
     if cfg.inputs.manifest is not None:
         check_bucket(cfg.inputs.manifest, so, "inputs.manifest")
         return read_manifest(cfg.inputs.manifest, so)
     records = []
     for uri in cfg.inputs.uris or []:
         check_bucket(uri, so, "inputs.uris")
+        if lists_outputs(uri, cfg.output.prefix, so):
+            raise JobError(f"output.prefix {cfg.output.prefix} lies where inputs.uris {uri} lists images: the "
+                           "next run would score this run's heat maps; put the outputs outside the inputs")
         records.extend(list_images(uri, cfg.inputs.group_template, so))
     if len({r.uri for r in records}) != len(records):
         raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
     return records
 
 
+def lists_outputs(source: str, output_prefix: str, storage_options: dict | None = None) -> bool:
+    """Whether listing ``source`` (a prefix or glob of inputs.uris) would find the heat maps written
+    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob."""
+    fs, pattern = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    out_fs, out = fsspec.core.url_to_fs(output_prefix, **(storage_options or {}))
+    if fs.protocol != out_fs.protocol:
+        return False
+    pattern, out = pattern.rstrip("/"), out.rstrip("/")
+    if not any(ch in pattern for ch in "*?["):
+        return out == pattern or out.startswith(pattern + "/")
+    heat_map = RunLayout(out, "run", "2026-01-01").heatmap("group", "image.png")
+    return re.match(glob_translate(pattern), heat_map) is not None
+
+
+def check_ray_address(address: str | None) -> None:
+    """A Ray address given as ``host:port`` or ``ray://host:port`` must accept a connection: ray.init
+    would otherwise retry for half a minute and fail with a traceback. Other forms ('auto', none)
+    are left to ray.init."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise JobError(f"ray_address {address}: nothing answers there ({err.strerror or err}); start the "
+                       "cluster or correct the address") from None
+
+
 def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
     """Everything that can be checked before work starts; returns the inputs and, for a trained
     detector, its checkpoint's config. Raises one-line errors."""
     records = list_inputs(cfg)
-    if cfg.detector not in ZERO_SHOT_DETECTORS:
-        return records, trained_detector_config(cfg)
-    check_weights_setting(cfg.backbone)
-    if cfg.backbone.weights is not None:
-        check_bucket(cfg.backbone.weights, cfg.storage_options, "backbone.weights")
-        if not exists(cfg.backbone.weights, cfg.storage_options):
-            raise WeightsError(f"backbone.weights {cfg.backbone.weights}: no such file or object")
-    return records, None
+    if cfg.detector in ZERO_SHOT_DETECTORS:
+        check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
+        detector_cfg = None
+    else:
+        detector_cfg = trained_detector_config(cfg)
+    check_ray_address(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    return records, detector_cfg
+
+
+def check_weights(backbone: BackboneConfig, role: str, storage_options: dict | None = None) -> None:
+    """Weights or an explicit random init; weights must be reachable and whole."""
+    check_weights_setting(backbone)
+    if backbone.weights is not None:
+        check_bucket(backbone.weights, storage_options, role)
+        check_weights_file(backbone.weights, role, storage_options)
 
 
 def trained_detector_config(cfg: JobConfig) -> DetectorConfig:
-    """The checkpoint's detector config, checked against the job's ``detector``."""
+    """The checkpoint's detector config, checked against the job's ``detector``, with its trained
+    weights and its encoder's weights checked as ``check_weights`` does."""
     uri = cfg.detector_checkpoint or ""
-    check_bucket(uri, cfg.storage_options, "detector_checkpoint")
-    if not exists(join_uri(uri, META_NAME), cfg.storage_options):
+    so = cfg.storage_options
+    check_bucket(uri, so, "detector_checkpoint")
+    if not exists(join_uri(uri, META_NAME), so):
         raise WeightsError(f"detector_checkpoint {uri}: no {META_NAME} there (not a detector checkpoint)")
-    detector_cfg, _ = read_checkpoint_config(uri, cfg.storage_options)
+    detector_cfg, _ = read_checkpoint_config(uri, so)
     if detector_cfg.kind != cfg.detector:
         raise JobError(f"detector is '{cfg.detector}' but detector_checkpoint {uri} holds a '{detector_cfg.kind}'")
+    check_weights_file(join_uri(uri, WEIGHTS_NAME), "detector_checkpoint", so)
+    try:
+        check_weights(detector_cfg.chosen().encoder, "encoder weights", so)
+    except WeightsError as err:
+        raise WeightsError(f"detector_checkpoint {uri}: {err}") from None
     return detector_cfg
 
 

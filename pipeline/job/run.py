@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -35,17 +35,25 @@ import fsspec
 from ..data.inputs import InputError
 from ..engine.weights import WeightsError
 from ..reporting.progress import Progress
-from ..settings import ZERO_SHOT_DETECTORS, ConfigError, DetectorConfig, JobConfig, config_from_command_line
+from ..settings import (
+    ZERO_SHOT_DETECTORS,
+    ConfigError,
+    DetectorConfig,
+    JobConfig,
+    config_from_command_line,
+)
 from ..storage import StorageError, exists, read_bytes, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
-from .identity import config_hash, open_run
+from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
+from .plan import RunPlan, plan_run
 from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
-from .scores_table import STATUS_OK
-from .shards import Member, plan_shards, read_shard_records
+from .report import write_run_report
+from .scores_table import check_rows, write_text_group_marker
+from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
 
@@ -53,34 +61,33 @@ log = logging.getLogger(__name__)
 
 
 def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray unless already connected; True if this call started the connection."""
+    """Connect to (or start) Ray unless already connected; True if this call started the connection.
+    A cluster that cannot be joined is a one-line JobError."""
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, log_to_driver=True)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        raise JobError(f"ray_address {address or os.environ.get('RAY_ADDRESS', '(none)')}: cannot connect "
+                       f"to Ray ({_first_line(err)}); start the cluster or correct the address") from None
     return True
 
 
-def _read_shard_index(shards: list[dict], prefix: str, storage_options: dict | None) -> tuple[dict, str]:
-    """Per group, every input's record with its shard position; and the model that wrote the shards."""
-    def read(shard: dict) -> tuple[int, list[dict], str]:
-        rows, backbone = read_shard_records(shard_uri(prefix, shard["shard_id"]), storage_options)
-        return shard["shard_id"], rows, backbone
+def _stop_ray(started_ray: bool) -> None:
+    """Shut Ray down if this job started it."""
+    if started_ray:
+        import ray
 
-    by_group: dict[str, list[dict]] = defaultdict(list)
-    backbone = ""
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for shard_id, rows, backbone in pool.map(read, shards):
-            for row_index, row in enumerate(rows):
-                by_group[row["group"]].append({**row, "shard_id": shard_id, "row": row_index})
-    return dict(by_group), backbone
+        ray.shutdown()
 
 
-def _finalise_group_task(group: str, records: list[dict], sources: list, ctx: GroupContext,
+def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], ctx: GroupContext,
                          *scored: dict) -> dict:
-    """Runs once every scoring task of the group is done (Ray resolves ``scored`` first)."""
-    return finalise_group(group, records, sources, ctx)
+    """Runs once every scoring task of the group is done (Ray resolves ``scored`` first); reads the
+    group's records from its own shards, so the driver never holds them."""
+    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx)
 
 
 def _first_line(err: BaseException) -> str:
@@ -88,40 +95,39 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[-1] if text else ''}"[:300]
 
 
-def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, layout: RunLayout, by_group: dict[str, list[dict]],
-                  ctx: GroupContext, failures: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
-    """The scoring tasks and the group tasks on Ray; returns the summary of every finished group and
-    task counts."""
+def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layout: RunLayout, ctx: GroupContext,
+                  failures: list[str]) -> tuple[dict[str, dict], dict[str, int], dict[str, float]]:
+    """The scoring tasks and the group tasks on Ray; returns the summary of every finished group, task
+    counts, and the seconds the tasks of this run spent in our code."""
     import ray
 
     so = cfg.storage_options
-    members = {g: [Member(r["uri"], r["shard_id"], r["row"]) for r in rows if r["status"] == STATUS_OK]
-               for g, rows in by_group.items()}
-    tasks = strategy.plan(members)
+    groups = plan.groups
     with ThreadPoolExecutor(max_workers=16) as pool:
-        finished = dict(zip(by_group, pool.map(lambda g: exists(layout.group_summary(g), so), by_group)))
-        todo = [t for g, ts in tasks.items() if not finished[g] for t in ts]
+        finished = dict(zip(groups, pool.map(lambda g: exists(layout.group_summary(g), so), groups)))
+        todo = [t for g in groups if not finished[g] for t in strategy.tasks(plan, g)]
         done = dict(zip(todo, pool.map(strategy.is_done, todo)))
-    planned = sum(len(ts) for ts in tasks.values())
+    planned = sum(len(strategy.tasks(plan, g)) for g in groups)
     counts = {"subsets": planned, "subsets_skipped": planned - len(todo) + sum(done.values()),
-              "groups": len(by_group), "groups_skipped": sum(finished.values())}
+              "groups": len(groups), "groups_skipped": sum(finished.values())}
     group_task = ray.remote(_finalise_group_task).options(num_cpus=1, max_retries=cfg.scoring.max_retries)
     task_refs, group_refs = {}, {}
-    for group in sorted(g for g, is_finished in finished.items() if not is_finished):
+    for group in (g for g in groups if not finished[g]):
         refs = []
-        for task in tasks.get(group, []):
+        for task in strategy.tasks(plan, group):
             if not done[task]:
                 ref = strategy.submit(task)
                 task_refs[ref] = task
                 refs.append(ref)
-        sources = strategy.batch_sources(group, members[group], tasks.get(group, []))
-        group_refs[group_task.remote(group, by_group[group], sources, ctx, *refs)] = group
-    summaries = {g: read_group_summary(layout, g, so) for g, is_finished in finished.items() if is_finished}
+        shard_uris = [shard_uri(strategy.shards_prefix, s) for s in plan.shards_of_group[group]]
+        group_refs[group_task.remote(group, shard_uris, strategy.batch_sources(plan, group), ctx, *refs)] = group
+    summaries = {g: read_group_summary(layout, g, so) for g in groups if finished[g]}
     task_progress = Progress("mutual scoring: subsets", len(task_refs))
     group_progress = Progress("groups finalised", len(group_refs))
     pending = [*task_refs, *group_refs]
     tasks_done = groups_done = 0
     counts["images_scored"] = 0
+    task_seconds = {"subsets": 0.0, "groups": 0.0}  # time inside our code, for the per-task overhead
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         ref = ready[0]
@@ -135,13 +141,15 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, layout: RunLayout, 
         if ref in task_refs:
             tasks_done += 1
             task_progress.update(tasks_done)
+            task_seconds["subsets"] += value["seconds"] if value is not None else 0.0
         else:
             groups_done += 1
             group_progress.update(groups_done)
             if value is not None:
                 summaries[group_refs[ref]] = value
                 counts["images_scored"] += value["scored"]
-    return summaries, counts
+                task_seconds["groups"] += value["seconds"]
+    return summaries, counts, task_seconds
 
 
 def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | None,
@@ -161,7 +169,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     records, detector_cfg = preflight(cfg)
     references = reference_uris(cfg, records)
     chash = config_hash(cfg)
-    layout = open_run(cfg, chash)
+    layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
     if exists(layout.success, so):
         manifest = json.loads(read_bytes(layout.manifest, so))
@@ -173,35 +181,52 @@ def run_job(cfg: JobConfig) -> JobReport:
     first_stage: dict[str, Any] = {}
     summaries: dict[str, dict] = {}
     counts: dict[str, int] = {}
+    task_seconds: dict[str, float] = {}
     backbone = ""
     started_ray = _init_ray(cfg.ray_address)
+    try:  # the run's first objects, once Ray is reachable
+        if new_record is not None:
+            write_run_record(layout, new_record, so)
+        write_text_group_marker(layout, so)
+    except StorageError:
+        _stop_ray(started_ray)
+        raise
     try:
         t = time.perf_counter()
-        shards = plan_shards(records, cfg.extraction.shard_size)
-        print(f"run {layout.run_id}: {len(records)} images in {len({r.group for r in records})} groups, "
-              f"{len(shards)} shards", file=sys.stderr)
-        first_stage = strategy.run_first_stage(shards)
+        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
+        timings["plan"] = time.perf_counter() - t
+        t = time.perf_counter()
+        subsets = sum(len(s) for s in plan.subsets.values())
+        print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
+              f"{len(plan.shards)} shards", file=sys.stderr)
+        first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
         t = time.perf_counter()
-        by_group, backbone = _read_shard_index(shards, strategy.shards_prefix, so)
+        _, backbone = read_shard_records(shard_uri(strategy.shards_prefix, plan.shards[0].shard_id), so)
         ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
                            gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
-                           flag=FlagRule.from_settings(cfg.flagging), storage_options=so, resize=strategy.resize)
-        summaries, counts = _score_groups(cfg, strategy, layout, by_group, ctx, failures)
+                           heatmaps_at=cfg.output.heatmaps_at, flag=FlagRule.from_settings(cfg.flagging),
+                           storage_options=so, resize=strategy.resize)
+        summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures)
         timings["scoring"] = time.perf_counter() - t
+        counts["rows_written"], problems = check_rows(summaries, [r.uri for r in records], so)
+        if not failures:  # a run whose groups all finished must hold one row per input
+            failures.extend(f"scores table: {p}" for p in problems)
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
         failures.append(f"stage failed: {_first_line(err)}")
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        _stop_ray(started_ray)
     metrics = write_metrics(layout, summaries, so) if not failures else None
-    facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, failures, backbone,
-                     strategy.scores_meaningful, started_at, time.perf_counter() - t0)
+    facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
+                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
+    try:
+        write_run_report(manifest, summaries, layout, so)
+    except Exception as err:  # noqa: BLE001 - the report is derived from the outputs; it never fails a run
+        log.warning("report not written: %s", _first_line(err))
+        manifest["outputs"]["report"] = None
     write_bytes(layout.manifest, json.dumps(manifest, indent=2, allow_nan=True).encode(), so)
     if failures:
         return JobReport(1, manifest)

@@ -1,7 +1,7 @@
 """Scored batches: what the scoring stage hands the group stage, whichever detector scored.
 
 A zero-shot scorer writes one object per subset; a trained detector writes one per shard (with the
-shard's records, so its rows of several groups live together). Both hold, per scored image, its URI,
+shard's records, failed images included). Both hold, per scored image, its URI,
 the raw and final image scores and the low-resolution patch-score grid; the group stage reads them
 back as ``ScoredBatch`` and never needs to know who scored.
 """
@@ -34,15 +34,6 @@ class ScoredBatch:
     scored_at: datetime
 
 
-@dataclass(frozen=True)
-class BatchSource:
-    """Where the group stage finds a batch of a group's scores: an object, and for an object that holds
-    rows of several groups (a detector shard), which group's rows to keep."""
-
-    uri: str
-    group: str | None = None
-
-
 def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
                    patch_scores: np.ndarray) -> dict[str, pa.Array]:
     """The scored-batch columns, in the order every scored object stores them."""
@@ -62,13 +53,13 @@ def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa
     write_parquet(uri, table, storage_options, compression="zstd")
 
 
-def read_scored_batch(source: BatchSource, storage_options: dict[str, Any] | None = None) -> ScoredBatch:
-    """A batch as the group stage reads it; rows of other groups and unscored rows are left out."""
-    table = pq.read_table(io.BytesIO(read_bytes(source.uri, storage_options)))
+def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -> ScoredBatch:
+    """A batch as the group stage reads it; the rows of images that were not scored (a detector
+    shard keeps every input's row) are left out."""
+    table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if source.group is not None:
-        table = table.filter(pc.and_(pc.equal(table.column("group"), source.group),
-                                     pc.equal(table.column("status"), STATUS_OK)))
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), STATUS_OK))
     return ScoredBatch(
         subset_id=int(meta["subset_id"]) if meta.get("subset_id") else None,
         uris=table.column("uri").to_pylist(),

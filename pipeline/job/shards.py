@@ -1,21 +1,19 @@
 """The generic first stage of the job: input shards through Ray Data, decoded on CPU tasks, then a
 pool of actors that process whole shards.
 
-Inputs are cut into fixed shards of images (sorted by group, then URI, so the plan is the same on a
-re-run). Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
-size; an unreadable image becomes an error entry, never a crash); the actors (``ShardActor``
-subclasses: feature extraction for the zero-shot scorers, a trained detector otherwise) load their
-model once and write one object per shard, whole, with the shard's record columns. A killed worker
-leaves no partial shard, and a re-run skips shards whose object exists.
+The shards come from the run's plan (``plan``: inside subsets, URI order, the same on a re-run).
+Decoding runs on CPU tasks (bytes from any fsspec URI, normalised to upright RGB at the model
+size; a missing or undecodable image becomes an error entry, a storage failure fails the shard); the
+actors (``ShardActor`` subclasses: feature extraction for the zero-shot scorers, a trained detector
+otherwise) load their model once and write one object per shard, whole, with the shard's record
+columns. A killed worker leaves no partial shard, and a re-run skips shards whose object exists.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -23,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..data.images import load_image
-from ..data.inputs import InputRecord
+from ..data.images import UnreadableImage, fetch_image
+from ..reporting.progress import Progress
 from ..settings import ExtractionConfig
-from ..storage import exists, read_bytes
+from ..storage import exists
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 
@@ -34,38 +32,19 @@ from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
 
 
-@dataclass(frozen=True)
-class Member:
-    """A readable image of a group and where its features are: row ``row`` of shard ``shard_id``."""
-
-    uri: str
-    shard_id: int
-    row: int
-
-
-def plan_shards(records: Sequence[InputRecord], shard_size: int) -> list[dict[str, Any]]:
-    """Deterministic shards of at most ``shard_size`` images, each a plain dict Ray Data can carry."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    ordered = sorted(records, key=lambda r: (r.group, r.uri))
-    return [
-        {"shard_id": i // shard_size, "records": [asdict(r) for r in ordered[i:i + shard_size]]}
-        for i in range(0, len(ordered), shard_size)
-    ]
-
-
 def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
                  resize: int | None = None) -> dict:
     """Read and decode a shard's images (resized to ``image_size``, or to ``resize`` and centre-cropped
-    to ``image_size``); failures are recorded per image with their reason."""
+    to ``image_size``). A missing or undecodable image is recorded with its reason; a storage failure
+    that persists (network, credentials) fails the shard, so that a re-run retries it."""
     images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
     errors = []
     for i, record in enumerate(shard["records"]):
         try:
-            images[i] = load_image(io.BytesIO(read_bytes(record["uri"], storage_options)), image_size, resize)
+            images[i] = fetch_image(record["uri"], image_size, resize, storage_options)
             errors.append("")
-        except Exception as err:  # noqa: BLE001 - any unreadable input becomes an error row
-            errors.append(f"{type(err).__name__}: {err}"[:500])
+        except UnreadableImage as err:
+            errors.append(str(err)[:500])
     return {**shard, "images": images, "errors": errors}
 
 
@@ -82,12 +61,17 @@ def records_table(records: list[dict[str, Any]], errors: list[str], backbone: st
 
 
 def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[list[dict], str]:
-    """The shard's record columns (no features are transferred) and the backbone that wrote it."""
+    """The shard's record columns (no features are transferred) and the model that wrote it."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     with fs.open(path, "rb") as fh:
         parquet = pq.ParquetFile(fh)
         backbone = (parquet.schema_arrow.metadata or {}).get(b"backbone", b"").decode()
         return parquet.read(columns=list(RECORD_COLUMNS)).to_pylist(), backbone
+
+
+def read_records(uris: list[str], storage_options: dict[str, Any] | None = None) -> list[dict]:
+    """The record rows of several shards (a group's), in shard order."""
+    return [row for uri in uris for row in read_shard_records(uri, storage_options)[0]]
 
 
 class ShardActor(ABC):
@@ -117,6 +101,20 @@ class ShardActor(ABC):
         return {k: np.asarray(v) for k, v in summaries.items()}
 
 
+def _quiet_ray_data() -> None:
+    """One progress line per stage from us instead of Ray Data's multi-line block every 10 s (half of a
+    demo run's output); Ray Data's warnings and errors still show."""
+    import logging
+
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
+
+
 def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwargs: dict[str, Any],
                      actor_cls: type, actor_kwargs: dict[str, Any], extraction: ExtractionConfig,
                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -126,13 +124,17 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
     import ray
 
     ex = extraction
-    todo = [s for s in shards if not exists(shard_uri(done_prefix, s["shard_id"]), storage_options)]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one request each on object storage
+        done = list(pool.map(lambda s: exists(shard_uri(done_prefix, s["shard_id"]), storage_options), shards))
+    todo = [s for s, is_done in zip(shards, done) if not is_done]
     # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
                "actor_seconds": 0.0}
     if not todo:
         return summary
     start = time.perf_counter()
+    _quiet_ray_data()
+    progress = Progress("first stage: shards", len(todo))
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
     ds = ds.map(decode_shard, fn_kwargs={**decode_kwargs, "storage_options": storage_options},
                 num_cpus=ex.num_cpus_per_decode_task)
@@ -144,7 +146,8 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
         num_cpus=ex.num_cpus_per_actor,
         num_gpus=ex.num_gpus_per_actor,
     )
-    for row in ds.iter_rows():
+    for done_now, row in enumerate(ds.iter_rows(), start=1):
+        progress.update(done_now)
         summary["images"] += int(row["images"])
         summary["failed"] += int(row["failed"])
         summary["actor_seconds"] += float(row["seconds"])

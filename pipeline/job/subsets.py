@@ -1,98 +1,64 @@
-"""The zero-shot scoring strategy (MuSc, PatchEAD): seeded subsets of each group, one Ray task each.
+"""The zero-shot scoring strategy (MuSc, PatchEAD): one Ray task per planned subset of a group.
 
-MuSc's cost grows with the square of the number of images scored together, so each group (product,
-camera, line) is split into as few random subsets of at most ``max_subset_size`` images as needed
-(the paper's scalability study, Table 7). The split is seeded by the job seed and the group name, so
-it is the same on a re-run and adding a group does not reshuffle the others.
-
-Each subset is one task: it gathers its images' features from the feature shards, scores them
-(``engine.scorers``: MuSc with RsCIN on the raw score scale, so scores of different subsets of a
-group compare) and writes one scored-batch object whole. A re-run skips subsets whose object exists;
+Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so nothing
+else is read), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
+RsCIN on the raw score scale, so scores of different subsets of a group compare) and writes one
+scored-batch object whole. A subset left with fewer than 2 readable images writes an empty batch:
+its readable image gets the status ``subset_too_small``. A re-run skips subsets whose object exists;
 a retried task rewrites the same object, so nothing duplicates.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..engine.features import Features
 from ..engine.scorers import ScorerSettings, score_features
-from ..engine.subsets import split_by_max_size
 from ..settings import JobConfig
 from ..storage import exists
 from .extract import read_feature_shard, run_feature_stage
 from .faults import crash_point
 from .layout import RunLayout, shard_uri
-from .scored import BatchSource, scored_columns, write_scored_batch
-from .shards import Member
+from .plan import RunPlan, SubsetPlan
+from .scored import scored_columns, write_scored_batch
+from .scores_table import STATUS_OK
 
 
-@dataclass(frozen=True)
-class SubsetPlan:
-    """One unit of mutual scoring."""
-
-    group: str
-    subset_id: int
-    members: tuple[Member, ...]
-
-
-def group_seed(seed: int, group: str) -> int:
-    """A per-group seed that depends only on the job seed and the group name."""
-    return int.from_bytes(hashlib.sha256(f"{seed}\0{group}".encode()).digest()[:8], "little")
-
-
-def plan_subsets(members_by_group: dict[str, Sequence[Member]], max_subset_size: int, seed: int) -> list[SubsetPlan]:
-    """Subsets of every group with at least 2 images; members sorted by URI inside each subset.
-
-    Groups with fewer than 2 readable images get no subset (their rows say so).
-    """
-    plans = []
-    for group in sorted(members_by_group):
-        members = sorted(members_by_group[group], key=lambda m: m.uri)
-        if len(members) < 2:
-            continue
-        for subset_id, indices in enumerate(split_by_max_size(len(members), max_subset_size, group_seed(seed, group))):
-            plans.append(SubsetPlan(group, subset_id, tuple(members[i] for i in indices)))
-    return plans
-
-
-def gather_features(plan: SubsetPlan, features_prefix: str, storage_options: dict[str, Any] | None = None) -> Features:
-    """The members' features in plan order, reading each shard once and only the rows needed.
-
-    Shards hold a group's images in URI order and plans list members in URI order, so reading the
-    shards in order yields the plan's order; the URI check catches a shard that was rewritten.
-    """
-    rows_by_shard: dict[int, list[int]] = defaultdict(list)
-    for m in plan.members:
-        rows_by_shard[m.shard_id].append(m.row)
-    parts, uris = [], []
-    for shard_id, rows in sorted(rows_by_shard.items()):
-        table, feats = read_feature_shard(shard_uri(features_prefix, shard_id), storage_options, rows)
-        parts.append(feats)
-        uris.extend(table.column("uri").to_pylist())
-    if uris != [m.uri for m in plan.members]:
-        raise RuntimeError(f"group {plan.group!r} subset {plan.subset_id}: the feature shards do not hold the "
-                           "planned images in plan order (were they rewritten by another run?)")
-    return Features.cat(parts)
+def gather_features(plan: SubsetPlan, features_prefix: str,
+                    storage_options: dict[str, Any] | None = None) -> tuple[list[str], Features | None]:
+    """The URIs and features of the subset's readable images, from its own shards (read whole);
+    None when no image decoded."""
+    uris: list[str] = []
+    parts = []
+    for shard_id in plan.shard_ids:
+        table, feats = read_feature_shard(shard_uri(features_prefix, shard_id), storage_options)
+        if set(table.column("group").to_pylist()) != {plan.group}:
+            raise RuntimeError(f"shard {shard_id} does not hold group {plan.group!r} alone (written by another plan?)")
+        ok = np.flatnonzero(np.asarray(table.column("status").to_pylist()) == STATUS_OK)
+        if len(ok):
+            uris.extend(table.column("uri").take(ok).to_pylist())
+            parts.append(feats.select(ok))
+    return uris, Features.cat(parts) if parts else None
 
 
 def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer: ScorerSettings,
                  device: str = "cpu", storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score one subset and write its result object; returns a small summary for the driver."""
     start = time.perf_counter()
-    features = gather_features(plan, features_prefix, storage_options)
-    result = score_features(features, scorer, device)
+    uris, features = gather_features(plan, features_prefix, storage_options)
+    if len(uris) < 2:  # nothing to compare with: an empty batch marks the subset done
+        columns = scored_columns([], np.zeros(0), np.zeros(0), np.zeros((0, 1, 1), np.float32))
+    else:
+        result = score_features(features, scorer, device)
+        columns = scored_columns(uris, result.image_scores_raw.numpy(), result.image_scores.numpy(),
+                                 result.patch_scores.numpy())
     crash_point("score_subset")
-    write_scored_batch(result_uri, plan.group, plan.subset_id, scored_columns(
-        [m.uri for m in plan.members], result.image_scores_raw.numpy(), result.image_scores.numpy(),
-        result.patch_scores.numpy()), storage_options)
-    n = len(plan.members)
-    return {"group": plan.group, "subset_id": plan.subset_id, "images": n, "seconds": time.perf_counter() - start}
+    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options)
+    scored = len(uris) if len(uris) >= 2 else 0
+    return {"group": plan.group, "subset_id": plan.subset_id, "images": scored, "seconds": time.perf_counter() - start}
 
 
 def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, cfg: JobConfig) -> dict:
@@ -105,7 +71,7 @@ def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, 
 
 
 class ZeroShotScoring:
-    """MuSc or PatchEAD: extract features in the first stage, then score seeded subsets of each group."""
+    """MuSc or PatchEAD: extract features in the first stage, then score each planned subset."""
 
     first_stage = "extraction"
     resize = None
@@ -113,6 +79,7 @@ class ZeroShotScoring:
     def __init__(self, cfg: JobConfig, layout: RunLayout) -> None:
         self.cfg, self.layout = cfg, layout
         self.shards_prefix = layout.features
+        self.max_subset_size = cfg.scoring.max_subset_size
         self.image_size = cfg.backbone.image_size
         self.gaussian_sigma = cfg.scorer_settings().gaussian_sigma
         self.scores_meaningful = not cfg.backbone.random_init
@@ -122,11 +89,8 @@ class ZeroShotScoring:
         return run_feature_stage(shards, self.cfg.backbone, self.shards_prefix, self.cfg.extraction,
                                  self.cfg.storage_options)
 
-    def plan(self, members: dict[str, list[Member]]) -> dict[str, list[SubsetPlan]]:
-        by_group: dict[str, list[SubsetPlan]] = defaultdict(list)
-        for plan in plan_subsets(members, self.cfg.scoring.max_subset_size, self.cfg.scoring.seed):
-            by_group[plan.group].append(plan)
-        return by_group
+    def tasks(self, plan: RunPlan, group: str) -> list[SubsetPlan]:
+        return plan.subsets.get(group, [])
 
     def is_done(self, task: SubsetPlan) -> bool:
         return exists(self.layout.subset(task.group, task.subset_id), self.cfg.storage_options)
@@ -140,5 +104,5 @@ class ZeroShotScoring:
                 num_cpus=scoring.num_cpus_per_task, num_gpus=scoring.num_gpus_per_task, max_retries=scoring.max_retries)
         return self._task.remote(task, self.shards_prefix, self.layout.subset(task.group, task.subset_id), self.cfg)
 
-    def batch_sources(self, group: str, members: list[Member], tasks: list[SubsetPlan]) -> list[BatchSource]:
-        return [BatchSource(self.layout.subset(group, t.subset_id)) for t in tasks]
+    def batch_sources(self, plan: RunPlan, group: str) -> list[str]:
+        return [self.layout.subset(group, t.subset_id) for t in plan.subsets.get(group, [])]

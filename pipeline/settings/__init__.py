@@ -7,7 +7,13 @@ documentation. Import schemas and the loader from here.
 from .backbone import BackboneConfig, ForegroundConfig
 from .command_line import config_from_command_line
 from .data import DatasetConfig, SyntheticConfig
-from .detectors import DetectorConfig, DinomalyConfig, SOWAConfig, TrainingConfig, ViTADConfig
+from .detectors import (
+    DetectorConfig,
+    DinomalyConfig,
+    SOWAConfig,
+    TrainingConfig,
+    ViTADConfig,
+)
 from .evaluation import EvalConfig
 from .job import (
     ZERO_SHOT_DETECTORS,

@@ -230,7 +230,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.path=value")
     path, raw = override.split("=", 1)
-    _set_path(data, path.strip(), yaml.safe_load(raw))
+    _set_path(data, path.strip(), _parse_yaml(raw, f"override {override!r}"))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -254,13 +254,24 @@ def with_values(cfg: C, values: dict[str, Any]) -> C:
     return config_from_dict(type(cfg), data)
 
 
+def _parse_yaml(text: str, where: str) -> Any:
+    """Plain YAML data (``safe_load``: tags such as ``!!python/object`` are refused, never run); a
+    problem is one line that says where."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
+
+
 def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = None) -> C:
     """Read a YAML config file into ``cls``; a missing file or bad key raises ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh)
+    data = _parse_yaml(path.read_text(), f"config file {path}")
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return config_from_dict(cls, data, overrides)

@@ -31,7 +31,13 @@ from ..data.demo import ensure_dataset
 from ..data.images import load_images
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, save_checkpoint
 from ..detectors.registry import build_detector
-from ..detectors.training import LabelledSplit, load_references, load_split, train_detector
+from ..detectors.training import (
+    LabelledSplit,
+    load_references,
+    load_split,
+    train_detector,
+)
+from ..engine.weights import WeightsError
 from ..job.faults import crash_point
 from ..settings import (
     ConfigError,
@@ -43,7 +49,8 @@ from ..settings import (
     config_to_dict,
     with_values,
 )
-from ..storage import StorageError, check_bucket, join_uri, write_bytes, write_parquet
+from ..storage import StorageError, is_remote, join_uri, write_bytes, write_parquet
+from .preflight import SweepError, check_sweep, check_trial_resources
 from .pseudo_labels import most_normal_uris
 
 
@@ -160,18 +167,23 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     start = time.perf_counter()
-    for uri, role in ((cfg.storage_path, "storage_path"), (cfg.output_prefix, "output_prefix")):
-        check_bucket(uri, cfg.storage_options, role)
-    train, validation, references = _prepare_data(cfg)
+    check_sweep(cfg)
     if not ray.is_initialized():
         ray.init()
+    check_trial_resources(cfg, ray.cluster_resources())
+    try:
+        train, validation, references = _prepare_data(cfg)
+    except (FileNotFoundError, ValueError) as err:  # the readers name the folder and what they expected
+        raise SweepError(f"sweep data: {err}") from None
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg.detector, train=train, validation=validation,
                              evaluations=cfg.evaluations, references=references),
         {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
     filesystem = _storage_filesystem(cfg.storage_path)
-    # with an explicit pyarrow filesystem, Tune wants paths without the scheme ("bucket/key")
-    storage_path = cfg.storage_path.removeprefix("s3://") if filesystem is not None else cfg.storage_path
+    # with an explicit pyarrow filesystem, Tune wants paths without the scheme ("bucket/key"); a local
+    # folder must be absolute (Tune reads a relative one as a URI without a scheme)
+    storage_path = (cfg.storage_path.removeprefix("s3://") if filesystem is not None
+                    else cfg.storage_path if is_remote(cfg.storage_path) else str(Path(cfg.storage_path).resolve()))
     experiment = join_uri(storage_path, cfg.name)
     restored = tune.Tuner.can_restore(experiment, storage_filesystem=filesystem)
     if restored:
@@ -221,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_command_line(SweepConfig, "Ray Tune sweep of a trained anomaly detector", argv)
         summary = run_sweep(cfg)
-    except (ConfigError, StorageError) as err:
+    except (ConfigError, StorageError, WeightsError, SweepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

@@ -32,7 +32,12 @@ from pipeline.data.synthetic import generate_dataset
 from pipeline.detectors.registry import build_detector
 from pipeline.detectors.training import load_split, train_detector
 from pipeline.detectors.window_attention import FrozenWindowAttention, vv_attention
-from pipeline.settings import DetectorConfig, SweepConfig, config_from_dict, config_to_dict
+from pipeline.settings import (
+    DetectorConfig,
+    SweepConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from pipeline.tuning.sweep import run_sweep, trial_config
 
 ENCODERS = {  # timm name, image size, Dinomaly taps, SOWA's CLIP of about the same size and its windows

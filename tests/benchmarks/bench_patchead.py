@@ -40,7 +40,12 @@ from pipeline.engine.msm import mutual_scores
 from pipeline.engine.patchead import patch_scores
 from pipeline.engine.scorers import score_images
 from pipeline.engine.scores import BatchScores
-from pipeline.settings import BackboneConfig, ForegroundConfig, MuscConfig, PatchEADConfig
+from pipeline.settings import (
+    BackboneConfig,
+    ForegroundConfig,
+    MuscConfig,
+    PatchEADConfig,
+)
 
 SIZE = 128
 POSES = {"as generated": (0.0, 0.0), "posed (+-30 deg, +-6%)": (30.0, 0.06)}

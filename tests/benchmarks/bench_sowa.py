@@ -24,7 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.data.synthetic import generate_dataset
 from pipeline.detectors.registry import build_detector
-from pipeline.detectors.training import evaluate_detector, load_references, load_split, train_detector
+from pipeline.detectors.training import (
+    evaluate_detector,
+    load_references,
+    load_split,
+    train_detector,
+)
 from pipeline.settings import DetectorConfig, config_from_dict
 
 SIZE = 128

@@ -17,12 +17,13 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
 
 READ_ATTEMPTS = 4  # tries of a read that fails transiently
 RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A location cannot be used: missing bucket, no credentials, access denied. One-line message."""
 
 

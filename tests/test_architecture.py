@@ -5,7 +5,7 @@
 - A run's identity (config hash) of the shipped configs is pinned the same way, so renaming a key
   or moving a section cannot silently start new runs. The values change only on purpose: issue 12's
   data plan (subsets before extraction, PLAN_VERSION 2) and int8 feature shards made them new.
-- Packages import only downward (settings, storage < data, engine < reporting < evaluation <
+- Packages import only downward (errors < settings, storage < data, engine < reporting < evaluation <
   detectors < job < tuning), there are no import cycles, and no module grows past 400 lines.
 """
 
@@ -27,7 +27,7 @@ from pipeline.settings import (
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipeline"
-LAYERS = ["settings", "storage", "data", "engine", "reporting", "evaluation", "detectors", "job", "tuning"]
+LAYERS = ["errors", "settings", "storage", "data", "engine", "reporting", "evaluation", "detectors", "job", "tuning"]
 SAME_LEVEL = {("data", "engine"), ("engine", "data")}  # neither imports the other today; both sit on storage
 
 
@@ -124,9 +124,11 @@ def test_packages_import_downward_only_and_without_cycles():
             visit(module, [module])
 
 
-def test_top_level_holds_packages_and_storage_and_modules_stay_small():
+def test_top_level_holds_packages_storage_and_errors_and_modules_stay_small():
     top = sorted(p.name for p in PIPELINE.iterdir() if not p.name.startswith((".", "__pycache__")))
-    assert top == sorted(["__init__.py", "storage.py", *(name for name in LAYERS if name != "storage")])
+    modules = ("storage", "errors")  # one module each: the URIs, and the error contract under every layer
+    assert top == sorted(["__init__.py", *(f"{name}.py" for name in modules),
+                          *(name for name in LAYERS if name not in modules)])
     for path in PIPELINE.rglob("*.py"):
         lines = len(path.read_text().splitlines())
         assert lines <= 400, f"{path.relative_to(REPO)} has {lines} lines"

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..errors import UserError
+from ..settings import DatasetConfig, SyntheticConfig
 from .images import IMAGE_EXTENSIONS, MaskResize, load_image, read_mask, read_mask_grey, resize_grey_mask, resize_mask
 
 LAYOUTS = ("mvtec", "visa", "btad", "mpdd")
@@ -64,6 +66,29 @@ def list_categories(root: str, layout: str, *, split_csv: str | None = None) -> 
     if not categories:
         raise FileNotFoundError(f"no {layout} categories found in {where}")
     return categories
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset the evaluation or a sweep cannot read; the message names the key to fix."""
+
+
+def check_dataset(dataset: DatasetConfig, synthetic: SyntheticConfig, role: str = "dataset") -> None:
+    """Before any work: the dataset is there in its layout, with every named category, unless it
+    is to be generated (``synthetic`` enabled and the root absent). ``role`` is the config key."""
+    if synthetic.enabled and not Path(dataset.root).exists():
+        return
+    generate = "synthetic" if role == "dataset" else f"{role}_synthetic"
+    if not Path(dataset.root).is_dir():
+        raise DatasetError(f"{role}.root {dataset.root}: no such folder; set {role}.root=/path/to/the/dataset "
+                           f"({dataset.layout} layout), or enable {generate} to generate one")
+    try:
+        available = list_categories(dataset.root, dataset.layout, split_csv=dataset.split_csv)
+    except (FileNotFoundError, ValueError) as err:
+        raise DatasetError(f"{role}.root: {err}") from None
+    unknown = [c for c in dataset.categories or [] if c not in available]
+    if unknown:
+        raise DatasetError(f"{role}.categories: {unknown} not in {dataset.root} ({dataset.layout} layout); "
+                           f"available: {available}")
 
 
 def read_split(root: str, layout: str, category: str, split: str = "test", *,

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from ..errors import UserError
 from ..storage import is_remote, write_bytes, write_parquet
 from .benchmarks import list_categories, read_split
 from .images import IMAGE_EXTENSIONS
@@ -40,7 +41,7 @@ class InputRecord:
     mask_uri: str | None = None
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """The inputs cannot be listed or read; the message names the URI or column."""
 
 

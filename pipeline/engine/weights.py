@@ -12,13 +12,14 @@ import fsspec
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..settings import BackboneConfig
-from ..storage import fetch_to_local
+from ..storage import check_bucket, fetch_to_local
 
 log = logging.getLogger(__name__)
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights are missing, unreadable or do not fit the model."""
 
 
@@ -144,3 +145,11 @@ def configured_weights(cfg: BackboneConfig) -> dict[str, torch.Tensor] | None:
         log.warning("backbone %s uses RANDOM weights: scores are not meaningful", cfg.name)
         return None
     return read_state_dict(fetch_to_local(cfg.weights, cfg.cache_dir))
+
+
+def check_weights(backbone: BackboneConfig, role: str, storage_options: dict | None = None) -> None:
+    """Weights or an explicit random init; weights must be reachable and whole."""
+    check_weights_setting(backbone)
+    if backbone.weights is not None:
+        check_bucket(backbone.weights, storage_options, role)
+        check_weights_file(backbone.weights, role, storage_options)

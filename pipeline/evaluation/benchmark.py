@@ -26,6 +26,7 @@ import torch
 
 from ..data.benchmarks import (
     Sample,
+    check_dataset,
     list_categories,
     load_mask,
     read_split,
@@ -36,10 +37,11 @@ from ..data.images import load_image
 from ..engine.backbones import Backbone, build_backbone
 from ..engine.scorers import score_images
 from ..engine.subsets import split_subsets
+from ..engine.weights import check_weights
 from ..engine.timing import StageTimes
 from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..reporting.progress import Progress
-from ..settings import EvalConfig, config_from_command_line, config_to_dict
+from ..settings import EvalConfig, config_to_dict, run_program
 from .metrics import category_metrics, format_table, mean_row
 from .protocol import PROTOCOLS
 from .read_ahead import READ_THREADS, ReadAhead, Reader
@@ -190,6 +192,8 @@ def _print_times(result: CategoryResult) -> None:
 
 def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     """The evaluation command's whole path: optional data generation, scoring, outputs."""
+    check_dataset(cfg.dataset, cfg.synthetic)
+    check_weights(cfg.backbone, "backbone.weights")
     ensure_dataset(cfg.dataset.root, cfg.synthetic)
     categories = cfg.dataset.categories or list_categories(cfg.dataset.root, cfg.dataset.layout,
                                                            split_csv=cfg.dataset.split_csv)
@@ -209,9 +213,12 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_command_line(EvalConfig, __doc__.split("\n\n")[0], argv)
-    run_evaluation(cfg)
-    return 0
+    """Command line: exit 0 when every category was scored, 2 for a mistake in the config or data."""
+    def program(cfg: EvalConfig) -> int:
+        run_evaluation(cfg)
+        return 0
+
+    return run_program(EvalConfig, __doc__.split("\n\n")[0], program, argv)
 
 
 if __name__ == "__main__":

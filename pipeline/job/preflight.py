@@ -28,15 +28,16 @@ from ..data.inputs import (
     write_manifest,
 )
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
-from ..engine.weights import WeightsError, check_weights_file, check_weights_setting
-from ..settings import ZERO_SHOT_DETECTORS, BackboneConfig, DetectorConfig, JobConfig
+from ..engine.weights import WeightsError, check_weights, check_weights_file
+from ..errors import UserError
+from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
 from ..storage import check_bucket, check_writable, exists, is_remote, join_uri
 from .layout import RunLayout
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a Ray address that does not accept a connection by then is unreachable
 
 
-class JobError(RuntimeError):
+class JobError(UserError, RuntimeError):
     """The job cannot start as configured; the message is one line that names the problem."""
 
 
@@ -102,22 +103,15 @@ def check_ray_address(address: str | None) -> None:
 def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
     """Everything that can be checked before work starts; returns the inputs and, for a trained
     detector, its checkpoint's config. Raises one-line errors."""
-    records = list_inputs(cfg)
-    if cfg.detector in ZERO_SHOT_DETECTORS:
+    if cfg.detector in ZERO_SHOT_DETECTORS:  # weights first: a refusal writes nothing, not even demo data
         check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)
+    prepare_demo_inputs(cfg)
+    records = list_inputs(cfg)
     check_ray_address(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     return records, detector_cfg
-
-
-def check_weights(backbone: BackboneConfig, role: str, storage_options: dict | None = None) -> None:
-    """Weights or an explicit random init; weights must be reachable and whole."""
-    check_weights_setting(backbone)
-    if backbone.weights is not None:
-        check_bucket(backbone.weights, storage_options, role)
-        check_weights_file(backbone.weights, role, storage_options)
 
 
 def trained_detector_config(cfg: JobConfig) -> DetectorConfig:

@@ -32,15 +32,12 @@ from typing import Any
 
 import fsspec
 
-from ..data.inputs import InputError
-from ..engine.weights import WeightsError
 from ..reporting.progress import Progress
 from ..settings import (
     ZERO_SHOT_DETECTORS,
-    ConfigError,
     DetectorConfig,
     JobConfig,
-    config_from_command_line,
+    run_program,
 )
 from ..storage import StorageError, exists, read_bytes, write_bytes
 from .detect import DetectorScoring
@@ -50,7 +47,7 @@ from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
-from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
+from .preflight import JobError, preflight, reference_uris
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
@@ -165,7 +162,6 @@ def run_job(cfg: JobConfig) -> JobReport:
     before any work when the configuration cannot work."""
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    prepare_demo_inputs(cfg)
     records, detector_cfg = preflight(cfg)
     references = reference_uris(cfg, records)
     chash = config_hash(cfg)
@@ -240,11 +236,9 @@ def run_job(cfg: JobConfig) -> JobReport:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs."""
-    try:
-        cfg = config_from_command_line(JobConfig, "MuSc nightly anomaly scoring on Ray", argv)
+    def program(cfg: JobConfig) -> int:
         report = run_job(cfg)
-    except (ConfigError, InputError, StorageError, WeightsError, JobError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(report))
-    return report.exit_code
+        print(format_summary(report))
+        return report.exit_code
+
+    return run_program(JobConfig, "MuSc nightly anomaly scoring on Ray", program, argv)

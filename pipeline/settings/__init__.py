@@ -5,7 +5,7 @@ documentation. Import schemas and the loader from here.
 """
 
 from .backbone import BackboneConfig, ForegroundConfig
-from .command_line import config_from_command_line
+from .command_line import config_from_command_line, run_program
 from .data import DatasetConfig, SyntheticConfig
 from .detectors import (
     DetectorConfig,
@@ -45,6 +45,6 @@ __all__ = [
     "ExtractionConfig", "FieldError", "FlaggingConfig", "ForegroundConfig", "InputsConfig", "JobConfig",
     "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES", "SOWAConfig",
     "SchedulerConfig", "ScoringConfig", "Section", "SweepConfig", "SyntheticConfig", "TrainingConfig",
-    "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "config_from_dict", "config_to_dict",
+    "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "run_program", "config_from_dict", "config_to_dict",
     "describe", "identity_view", "load_config", "setting", "validate", "with_values",
 ]

@@ -1,11 +1,15 @@
-"""The one command line of every program: ``--config FILE [key.path=value ...]``."""
+"""The one command line of every program: ``--config FILE [key.path=value ...]``, and its one
+error contract (``pipeline.errors``): a user's mistake is one line on stderr and exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from collections.abc import Callable
 from typing import TypeVar
 
+from ..errors import EXIT_USER_ERROR, UserError
 from .schema import load_config
 
 C = TypeVar("C")
@@ -19,3 +23,13 @@ def config_from_command_line(cls: type[C], description: str, argv: list[str] | N
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return load_config(args.config, cls, args.overrides)
+
+
+def run_program(cls: type[C], description: str, program: Callable[[C], int], argv: list[str] | None = None) -> int:
+    """Parse the command line into ``cls`` and run ``program`` on it; a ``UserError`` from either is
+    printed as ``error: <one line>`` and exits 2. ``program`` returns 0 (done) or 1 (a stage failed)."""
+    try:
+        return program(config_from_command_line(cls, description, argv))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -250,6 +250,9 @@ class JobConfig(Section):
             raise FieldError("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {self.run_id!r}")
         if self.run_date is not None:
             try:
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.run_date):
+                    raise ValueError
                 datetime.date.fromisoformat(self.run_date)
             except ValueError:
-                raise FieldError("run_date", f"must be a date YYYY-MM-DD, got {self.run_date!r}") from None
+                raise FieldError("run_date", f"must be a date YYYY-MM-DD (e.g. 2026-11-22), got {self.run_date!r}"
+                                 ) from None

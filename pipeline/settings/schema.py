@@ -15,7 +15,6 @@ form, integers are never silently coerced from strings, and a config pickles to 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import logging
 import types
@@ -26,12 +25,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is missing, unknown, mistyped or out of range; the message names the key."""
 
 
@@ -132,8 +133,6 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
         return value
     if annotation is str:
-        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-11-22 as a date
-            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
         return value
@@ -175,7 +174,12 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             # a partial section overrides the field's own default (e.g. one key of a detector's
             # encoder), not the section class's defaults
             value = _merged(dataclasses.asdict(f.default_factory()), value)
-        kwargs[f.name] = _convert(value, hints[f.name], prefix + f.name)
+        try:
+            kwargs[f.name] = _convert(value, hints[f.name], prefix + f.name)
+        except ConfigError as err:  # a wrong type names what the key wants, e.g. run_date's format
+            doc = f.metadata.get("doc", "")
+            own = str(err).startswith(f"config key '{prefix}{f.name}': expected")
+            raise ConfigError(f"{err}: {doc.split('. ')[0].rstrip('.')}" if own and doc else str(err)) from None
     cfg = cls(**kwargs)
     for f in fields:  # sections left at their defaults must be valid too (e.g. no inputs given at all)
         if f.name not in data and dataclasses.is_dataclass(hints[f.name]):
@@ -230,7 +234,13 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.path=value")
     path, raw = override.split("=", 1)
-    _set_path(data, path.strip(), _parse_yaml(raw, f"override {override!r}"))
+    try:
+        value = _parse_yaml(raw, f"override {override!r}")
+    except ConfigError:  # {line}/{name}/... or a: b is no YAML value: the user meant the text as written
+        value = raw
+    if isinstance(value, dict) and value and all(v is None for v in value.values()):
+        value = raw  # {name} is a group template, never a mapping of keys without values
+    _set_path(data, path.strip(), value)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -254,11 +264,22 @@ def with_values(cfg: C, values: dict[str, Any]) -> C:
     return config_from_dict(type(cfg), data)
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """``safe_load`` without YAML's timestamps: an unquoted 2026-11-22 stays the text the user wrote
+    (and 2026-13-45 a text that the key's own check refuses, not a traceback from the parser)."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     """Plain YAML data (``safe_load``: tags such as ``!!python/object`` are refused, never run); a
     problem is one line that says where."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader without timestamps
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -37,19 +37,17 @@ from ..detectors.training import (
     load_split,
     train_detector,
 )
-from ..engine.weights import WeightsError
 from ..job.faults import crash_point
 from ..settings import (
-    ConfigError,
     DatasetConfig,
     DetectorConfig,
     SweepConfig,
     SyntheticConfig,
-    config_from_command_line,
+    run_program,
     config_to_dict,
     with_values,
 )
-from ..storage import StorageError, is_remote, join_uri, write_bytes, write_parquet
+from ..storage import is_remote, join_uri, write_bytes, write_parquet
 from .preflight import SweepError, check_sweep, check_trial_resources
 from .pseudo_labels import most_normal_uris
 
@@ -230,11 +228,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: 0 when every trial finished, 1 when some errored, 2 for a bad config."""
-    try:
-        cfg = config_from_command_line(SweepConfig, "Ray Tune sweep of a trained anomaly detector", argv)
+    def program(cfg: SweepConfig) -> int:
         summary = run_sweep(cfg)
-    except (ConfigError, StorageError, WeightsError, SweepError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2, default=str))
-    return 1 if summary["errored"] else 0
+        print(json.dumps(summary, indent=2, default=str))
+        return 1 if summary["errored"] else 0
+
+    return run_program(SweepConfig, "Ray Tune sweep of a trained anomaly detector", program, argv)

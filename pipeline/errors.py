@@ -1,0 +1,16 @@
+"""The one error contract of every program (job, evaluation, sweep).
+
+A ``UserError`` is a mistake the user can fix (a config key, a missing bucket, weights, a dataset):
+its message is one line naming the fix, the program prints it and exits with 2 before any work.
+Exit 1 is left for a stage that failed beyond its retries; anything else is a bug and keeps its
+traceback. Each layer's error type (``ConfigError``, ``StorageError``, ``WeightsError``, ...)
+derives from it, so the programs catch one type.
+"""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's config or inputs; the message is one line that names the fix."""

@@ -5,12 +5,7 @@
 The same as ``python -m pipeline.evaluation``; everything lives in ``pipeline.evaluation``.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.evaluation.benchmark import main  # noqa: E402
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("pipeline.evaluation.benchmark")

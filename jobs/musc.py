@@ -8,12 +8,7 @@ Everything lives in ``pipeline.job``; this file only makes the uploaded working 
 the job's code: 0 done, 1 a stage failed beyond its retries, 2 the config or inputs cannot work.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.job.run import main
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("pipeline.job.run")

@@ -7,12 +7,7 @@ Everything lives in ``pipeline.tuning``; exit code 0 when every trial finished, 
 errored (run the same command again to resume), 2 for a bad config.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.tuning.sweep import main
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("pipeline.tuning.sweep")

@@ -54,7 +54,7 @@ def ray_cluster(s3_server, tmp_path_factory):
     # a loopback-only test cluster: no token auth, so the CLI needs no token file from the head
     os.environ["RAY_AUTH_MODE"] = "disabled"
     log = (temp / "head.log").open("w")
-    head = subprocess.Popen(start, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    head = subprocess.Popen(start, stdout=log, stderr=subprocess.STDOUT, env=activated_environment(),
                             start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
     try:
@@ -64,6 +64,12 @@ def ray_cluster(s3_server, tmp_path_factory):
         stop_process_group(head)
         log.close()
         del os.environ["RAY_AUTH_MODE"]
+
+
+def activated_environment() -> dict[str, str]:
+    """The environment of a shell after the README's ``source .venv/bin/activate``."""
+    venv = Path(sys.executable).parent
+    return {**os.environ, "PATH": f"{venv}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(venv.parent)}
 
 
 def wait_for_job_server(url: str, head: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
@@ -106,7 +112,19 @@ def submit(cluster: str, workdir: Path, overrides: list[str], env: dict | None =
     if env:
         cmd += ["--runtime-env-json", json.dumps({"env_vars": env})]
     cmd += ["--", sys.executable, "jobs/musc.py", "--config", "job.yaml", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return until_accepted(cmd, timeout=600)
+
+
+def until_accepted(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a ``ray job submit`` command, again while a freshly started head has no job agent yet."""
+    import time
+
+    for _ in range(30):
+        done = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+        if "No available agent to submit job" not in done.stdout + done.stderr:
+            return done
+        time.sleep(2)
+    return done
 
 
 @pytest.fixture
@@ -183,3 +201,41 @@ def test_a_failed_run_fails_loudly_and_resumes_by_run_id(ray_cluster, workdir, s
     assert counts["subsets_skipped"] == counts["subsets"] == 5
     assert counts["groups_skipped"] == counts["groups"] - 1
     assert_one_row_per_input(scores_rows(out), s3_batch)
+
+
+def readme_local_submit() -> str:
+    """The README's local-cluster ``ray job submit`` line, as written."""
+    lines = [line for line in (REPO / "README.md").read_text().splitlines()
+             if line.startswith("ray job submit --working-dir . -- python jobs/musc.py --config conf/local.yaml")]
+    assert len(lines) == 1, "README.md must show one local-cluster ray job submit of conf/local.yaml"
+    return lines[0]
+
+
+def test_the_readmes_local_ray_job_submit_runs_as_written(ray_cluster, tmp_path):
+    """Issue 14: on a fresh machine the entrypoint's `python` was not the project's, and local outputs
+    landed in Ray's temporary copy of the working directory."""
+    project = tmp_path / "project"
+    for name in ("pipeline", "jobs", "conf"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**activated_environment(), "RAY_ADDRESS": ray_cluster}
+    command = readme_local_submit()
+    done = until_accepted(["bash", "-c", command], cwd=project, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout and "64 in, 64 scored" in done.stdout
+    assert len(list((project / "outputs" / "nightly" / "runs").glob("*/_SUCCESS"))) == 1  # where the user is
+    assert len(list((project / "demo_data" / "nightly" / "images").rglob("*.png"))) >= 64
+
+    relative = command.split(" output.prefix=")[0]  # the same without the absolute paths
+    refused = until_accepted(["bash", "-c", relative], cwd=project, env=env, timeout=300)
+    assert refused.returncode != 0
+    assert "error: output.prefix outputs/nightly is relative: under ray job submit --working-dir" in refused.stdout
+    assert "output.prefix=$PWD/outputs/nightly" in refused.stdout
+
+
+def test_an_interpreter_without_the_projects_packages_is_one_line(tmp_path):
+    """`python` from the PATH of a shell that started the head outside the venv (-S: no site-packages)."""
+    done = subprocess.run([sys.executable, "-S", str(REPO / "jobs" / "musc.py"), "--config", "conf/local.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "has no module" in err[0] and "source .venv/bin/activate" in err[0], err

@@ -1,7 +1,8 @@
 """The house rules that keep the layout readable and runs resumable across code moves.
 
 - A run's objects keep their names (a run in flight resumes after an upgrade): pinned literally,
-  values taken from the code before the package restructure.
+  values taken from the code before the package restructure; issue 14 renamed the partition key
+  ``group`` (reserved in SQL) to ``group_name``, together with issue 12's new run identities.
 - A run's identity (config hash) of the shipped configs is pinned the same way, so renaming a key
   or moving a section cannot silently start new runs. The values change only on purpose: issue 12's
   data plan (subsets before extraction, PLAN_VERSION 2) and int8 feature shards made them new.
@@ -36,13 +37,13 @@ def test_run_object_names_are_unchanged():
     base = "s3://factory/musc"
     prefix = f"{base}/runs/2026-11-22-4eb497fd"
     group = "line 1/cap A"
-    assert run.scores(group) == (f"{base}/scores/run_date=2026-11-22/group=line%201%2Fcap%20A/"
+    assert run.scores(group) == (f"{base}/scores/run_date=2026-11-22/group_name=line%201%2Fcap%20A/"
                                  "part-2026-11-22-4eb497fd.parquet")
     assert run.heatmap(group, "s3://factory/in/line 1/cap A/img_007.png") == (
-        f"{base}/heatmaps/run_date=2026-11-22/group=line%201%2Fcap%20A/run_id=2026-11-22-4eb497fd/"
+        f"{base}/heatmaps/run_date=2026-11-22/group_name=line%201%2Fcap%20A/run_id=2026-11-22-4eb497fd/"
         "cap A_img_007-fd5b1c67.png")
     assert run.heatmap("solo", "frame.png") == (
-        f"{base}/heatmaps/run_date=2026-11-22/group=solo/run_id=2026-11-22-4eb497fd/frame-1870aaba.png")
+        f"{base}/heatmaps/run_date=2026-11-22/group_name=solo/run_id=2026-11-22-4eb497fd/frame-1870aaba.png")
     assert run.metrics_table == f"{base}/metrics/run_date=2026-11-22/part-2026-11-22-4eb497fd.parquet"
     assert run.group_summary(group) == f"{prefix}/groups/line%201%2Fcap%20A.json"
     assert run.subset(group, 3) == f"{prefix}/subsets/line%201%2Fcap%20A/subset-00003.parquet"
@@ -51,7 +52,7 @@ def test_run_object_names_are_unchanged():
     assert (run.record, run.manifest, run.success, run.metrics_text) == (
         f"{prefix}/run.json", f"{prefix}/manifest.json", f"{prefix}/_SUCCESS", f"{prefix}/metrics.txt")
     # added for issue 13: the empty object that keeps groups text, and names too long for one segment
-    assert run.text_group_marker == (f"{base}/scores/run_date=2026-11-22/group=~group-is-text/"
+    assert run.text_group_marker == (f"{base}/scores/run_date=2026-11-22/group_name=~group-is-text/"
                                      "types-2026-11-22-4eb497fd.parquet")
     assert run.group_summary("検" * 40) == f"{prefix}/groups/{'%E6%A4%9C' * 20}~8adf682e0cd0e1bd.json"
     assert run.heatmap("g", f"s3://f/in/{'x' * 240}.png").endswith(f"/in_{'x' * 184}-1b0a847d.png")

@@ -56,6 +56,11 @@ def test_evaluation_command_separates_and_localises_synthetic_defects(tmp_path, 
     assert len(heatmaps) == 2
     width, height = Image.open(heatmaps[0]).size
     assert width > 2 * 224 and height >= 224  # image and overlay side by side, title strip and colour bar
+    assert summary["code_version"]["package"] == "0.1.0" and "torch" in summary["versions"]
+    page = (tmp_path / "out" / "report.html").read_text()  # the same kind of report as a nightly run's
+    assert "Category weave" in page and "Category wood" in page and "weights are random" in page
+    assert page.count("data:image/png;base64") == 2 and page.count("data:image/jpeg;base64") == 4
+    assert 'href="heatmaps/weave/' in page and "report.html" in printed.err
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ MUSC = MuscConfig(aggregation_degrees=[1, 3], rscin_windows=[1, 2])
 
 def context(tmp_path, **changes) -> GroupContext:
     fields = dict(layout=RunLayout(str(tmp_path / "out"), "r1", "2026-11-22"), config_hash="abc",
-                  backbone="test-backbone", image_size=16, gaussian_sigma=1.0, heatmaps="all",
+                  backbone="test-backbone", scores_meaningful=False, image_size=16, gaussian_sigma=1.0, heatmaps="all",
                   flag=FlagRule("top_fraction", 0.25))
     return GroupContext(**{**fields, **changes})
 
@@ -89,7 +89,7 @@ def test_subset_and_group_stages_rank_flag_draw_and_keep_every_row(tmp_path, one
         row = by_uri[uris[i]]
         assert row["rank_in_group"] == ranks[i] and row["percentile_in_group"] == pytest.approx(percentiles[i])
         assert row["is_anomaly"] == (i == 2) and row["flag_policy"] == "top_fraction=0.25"
-        assert row["subset_size"] == 4 and row["backbone"] == "test-backbone" and row["run_id"] == "r1"
+        assert row["subset_size"] == 4 and row["backbone"] == "test-backbone" and row["scores_meaningful"] is False and row["run_id"] == "r1"
         png = Image.open(row["map_uri"])
         assert png.size[0] > 2 * 320 and png.size[1] > 320  # photo and map side by side, drawn readably
     error_row = by_uri[uris[4]]

@@ -22,7 +22,7 @@ from pipeline.job.identity import config_hash
 from pipeline.job.manifest import redact
 from pipeline.job.plan import plan_run
 from pipeline.job.run import main, run_job
-from pipeline.settings import ConfigError, JobConfig, config_from_dict
+from pipeline.settings import ConfigError, JobConfig, config_from_dict, load_config
 
 BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64, "layers": [1, 2],
             "batch_size": 8}
@@ -124,8 +124,9 @@ def test_unsafe_or_broken_yaml_is_one_line_and_runs_nothing(tmp_path, capsys, te
 
 
 def test_date_values_from_yaml_are_accepted(tmp_path):
-    cfg = config_from_dict(JobConfig, {"inputs": {"manifest": "m.csv"}, "run_date": __import__("datetime").date(2026, 11, 22)})
-    assert cfg.run_date == "2026-11-22"
+    conf = tmp_path / "job.yaml"
+    conf.write_text("inputs: {manifest: m.csv}\nrun_date: 2026-11-22\n")  # unquoted: YAML would read a date
+    assert load_config(conf, JobConfig).run_date == "2026-11-22"
     with pytest.raises(ConfigError, match="exactly one of"):
         config_from_dict(JobConfig, {})
 
@@ -202,12 +203,12 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     solo = by_name["/solo/test/good/000.png"]
     assert solo["status"] == "group_too_small" and "needs at least 2" in solo["error"]
     scored = [r for r in rows if r["status"] == "ok"]
-    assert len(scored) == 14 and all(r["group"] in ("weave", "disc") for r in scored)
+    assert len(scored) == 14 and all(r["group_name"] in ("weave", "disc") for r in scored)
     assert {r["run_date"] for r in rows} == {report.manifest["run_date"]}
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     for group in ("weave", "disc"):
-        group_rows = [r for r in scored if r["group"] == group]
+        group_rows = [r for r in scored if r["group_name"] == group]
         assert sorted(r["rank_in_group"] for r in group_rows) == list(range(1, 8))
         assert sum(r["is_anomaly"] for r in group_rows) == 2  # top 25% of 7
         for r in group_rows:
@@ -383,7 +384,7 @@ def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tm
     from sklearn.metrics import roc_auc_score
 
     for group in ("weave", "disc"):  # the table's image AUROC is the one of the rows written
-        group_rows = [r for r in rows if r["group"] == group and r["status"] == "ok"]
+        group_rows = [r for r in rows if r["group_name"] == group and r["status"] == "ok"]
         expected = roc_auc_score([r["label"] for r in group_rows], [r["score"] for r in group_rows])
         assert report.manifest["metrics"]["per_group"][group]["image_auroc"] == pytest.approx(expected)
 
@@ -419,7 +420,7 @@ def test_odd_group_and_file_names_keep_every_row_and_their_group(ray_local, tmp_
     rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
     assert sorted(r["uri"] for r in rows) == sorted(str(tmp_path / "in" / t) for t in targets)
     assert all(r["status"] == "ok" and r["map_uri"] for r in rows)
-    groups = {r["uri"].split("/")[-2]: r["group"] for r in rows}
+    groups = {r["uri"].split("/")[-2]: r["group_name"] for r in rows}
     assert groups["007"] == "007" and groups["7"] == "7"
     assert groups[cjk].startswith(cjk[:10]) and len({r["subset_id"] for r in rows}) == 1
     assert report.manifest["counts"]["rows_written"] == len(targets)
@@ -446,7 +447,7 @@ def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_ass
     assert (run / "run.json").read_text() == record and not (run / "_SUCCESS").exists()
 
     (tmp_path / "in" / "a" / "0-copy.png").unlink()  # the inputs restored: it resumes
-    next(out.glob("scores/*/group=a/part-night-3.parquet")).unlink()  # and group a's rows went missing
+    next(out.glob("scores/*/group_name=a/part-night-3.parquet")).unlink()  # and group a's rows went missing
     resumed = run_job(cfg)
     counts = resumed.manifest["counts"]
     assert counts["groups_skipped"] == 1  # group a is finished, group b is redone

@@ -149,7 +149,7 @@ def assert_one_row_per_input(rows: list[dict], s3_batch: dict) -> None:
     statuses = {r["uri"].rsplit("/", 1)[-1] if r["status"] == "decode_error" else r["uri"]: r["status"] for r in rows}
     assert {k for k, v in statuses.items() if v == "decode_error"} == CORRUPT_FILES
     assert sum(v == "ok" for v in statuses.values()) == 14
-    assert [r["group"] for r in rows if r["status"] == "group_too_small"] == ["solo"]
+    assert [r["group_name"] for r in rows if r["status"] == "group_too_small"] == ["solo"]
 
 
 def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
@@ -161,7 +161,7 @@ def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
     rows = scores_rows(out)
     assert_one_row_per_input(rows, s3_batch)
     scored = [r for r in rows if r["status"] == "ok"]
-    assert {r["group"] for r in scored} == {"weave", "disc"}  # {_kind} matched a folder but is not a group key
+    assert {r["group_name"] for r in scored} == {"weave", "disc"}  # {_kind} matched a folder but is not a group key
     # subsets are drawn from the listing (weave: 4+3+3 files, disc: 4+3), then lose their corrupt files
     assert {r["subset_size"] for r in scored} == {2, 3, 4} and {r["flag_policy"] for r in scored} == {"robust_z>3.5"}
     fs = s3fs.S3FileSystem(skip_instance_cache=True)

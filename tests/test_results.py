@@ -20,7 +20,7 @@ def row(uri, score, status="ok", error=None):
 
 
 def test_partition_path_encodes_group():
-    assert partition_path("2026-11-22", "line1/capA") == "run_date=2026-11-22/group=line1%2FcapA"
+    assert partition_path("2026-11-22", "line1/capA") == "run_date=2026-11-22/group_name=line1%2FcapA"
 
 
 def test_written_scores_read_back_with_plain_pyarrow(tmp_path):
@@ -31,7 +31,7 @@ def test_written_scores_read_back_with_plain_pyarrow(tmp_path):
     write_group_scores(run.scores("capB"), [row("c.png", float("nan"), "error", "truncated")])
     table = ds.dataset(str(tmp_path / "scores"), format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 3
-    assert sorted(table.column("group").to_pylist()) == ["capB", "line1/capA", "line1/capA"]
+    assert sorted(table.column("group_name").to_pylist()) == ["capB", "line1/capA", "line1/capA"]
     assert set(table.column("run_date").to_pylist()) == {"2026-11-22"}
     for field in SCORES_SCHEMA:
         assert table.schema.field(field.name).type == field.type
@@ -51,7 +51,7 @@ def test_empty_group_is_an_error(tmp_path):
 
 
 def test_groups_007_and_7_read_back_apart_with_plain_readers(tmp_path):
-    """Readers guess partition types: group=007 and group=7 both read back as the integer 7 unless some
+    """Readers guess partition types: group_name=007 and group_name=7 both read back as the integer 7 unless some
     group of the date is not a number; each run's empty TEXT_GROUP object is that group."""
     import pyarrow.parquet as pq
 
@@ -63,9 +63,9 @@ def test_groups_007_and_7_read_back_apart_with_plain_readers(tmp_path):
     write_text_group_marker(run)
     for table in (ds.dataset(str(tmp_path / "scores"), format="parquet", partitioning="hive").to_table(),
                   pq.read_table(str(tmp_path / "scores"))):
-        rows = sorted((r["uri"], str(r["group"])) for r in table.to_pylist())
+        rows = sorted((r["uri"], str(r["group_name"])) for r in table.to_pylist())
         assert rows == [("a.png", "007"), ("b.png", "7"), ("c.png", "7")]
-        assert table.schema.field("group").type in (pa.string(), pa.dictionary(pa.int32(), pa.string()))
+        assert table.schema.field("group_name").type in (pa.string(), pa.dictionary(pa.int32(), pa.string()))
 
 
 def test_every_name_fits_and_short_names_are_unchanged(tmp_path):

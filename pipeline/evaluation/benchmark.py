@@ -37,14 +37,16 @@ from ..data.images import load_image
 from ..engine.backbones import Backbone, build_backbone
 from ..engine.scorers import score_images
 from ..engine.subsets import split_subsets
-from ..engine.weights import check_weights
 from ..engine.timing import StageTimes
+from ..engine.weights import check_weights
 from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..reporting.progress import Progress
+from ..reporting.provenance import code_version, versions
 from ..settings import EvalConfig, config_to_dict, run_program
 from .metrics import category_metrics, format_table, mean_row
 from .protocol import PROTOCOLS
 from .read_ahead import READ_THREADS, ReadAhead, Reader
+from .report import HeatMap, write_evaluation_report
 
 
 @dataclass
@@ -124,13 +126,15 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
                           timings.seconds)
 
 
-def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> None:
-    """PNG overlays for the ``save_maps`` most anomalous images, one colour scale per category."""
+def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> list[HeatMap]:
+    """PNG overlays for the ``save_maps`` most anomalous images, one colour scale per category;
+    returns them most anomalous first."""
     size = cfg.backbone.image_size
     renderer = HeatmapRenderer(size, size, float(result.maps.min()), float(result.maps.max()))
     order = np.argsort(-result.image_scores)
     target = out_dir / "heatmaps" / category
     target.mkdir(parents=True, exist_ok=True)
+    written = []
     for rank, i in enumerate(order[: cfg.save_maps], start=1):
         sample = result.samples[i]
         caption = Caption(category, Path(sample.image_path).name, float(result.image_scores[i]), rank, len(order),
@@ -138,6 +142,9 @@ def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_
         name = f"{sample.defect_type}_{Path(sample.image_path).stem}.png"
         (target / name).write_bytes(renderer.render(load_image(sample.image_path, size), result.maps[i], caption,
                                                     load_mask(sample, size) if sample.label else None))
+        written.append(HeatMap(target / name, f"#{rank} score {result.image_scores[i]:.4g}: {sample.defect_type}/"
+                                              f"{Path(sample.image_path).name}"))
+    return written
 
 
 def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, CategoryResult], out_dir: Path) -> str:
@@ -146,7 +153,8 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
     per_category = {name: r.metrics for name, r in results.items()}
     scorer = "MuSc" if cfg.scorer == "musc" else f"PatchEAD ({cfg.patchead.mode})"
     protocol = PROTOCOLS[cfg.protocol]
-    header = f"{scorer} | backbone {backbone.description} | divide_num {cfg.divide_num} | protocol {protocol.name}"
+    header = (f"{scorer} | backbone {backbone.description} | divide_num {cfg.divide_num} | values in percent"
+              f" | protocol {protocol.name}")
     table = f"{header}\nprotocol {protocol.name}: {protocol.summary}\n{format_table(per_category)}"
     (out_dir / "metrics.txt").write_text(table + "\n")
     columns = list(next(iter(per_category.values())).keys())
@@ -158,6 +166,9 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
     summary = {
         "backbone": backbone.description,
         "random_init": backbone.random_init,
+        "code_version": code_version(),
+        "versions": versions(),
+        "metrics_unit": "fraction (0-1); metrics.txt and the console show percent",
         "protocol": protocol.name,
         "protocol_summary": protocol.summary,
         "config": config_to_dict(cfg),
@@ -174,9 +185,9 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
             for i, s in enumerate(r.samples):
                 writer.writerow([name, s.image_path, s.label, s.defect_type, int(r.subset_ids[i]),
                                  f"{r.image_scores_raw[i]:.6f}", f"{r.image_scores[i]:.6f}"])
-    if cfg.save_maps:
-        for name, r in results.items():
-            _write_heatmaps(r, cfg, name, out_dir)
+    heatmaps = {name: _write_heatmaps(r, cfg, name, out_dir) if cfg.save_maps else [] for name, r in results.items()}
+    write_evaluation_report(summary, {name: (r.image_scores, np.array([s.label for s in r.samples]))
+                                      for name, r in results.items()}, heatmaps, out_dir)
     return table
 
 
@@ -208,7 +219,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
         _print_times(results[category])
     table = write_outputs(cfg, backbone, results, Path(cfg.output_dir))
     print(table)
-    print(f"results written to {cfg.output_dir}", file=sys.stderr)
+    print(f"results written to {cfg.output_dir} (report: {Path(cfg.output_dir) / 'report.html'})", file=sys.stderr)
     return results
 
 

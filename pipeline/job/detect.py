@@ -91,6 +91,7 @@ class DetectorScoring:
         self.shards_prefix = layout.detections
         self.image_size, self.resize = detector_cfg.input_geometry()
         self.scores_meaningful = not detector_cfg.chosen().encoder.random_init
+        self.model = f"{detector_cfg.kind}:{detector_cfg.chosen().encoder.identifier()}"
 
     def run_first_stage(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         ex = self.cfg.extraction

@@ -46,7 +46,8 @@ class GroupContext:
 
     layout: RunLayout
     config_hash: str
-    backbone: str
+    backbone: str  # the model's identifier (family/name@size)
+    scores_meaningful: bool
     image_size: int
     gaussian_sigma: float
     heatmaps: str  # flagged | all | none
@@ -126,7 +127,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
     rows: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
-    common = {"backbone": ctx.backbone, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
+    common = {"backbone": ctx.backbone, "scores_meaningful": ctx.scores_meaningful, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
     metrics = None
     warnings: list[str] = []
     if results:

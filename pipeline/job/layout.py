@@ -2,21 +2,21 @@
 
 Under ``output.prefix``::
 
-    scores/run_date=<d>/group=<g>/part-<run_id>.parquet          one object per group (BI reads these)
-    heatmaps/run_date=<d>/group=<g>/run_id=<run_id>/<name>.png     reviewers' heat maps
-    metrics/run_date=<d>/part-<run_id>.parquet                     the engine's metrics per group
-    runs/<run_id>/run.json                                         the run's identity (config hash, date)
-    runs/<run_id>/features/shard-00000.parquet                     zero-shot: records and features per shard
-    runs/<run_id>/subsets/<g>/subset-00000.parquet                 zero-shot: scores of one subset
-    runs/<run_id>/detections/shard-00000.parquet                   trained detector: records and scores per shard
-    runs/<run_id>/groups/<g>.json                                  a finished group's summary (its done marker)
-    runs/<run_id>/metrics.txt, report.html, manifest.json, _SUCCESS   written last, in that order
+    scores/run_date=<d>/group_name=<g>/part-<run_id>.parquet       one object per group (BI reads these)
+    heatmaps/run_date=<d>/group_name=<g>/run_id=<run_id>/<name>.png  reviewers' heat maps
+    metrics/run_date=<d>/part-<run_id>.parquet                        the engine's metrics per group
+    runs/<run_id>/run.json                                            the run's identity (config hash, date)
+    runs/<run_id>/features/shard-00000.parquet                        zero-shot: records and features per shard
+    runs/<run_id>/subsets/<g>/subset-00000.parquet                    zero-shot: scores of one subset
+    runs/<run_id>/detections/shard-00000.parquet                      trained detector: records and scores per shard
+    runs/<run_id>/groups/<g>.json                                     a finished group's summary (its done marker)
+    runs/<run_id>/metrics.txt, report.html, manifest.json, _SUCCESS      written last, in that order
 
 Group names and dates are URI-encoded into one path segment (``/`` becomes ``%2F``), which
 pyarrow's and DuckDB's Hive partitioning decode. No name the job writes exceeds MAX_NAME_BYTES: a
 longer group or heat-map name keeps a readable prefix and a hash of the whole (short names are as
 they always were, so runs in flight resume). Each run also writes an empty scores object under the
-group ``~group-is-text``: readers that guess partition types (pyarrow, DuckDB) then read ``group`` as
+group ``~group-is-text``: readers that guess partition types (pyarrow, DuckDB) then read ``group_name`` as
 text, and groups ``007`` and ``7`` stay apart.
 """
 
@@ -29,8 +29,8 @@ from pathlib import PurePosixPath
 
 from ..storage import join_uri
 
-PARTITION_COLUMNS = ("run_date", "group")
-# the longest group segment or file name the job writes: with a partition key ("group=") and a
+PARTITION_COLUMNS = ("run_date", "group_name")  # group_name: "group" is reserved in SQL
+# the longest group segment or file name the job writes: with a partition key ("group_name=") and a
 # temporary name's additions (".<name>.part-<pid>") a path segment stays under the 255 bytes allowed
 MAX_NAME_BYTES = 200
 # a group no listing produces; its empty scores object makes type-guessing readers read groups as text
@@ -58,7 +58,7 @@ def segment(value: str) -> str:
 
 
 def partition_path(run_date: str, group: str) -> str:
-    """``run_date=.../group=...`` with the values URI-encoded so any group name is one path segment."""
+    """``run_date=.../group_name=...`` with the values URI-encoded so any group name is one path segment."""
     return "/".join(f"{k}={segment(v)}" for k, v in zip(PARTITION_COLUMNS, (run_date, group)))
 
 

@@ -6,8 +6,6 @@ timings and throughput; ``format_summary`` is what the job prints at the end.
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
+from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
@@ -34,7 +33,6 @@ HARMLESS_STORAGE_KEYS = frozenset({
 })
 _URI_USER = re.compile(r"(?<=://)[^/@\s]+@")  # scheme://user:secret@host
 MAX_LISTED = 10  # warnings printed in the summary; the manifest has them all
-VERSIONED_PACKAGES = ("musc-pipeline", "torch", "ray", "open_clip_torch", "timm", "numpy", "pyarrow", "s3fs")
 
 
 @dataclass
@@ -68,15 +66,9 @@ def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:
             else v if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
 
 
-def versions() -> dict[str, str]:
-    """Python's and the main packages' versions, for the manifest."""
-    found = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+# the metrics table (fractions 0-1): typed up front, so a metric undefined in every group is still a double
+METRICS_SCHEMA = pa.schema([("group_name", pa.string()), *((c, pa.float64()) for c in TABLE_COLUMNS),
+                            ("run_id", pa.string())])
 
 
 def write_metrics(layout: RunLayout, summaries: dict[str, dict],
@@ -85,11 +77,12 @@ def write_metrics(layout: RunLayout, summaries: dict[str, dict],
     per_group = {g: s["metrics"] for g, s in sorted(summaries.items()) if s["metrics"] is not None}
     if not per_group:
         return None
-    rows = [{"group": g, **{c: m.get(c) for c in TABLE_COLUMNS}, "run_id": layout.run_id}
+    rows = [{"group_name": g, **{c: m.get(c) for c in TABLE_COLUMNS}, "run_id": layout.run_id}
             for g, m in per_group.items()]
-    write_parquet(layout.metrics_table, pa.Table.from_pylist(rows), storage_options)
+    write_parquet(layout.metrics_table, pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), storage_options)
     table = format_table(per_group)
-    write_bytes(layout.metrics_text, (table + "\n").encode(), storage_options)
+    write_bytes(layout.metrics_text, f"percent (Parquet and manifest.json: fractions 0-1)\n{table}\n".encode(),
+                storage_options)
     return {"table": table, "per_group": per_group, "mean": mean_row(per_group), "uri": layout.metrics_table}
 
 
@@ -127,6 +120,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "warnings": [w for s in facts.summaries.values() for w in s.get("warnings", [])],
         "started_at": facts.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
         "seconds": facts.seconds, "backbone": facts.backbone, "scores_meaningful": facts.scores_meaningful,
+        "code_version": code_version(),
         "counts": {
             "inputs": facts.inputs, "rows_written": counts.get("rows_written"),  # read back, not assumed
             "scored": scored, "failed": sum(n for st, n in statuses.items() if st not in SCORED_STATUSES),

@@ -22,6 +22,7 @@ from ..reporting.report import (
     Section,
     Table,
     histogram_png,
+    percent,
     render_report,
     thumbnail,
 )
@@ -70,13 +71,9 @@ def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | 
 
 def _metrics_section(metrics: dict) -> Section:
     columns = [c for c in TABLE_COLUMNS if any(c in m for m in metrics["per_group"].values())]
-    rows = [[g, *(_percent(m.get(c)) for c in columns)] for g, m in metrics["per_group"].items()]
-    rows.append(["mean", *(_percent(metrics["mean"].get(c)) for c in columns)])
+    rows = [[g, *(percent(m.get(c)) for c in columns)] for g, m in metrics["per_group"].items()]
+    rows.append(["mean", *(percent(metrics["mean"].get(c)) for c in columns)])
     return Section("Metrics", [Table(["group", *columns], rows, note="percent; computed on the labelled inputs")])
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.1f}"
 
 
 def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayout,
@@ -88,6 +85,7 @@ def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayo
              ("images", f"{counts['inputs']} in, {counts['scored']} scored, {counts['failed']} not scored, "
                         f"{counts['flagged']} flagged, {counts['rows_written']} rows written"),
              ("started", manifest["started_at"]), ("finished", manifest["finished_at"]),
+             ("code", ", ".join(f"{k} {v}" for k, v in manifest["code_version"].items() if v) or "unknown"),
              ("versions", ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())),
              *((name, uri) for name, uri in manifest["outputs"].items() if uri)]
     warning = None if manifest["scores_meaningful"] else (

@@ -200,7 +200,8 @@ def run_job(cfg: JobConfig) -> JobReport:
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
         t = time.perf_counter()
         _, backbone = read_shard_records(shard_uri(strategy.shards_prefix, plan.shards[0].shard_id), so)
-        ctx = GroupContext(layout=layout, config_hash=chash, backbone=backbone, image_size=strategy.image_size,
+        ctx = GroupContext(layout=layout, config_hash=chash, backbone=strategy.model,
+                           scores_meaningful=strategy.scores_meaningful, image_size=strategy.image_size,
                            gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
                            heatmaps_at=cfg.output.heatmaps_at, flag=FlagRule.from_settings(cfg.flagging),
                            storage_options=so, resize=strategy.resize)

@@ -31,6 +31,7 @@ SCORES_SCHEMA = pa.schema([
     ("map_uri", pa.string()),
     ("label", pa.int8()),
     ("backbone", pa.string()),
+    ("scores_meaningful", pa.bool_()),
     ("config_hash", pa.string()),
     ("run_id", pa.string()),
     ("scored_at", pa.timestamp("us", tz="UTC")),

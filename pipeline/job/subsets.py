@@ -83,6 +83,7 @@ class ZeroShotScoring:
         self.image_size = cfg.backbone.image_size
         self.gaussian_sigma = cfg.scorer_settings().gaussian_sigma
         self.scores_meaningful = not cfg.backbone.random_init
+        self.model = cfg.backbone.identifier()
         self._task = None
 
     def run_first_stage(self, shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gallery { display: flex; flex-wrap: wrap; gap: .8em; }
 .gallery figure { margin: 0; width: 360px; font-size: .8em; }
-.gallery img { width: 360px; border: 1px solid #ccc; }
+.gallery img { width: 360px; border: 1px solid #ccc; } .gallery figcaption { overflow-wrap: anywhere; }
 .note { color: #555; font-size: .88em; }
 </style></head><body>
 <h1>{{ title }}</h1>
@@ -119,6 +119,11 @@ class Section:
 def render_report(title: str, facts: list[tuple[str, str]], sections: list[Section], warning: str | None = None) -> str:
     """The whole HTML page."""
     return _TEMPLATE.render(title=title, facts=facts, sections=sections, warning=warning)
+
+
+def percent(value: float | None) -> str:
+    """A stored metric (a fraction 0-1) as the percent people read; undefined ones as n/a."""
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}"
 
 
 def histogram_png(scores: np.ndarray, cut: float | None, title: str, labels: np.ndarray | None = None) -> bytes:

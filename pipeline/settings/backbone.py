@@ -63,6 +63,11 @@ class BackboneConfig(Section):
         run_only=True,
     )
 
+    def identifier(self) -> str:
+        """``family/name@size``: the model in the scores table's ``backbone`` column, a value BI tools
+        can group by (whether its scores mean anything is the ``scores_meaningful`` column)."""
+        return f"{self.family}/{self.name}@{self.image_size}"
+
     def check(self) -> None:
         for key in ("mean", "std"):
             value = getattr(self, key)

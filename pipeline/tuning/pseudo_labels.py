@@ -28,12 +28,12 @@ def most_normal_uris(scores_prefix: str, run_id: str, fraction: float,
     fs, path = fsspec.core.url_to_fs(scores_prefix, **(storage_options or {}))
     dataset = pds.dataset(path, filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)),
                           format="parquet", partitioning="hive")
-    table = dataset.to_table(columns=["uri", "group", "score", "status", "run_id"],
+    table = dataset.to_table(columns=["uri", "group_name", "score", "status", "run_id"],
                              filter=(pds.field("run_id") == run_id) & (pds.field("status") == STATUS_OK))
     if table.num_rows == 0:
         raise ValueError(f"no scored images of run {run_id!r} under {scores_prefix}")
     by_group: dict[str, list[tuple[float, str]]] = {}
     for row in table.to_pylist():
-        by_group.setdefault(str(row["group"]), []).append((row["score"], row["uri"]))
+        by_group.setdefault(str(row["group_name"]), []).append((row["score"], row["uri"]))
     return {g: [uri for _, uri in sorted(rows)[: max(1, math.floor(fraction * len(rows)))]]
             for g, rows in sorted(by_group.items())}

@@ -1,0 +1,77 @@
+"""The tables as BI tools read them: the README's DuckDB query run as written on a job's output, and
+the shipped Athena / Glue definitions checked against the Parquet the job writes."""
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.data.inputs import InputRecord, records_from_dataset, write_manifest
+from pipeline.data.synthetic import generate_dataset
+from pipeline.job.manifest import METRICS_SCHEMA
+from pipeline.job.run import run_job
+from pipeline.job.scores_table import SCORES_SCHEMA
+from pipeline.settings import JobConfig, config_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+ATHENA_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int8(): "tinyint", pa.float64(): "double",
+                pa.bool_(): "boolean", pa.timestamp("us", tz="UTC"): "timestamp"}
+
+
+def athena_tables() -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """Each CREATE EXTERNAL TABLE of infra/athena/tables.sql: (columns, partition columns)."""
+    text = (REPO / "infra" / "athena" / "tables.sql").read_text()
+    tables = {}
+    for name, columns, partitions in re.findall(
+            r"CREATE EXTERNAL TABLE IF NOT EXISTS (\S+) \((.*?)\)\s*PARTITIONED BY \((.*?)\)", text, re.S):
+        def pairs(block: str) -> list[tuple[str, str]]:
+            return [tuple(part.split()) for part in block.replace("\n", " ").split(",") if part.strip()]
+        tables[name] = (pairs(columns), pairs(partitions))
+    return tables
+
+
+def test_athena_definitions_match_the_parquet_schemas():
+    tables = athena_tables()
+    assert set(tables) == {"musc.scores", "musc.scores_all", "musc.metrics"}
+    scores = [(f.name, ATHENA_TYPES[f.type]) for f in SCORES_SCHEMA]
+    for name in ("musc.scores", "musc.scores_all"):
+        assert tables[name] == (scores, [("run_date", "date"), ("group_name", "string")])
+    metrics = [(f.name, ATHENA_TYPES[f.type]) for f in METRICS_SCHEMA]
+    assert tables["musc.metrics"] == (metrics, [("run_date", "date")])
+
+
+def readme_duckdb_query() -> str:
+    text = (REPO / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if b.startswith("-- DuckDB")]
+    assert len(blocks) == 1, "README.md must hold one DuckDB example"
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_the_readmes_duckdb_query_runs_on_a_jobs_output(ray_local, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    generate_dataset(str(tmp_path / "data"), categories=["weave"], n_train=0, n_test_good=9, n_test_defect=3,
+                     image_size=64)
+    records = records_from_dataset(str(tmp_path / "data"))
+    groups = ["007", "7", "line 1/cap A"]  # a number-like pair and a name that needs encoding
+    write_manifest([InputRecord(r.uri, groups[i % 3], r.label, r.mask_uri) for i, r in enumerate(records)],
+                   str(tmp_path / "manifest.csv"))
+    out = tmp_path / "outputs" / "nightly"
+    cfg = config_from_dict(JobConfig, {
+        "inputs": {"manifest": str(tmp_path / "manifest.csv")}, "output": {"prefix": str(out)},
+        "backbone": {"family": "timm_cnn", "name": "resnet18", "random_init": True, "image_size": 64,
+                     "layers": [1, 2]},
+        "flagging": {"policy": "top_fraction", "value": 0.25}, "run_date": "2026-11-22"})
+    assert run_job(cfg).exit_code == 0
+
+    query = readme_duckdb_query().replace("'outputs/nightly/", f"'{out}/")
+    result = duckdb.sql(query)
+    rows = {r[1]: dict(zip(result.columns, r)) for r in result.fetchall()}
+    assert set(rows) == set(groups)  # 007 and 7 apart, the encoded name decoded
+    for row in rows.values():
+        assert str(row["run_date"]) == "2026-11-22" and row["images"] == 4 and row["flagged"] == 1
+        assert row["meaningful"] is False  # random-init weights
+    metrics = duckdb.sql(f"SELECT group_name, image_auroc FROM read_parquet('{out}/metrics/**/*.parquet', "
+                         "hive_partitioning = true)").fetchall()
+    assert {g for g, _ in metrics} == set(groups) and all(0 <= v <= 1 for _, v in metrics if v is not None)

@@ -64,7 +64,7 @@ def test_sweep_on_s3_stops_early_writes_results_and_resumes(ray_with_crash, s3_b
 
     detector, best_cfg, meta = load_checkpoint(f"s3://{s3_bucket}/sweeps/vitad-lr/best")
     assert best_cfg == trial_config(cfg.detector, second["best_config"], cfg.evaluations)
-    assert meta["metrics"]["mad"] == pytest.approx(max(r[f"best_mad"] for r in after))
+    assert meta["metrics"]["mad"] == pytest.approx(max(r["best_mad"] for r in after))
     assert fs.exists(f"{s3_bucket}/sweeps/vitad-lr/best/detector.yaml")
     assert fs.exists(f"{s3_bucket}/tune/vitad-lr")  # Tune's own state lives on S3 too
 

@@ -10,6 +10,45 @@ from .schema import FieldError, Section, setting
 
 
 @dataclass
+class AlignmentConfig(Section):
+    """How PatchEAD+ alignment (``align: true``) picks its reference and which fits it refuses, so that
+    aligning never makes scores worse than leaving an image as it is (a refused fit keeps the image
+    unaligned). Only evaluation aligns; the nightly job refuses ``align``, so these keys never change
+    a job's results and stay out of its identity (``run_only``)."""
+
+    reference: Literal["best_matched", "first"] = setting(
+        "The image a batch is warped onto: 'best_matched' tries reference_candidates images and keeps the one "
+        "whose accepted fits from all others have the most inliers (the image most others match best); "
+        "'first' is the batch's first image, whatever it shows (the behaviour before issue 17).",
+        default="best_matched",
+    )
+    reference_candidates: int = setting(
+        "best_matched: images tried as the reference, evenly spaced over the batch; each is matched with "
+        "every image, so alignment costs this many matchings per image.",
+        default=8, ge=1,
+    )
+    min_inliers: int = setting("Keypoint matches that must agree with a fit (RANSAC inliers).", default=12, ge=3)
+    min_inlier_ratio: float = setting(
+        "Fraction of the cross-checked keypoint matches that must agree with a fit: a spurious fit of a "
+        "repeating pattern gathers a few inliers among many matches.",
+        default=0.25, ge=0, le=1,
+    )
+    max_angle: float = setting("Largest rotation (degrees, either way) a fit may have.", default=90.0, ge=0,
+                               le=180)
+    max_scale_change: float = setting(
+        "Largest change of scale a fit may imply (|scale - 1|); the warp itself never scales, so a fit that "
+        "needs scaling explains the images badly.",
+        default=0.1, ge=0,
+    )
+    min_similarity_gain: float = setting(
+        "A fit is kept only when it makes the image more like the reference: the normalised cross-correlation "
+        "of the blurred grey images (64 px, over the pixels the warp keeps) must rise by at least this much. "
+        "-2 disables the check.",
+        default=0.02, ge=-2, le=2,
+    )
+
+
+@dataclass
 class MuscConfig(Section):
     """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
 
@@ -65,6 +104,8 @@ class MuscConfig(Section):
         "compares every image with all the others.",
         default=False,
     )
+    alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,
+                                         run_only=True)
 
     def check(self) -> None:
         if not self.aggregation_degrees or any(r < 1 or r % 2 == 0 for r in self.aggregation_degrees):
@@ -127,6 +168,8 @@ class PatchEADConfig(Section):
         "filled in are not scored.",
         default=False,
     )
+    alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,
+                                         run_only=True)
 
     def precomputed_features_problem(self) -> tuple[str, str] | None:
         """(key, why) when these settings cannot score features extracted ahead of time, as the

@@ -10,7 +10,7 @@ from PIL import Image
 
 import pipeline.evaluation.benchmark as benchmark
 from pipeline.data.benchmarks import load_mask, read_split
-from pipeline.data.checks import SplitError, check_split
+from pipeline.data.checks import check_split
 from pipeline.data.synthetic import generate_dataset
 from pipeline.evaluation.metrics import pixel_metrics
 from pipeline.settings import ConfigError, EvalConfig, config_from_dict
@@ -113,3 +113,18 @@ def test_a_category_without_anomalous_or_normal_images_is_refused(root, tmp_path
     message = refused_before_scoring(config(root, tmp_path), monkeypatch, f"'weave' has no {missing} test images")
     assert "leave 'weave' out of dataset.categories" in message
 
+
+
+def test_what_alignment_did_is_printed_and_written(root, tmp_path, capsys):
+    cfg = config(root, tmp_path, scorer="patchead", patchead={"align": True}, divide_num=2)
+    results = benchmark.run_evaluation(cfg)
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    err = capsys.readouterr().err
+    for category, result in results.items():
+        counts = summary["alignment"][category]
+        # every image but each subset's reference was fitted: aligned, rejected or skipped
+        assert counts["aligned"] + counts["rejected"] + counts["skipped"] == len(result.samples) - 2
+        assert counts["rejected"] == sum(counts["rejected_by"].values())
+        assert sum(counts["angle_histogram"].values()) == counts["aligned"]
+        assert f"  {result.alignment.line()}" in err
+    assert "alignment" not in json.loads(json.dumps(summary["stage_seconds"]))  # counts are not times

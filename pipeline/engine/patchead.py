@@ -112,9 +112,11 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     ``cfg.alignment``; refused fits keep their image) and scores each against the others and their
     180-degree copies (never against its own copy, which would hide its defects); patches the warp
     filled in are left out and the maps are moved back onto the input images. Few-shot mode warps
-    the references onto each query and lets each offer its 180-degree copy's patches too. The
-    result's ``alignment`` reports the fits. ``progress(phase, done, total)`` reports the "features"
-    phase of the queries; ``timings`` collects the "align", "extract" and "scoring" stages.
+    the references onto each query and lets each offer its 180-degree copy's patches too. The copies
+    are offered only when alignment accepted a fit (a batch, a query): where nothing was aligned,
+    nothing says parts lie turned, and the scores are those without alignment (on textures the
+    extra references cost up to 3 image AUROC). The result's ``alignment`` reports the fits.
+    ``progress(phase, done, total)`` reports the "features" phase of the queries; ``timings`` collects the "align", "extract" and "scoring" stages.
     """
     timings = timings if timings is not None else StageTimes()
 
@@ -129,12 +131,16 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     if not cfg.align:
         extract_progress = None if progress is None else (lambda done: progress("features", done, len(images)))
         return score(extract(images, extract_progress), cfg, None if references is None else extract(references))
+
+    def copies(aligned: list[np.ndarray], report: AlignmentReport) -> Features | None:
+        return extract([rotated_180(a) for a in aligned]) if report.aligned else None
+
     if references is None:
         with timings.stage("align"):
             alignments, report = align_batch(list(images), cfg.alignment)
             aligned = [a.image for a in alignments]
         features = extract(aligned)
-        result = score(features, cfg, turned=extract([rotated_180(a) for a in aligned]),
+        result = score(features, cfg, turned=copies(aligned, report),
                        patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
         return to_original_frames(result, alignments, report)
     parts, reports = [], []
@@ -143,8 +149,7 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
             alignments, report = align_to(list(references), query, cfg.alignment)
             aligned = [a.image for a in alignments]
             reports.append(report)
-        turned = extract([rotated_180(r) for r in aligned])
-        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=turned))
+        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=copies(aligned, report)))
         if progress is not None:
             progress("features", done, len(images))
     scores = torch.cat([p.image_scores for p in parts])

@@ -31,10 +31,14 @@ class AlignmentConfig(Section):
     min_inlier_ratio: float = setting(
         "Fraction of the cross-checked keypoint matches that must agree with a fit: a spurious fit of a "
         "repeating pattern gathers a few inliers among many matches.",
-        default=0.25, ge=0, le=1,
+        default=0.15, ge=0, le=1,
     )
-    max_angle: float = setting("Largest rotation (degrees, either way) a fit may have.", default=90.0, ge=0,
-                               le=180)
+    max_angle: float = setting(
+        "Largest rotation (degrees, either way) a fit may have. 180 (no limit) by default: a part symmetric "
+        "under a half turn (a plate) fits as well at 180 degrees as at 0; parts known to lie within a range "
+        "should say so here.",
+        default=180.0, ge=0, le=180,
+    )
     max_scale_change: float = setting(
         "Largest change of scale a fit may imply (|scale - 1|); the warp itself never scales, so a fit that "
         "needs scaling explains the images badly.",
@@ -99,9 +103,9 @@ class MuscConfig(Section):
                                         default_factory=ForegroundConfig)
     align: bool = setting(
         "PatchEAD+ alignment for MuSc (evaluation only; the nightly job extracts before it could warp): "
-        "warp every subset onto its first image before feature extraction; patches a warp filled in get "
-        "no score, and the maps are moved back onto each image. No 180-degree copies: mutual scoring "
-        "compares every image with all the others.",
+        "warp every subset onto its reference before feature extraction (limits in alignment); patches a "
+        "warp filled in get no score, and the maps are moved back onto each image. No 180-degree copies: "
+        "mutual scoring compares every image with all the others.",
         default=False,
     )
     alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,
@@ -163,9 +167,9 @@ class PatchEADConfig(Section):
     foreground: ForegroundConfig = setting("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
     align: bool = setting(
         "PatchEAD+ alignment: warp images onto a common pose before feature extraction (batch: onto the "
-        "batch's first image; few-shot: the references onto each query); every reference image also offers "
-        "the patches of its 180-degree-rotated copy (never an image's own copy), and patches that a warp "
-        "filled in are not scored.",
+        "batch's reference; few-shot: the references onto each query; limits in alignment); where a fit was "
+        "accepted, every reference image also offers the patches of its 180-degree-rotated copy (never an "
+        "image's own copy), and patches that a warp filled in are not scored.",
         default=False,
     )
     alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,

@@ -62,38 +62,36 @@ def main() -> None:
     config = backbone_config(args.weights)
     config.image_size = args.size
     backbone = build_backbone(config)
-    results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
-    reports: dict[tuple[str, str], list[AlignmentReport]] = {}
+    print(f"backbone {backbone.description}, {args.size} px, {args.seeds} seeds x (10 good + 10 defective)")
+    header = "| kind | product | scorer | none | before | aligned | image AUROC change (before / aligned) | " \
+             "default alignment |"
+    print(header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (categories, pose) in KINDS.items():
-            for seed in range(args.seeds):
-                root = str(Path(tmp) / f"{kind}-{seed}")
-                generate_dataset(root, categories, n_train=0, n_test_good=10, n_test_defect=10,
-                                 image_size=args.size, seed=seed, pose=pose)
-                for category in categories:
+            for category in categories:
+                results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+                reports: dict[str, list[AlignmentReport]] = {}
+                for seed in range(args.seeds):
+                    root = str(Path(tmp) / f"{category}-{seed}")
+                    generate_dataset(root, [category], n_train=0, n_test_good=10, n_test_defect=10,
+                                     image_size=args.size, seed=seed, pose=pose)
                     images, labels, masks = load(root, category, args.size)
                     for scorer in SCORERS:
                         for variant in VARIANTS:
                             result = score_images(backbone, images, settings(scorer, variant))
-                            results.setdefault((category, scorer, variant), []).append(aurocs(result, labels, masks))
+                            results.setdefault((scorer, variant), []).append(aurocs(result, labels, masks))
                             if variant == "aligned":
-                                reports.setdefault((category, scorer), []).append(result.alignment)
-    print(f"backbone {backbone.description}, {args.size} px, {args.seeds} seeds x (10 good + 10 defective), "
-          f"{time.perf_counter() - start:.0f} s")
-    header = "| kind | product | scorer | none | before | aligned | image AUROC change (before / aligned) | " \
-             "default alignment |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for kind, (categories, _) in KINDS.items():
-        for category in categories:
-            for scorer in SCORERS:
-                means = {v: np.mean(results[(category, scorer, v)], axis=0) * 100 for v in VARIANTS}
-                cells = [f"{i:.1f} / {p:.1f}" for i, p in means.values()]
-                change = f"{means['before'][0] - means['none'][0]:+.1f} / {means['aligned'][0] - means['none'][0]:+.1f}"
-                report = AlignmentReport.merge(reports[(category, scorer)])
-                did = f"{report.aligned} aligned, {sum(report.rejected.values())} rejected, {report.skipped} skipped"
-                print(f"| {kind} | {category} | {scorer} | {' | '.join(cells)} | {change} | {did} |")
+                                reports.setdefault(scorer, []).append(result.alignment)
+                for scorer in SCORERS:
+                    means = {v: np.mean(results[(scorer, v)], axis=0) * 100 for v in VARIANTS}
+                    cells = " | ".join(f"{i:.1f} / {p:.1f}" for i, p in means.values())
+                    change = " / ".join(f"{means[v][0] - means['none'][0]:+.1f}" for v in ("before", "aligned"))
+                    report = AlignmentReport.merge(reports[scorer])
+                    did = f"{report.aligned} aligned, {sum(report.rejected.values())} rejected, " \
+                          f"{report.skipped} skipped"
+                    print(f"| {kind} | {category} | {scorer} | {cells} | {change} | {did} |", flush=True)
+    print(f"{time.perf_counter() - start:.0f} s")
     print("reproduce: .venv/bin/python tests/benchmarks/bench_alignment.py " + " ".join(sys.argv[1:]))
 
 

@@ -27,11 +27,11 @@ class AlignmentConfig(Section):
         "every image, so alignment costs this many matchings per image.",
         default=8, ge=1,
     )
-    min_inliers: int = setting("Keypoint matches that must agree with a fit (RANSAC inliers).", default=12, ge=3)
+    min_inliers: int = setting("Keypoint matches that must agree with a fit (RANSAC inliers).", default=8, ge=3)
     min_inlier_ratio: float = setting(
         "Fraction of the cross-checked keypoint matches that must agree with a fit: a spurious fit of a "
         "repeating pattern gathers a few inliers among many matches.",
-        default=0.15, ge=0, le=1,
+        default=0.1, ge=0, le=1,
     )
     max_angle: float = setting(
         "Largest rotation (degrees, either way) a fit may have. 180 (no limit) by default: a part symmetric "

@@ -63,12 +63,13 @@ class RigidTransform:
 class Fit:
     """The outcome of matching one image to a reference: ``transform`` when the fit is accepted,
     else None with ``outcome`` saying why ("skipped": nothing to fit; any other word: the check that
-    refused it); ``inliers`` counts towards choosing the reference."""
+    refused it); ``kept`` (the fraction of the image the warp keeps in frame) counts towards choosing
+    the reference."""
 
     transform: RigidTransform | None
     outcome: str
     angle: float = 0.0
-    inliers: int = 0
+    kept: float = 0.0
 
 
 class Keypoints:
@@ -95,14 +96,20 @@ def _correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     return float((x * y).sum()) / norm if norm > 0 else 0.0
 
 
-def similarity_gain(image: Keypoints, reference: Keypoints, transform: RigidTransform) -> float:
-    """How much more the warped image correlates with the reference than the unwarped one, on the
-    small blurred copies and over the pixels that the warp fills from inside the image."""
-    h, w = reference.small.shape
+def _small_warp(image: Keypoints, transform: RigidTransform) -> tuple[np.ndarray, np.ndarray]:
+    """The small blurred copy warped by the transform, and where its pixels come from inside the image."""
+    h, w = image.small.shape
     small = RigidTransform(transform.angle, transform.tx * image.factor, transform.ty * image.factor, 0)
     warped = cv2.warpAffine(image.small, small.matrix(h, w), (w, h), flags=cv2.INTER_LINEAR)
     inside = cv2.warpAffine(np.ones((h, w), np.float32), small.matrix(h, w), (w, h), flags=cv2.INTER_LINEAR) > 0.99
-    if inside.sum() < 0.25 * h * w:
+    return warped, inside
+
+
+def similarity_gain(image: Keypoints, reference: Keypoints, transform: RigidTransform) -> float:
+    """How much more the warped image correlates with the reference than the unwarped one, on the
+    small blurred copies and over the pixels that the warp fills from inside the image."""
+    warped, inside = _small_warp(image, transform)
+    if inside.mean() < 0.25:
         return -1.0  # the warp keeps too little of the image to compare
     return _correlation(warped, reference.small, inside) - _correlation(image.small, reference.small, inside)
 
@@ -122,7 +129,7 @@ def fit(image: Keypoints, reference: Keypoints, cfg: AlignmentConfig) -> Fit:
                                                ransacReprojThreshold=3.0 / reference.scale)
     inliers = 0 if matrix is None else int(mask.sum())
     if inliers < cfg.min_inliers:
-        return Fit(None, "inliers", inliers=inliers)
+        return Fit(None, "inliers")
     angle = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
     h, w = reference.shape
@@ -135,10 +142,10 @@ def fit(image: Keypoints, reference: Keypoints, cfg: AlignmentConfig) -> Fit:
                         (abs(scale - 1.0) > cfg.max_scale_change, "scale"),
                         (abs(angle) > cfg.max_angle, "angle")):
         if failed:
-            return Fit(None, why, angle, inliers)
+            return Fit(None, why, angle)
     if similarity_gain(image, reference, transform) < cfg.min_similarity_gain:
-        return Fit(None, "no_gain", angle, inliers)
-    return Fit(transform, "aligned", angle, inliers)
+        return Fit(None, "no_gain", angle)
+    return Fit(transform, "aligned", angle, float(_small_warp(image, transform)[1].mean()))
 
 
 def estimate_transform(image: np.ndarray, reference: np.ndarray,
@@ -208,15 +215,17 @@ def align_to(images: Sequence[np.ndarray], reference: np.ndarray,
 def choose_reference(keypoints: Sequence[Keypoints], cfg: AlignmentConfig) -> tuple[int, list[Fit | None]]:
     """The index of the batch's reference and every image's fit to it (None for itself).
 
-    'best_matched' tries ``reference_candidates`` evenly spaced images and keeps the one whose
-    accepted fits from all the others have the most inliers: a featureless, defective or oddly posed
-    image gathers few, so it is not chosen as it would be by being first."""
+    'best_matched' tries ``reference_candidates`` evenly spaced images and keeps the one onto which
+    the accepted fits of all the others keep the most of their images in frame: each image counts
+    the fraction it keeps (0 when refused), so a featureless or defective image (few accepted fits)
+    and an oddly posed one (large warps, much filled in) are not chosen as they would be by being
+    first. (Counting inliers instead chose references that cost MuSc 0.1 image AUROC on posed plates.)"""
     n = len(keypoints)
     count = 1 if cfg.reference == "first" else min(n, cfg.reference_candidates)
     best: tuple[int, int, list[Fit | None]] | None = None
     for candidate in dict.fromkeys(np.linspace(0, n - 1, count).round().astype(int).tolist()):
         fits = [None if i == candidate else fit(k, keypoints[candidate], cfg) for i, k in enumerate(keypoints)]
-        support = sum(f.inliers for f in fits if f is not None and f.transform is not None)
+        support = sum(f.kept for f in fits if f is not None)
         if best is None or support > best[1]:
             best = (candidate, support, fits)
     return best[0], best[2]

@@ -18,8 +18,9 @@ class AlignmentConfig(Section):
 
     reference: Literal["best_matched", "first"] = setting(
         "The image a batch is warped onto: 'best_matched' tries reference_candidates images and keeps the one "
-        "whose accepted fits from all others have the most inliers (the image most others match best); "
-        "'first' is the batch's first image, whatever it shows (the behaviour before issue 17).",
+        "onto which the accepted fits of all others keep the most of their images in frame (the image most "
+        "others match best with the smallest warps); 'first' is the batch's first image, whatever it shows "
+        "(the behaviour before issue 17).",
         default="best_matched",
     )
     reference_candidates: int = setting(

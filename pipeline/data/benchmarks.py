@@ -176,6 +176,8 @@ def _read_folders(root: Path, layout: str, category: str, split: str) -> list[Sa
         for image in sorted(p for p in type_dir.iterdir() if _is_image(p)):
             is_normal = type_dir.name == normal
             mask = None if is_normal else masks.get(image.stem + _MASK_SUFFIX[layout])
+            if mask is None and not is_normal:
+                _refuse_misnamed_mask(image, masks, layout)
             samples.append(Sample(
                 image_path=str(image),
                 category=category,
@@ -189,6 +191,18 @@ def _read_folders(root: Path, layout: str, category: str, split: str) -> list[Sa
             f"with '{normal}' for normal images"
         )
     return samples
+
+
+def _refuse_misnamed_mask(image: Path, masks: dict[str, Path], layout: str) -> None:
+    """A defective image without its mask, next to a mask named by another layout's rule (``000.png``
+    for ``000_mask.png``): every pixel metric would silently become n/a, so refuse with the rename."""
+    expected = image.stem + _MASK_SUFFIX[layout]
+    for other in {image.stem, image.stem + "_mask"} - {expected}:
+        if other in masks:
+            found = masks[other]
+            raise ValueError(f"{found} looks like the mask of {image}, but {layout} masks are named "
+                             f"<stem>{_MASK_SUFFIX[layout]}<ext>: rename it to {expected}{found.suffix} "
+                             f"(and the other masks of {found.parent} likewise)")
 
 
 def _mask_index(mask_dir: Path, layout: str) -> dict[str, Path]:

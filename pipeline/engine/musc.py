@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..settings import MuscConfig
-from .alignment import align_to, patch_coverage, to_original_frames
+from .alignment import align_batch, patch_coverage, to_original_frames
 from .backbones import Backbone
 from .features import Features
 from .foreground import apply_foreground
@@ -80,9 +80,10 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     """MuSc from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
     ``images`` may be a lazy sequence (images still being read): extraction takes them in order.
-    With ``cfg.align`` every image is warped onto the first before extraction; patches a warp filled
-    in get weight 0 before image scores and RsCIN, and the maps are moved back onto the input
-    images. ``progress(phase, done, total)`` reports the "features" and "scoring" phases;
+    With ``cfg.align`` the images are warped onto the batch's reference before extraction (fits
+    ``cfg.alignment`` refuses leave their image as it is; the result's ``alignment`` reports them);
+    patches a warp filled in get weight 0 before image scores and RsCIN, and the maps are moved back
+    onto the input images. ``progress(phase, done, total)`` reports the "features" and "scoring" phases;
     ``timings`` collects "align", "extract" and the stages of ``score_features``.
     """
     timings = timings if timings is not None else StageTimes()
@@ -94,10 +95,10 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
         return score_features(features, cfg, backbone.device, score_progress, image_score=image_score,
                               timings=timings)
     with timings.stage("align"):
-        alignments = align_to(list(images), images[0])
+        alignments, report = align_batch(list(images), cfg.alignment)
     with timings.stage("extract", backbone.device):
         features = backbone.extract_all([a.image for a in alignments], extract_progress)
     weights = patch_coverage(alignments, tuple(features.stages[0].shape[-2:]))
     result = score_features(features, cfg, backbone.device, score_progress, patch_weights=weights,
                             image_score=image_score, timings=timings)
-    return to_original_frames(result, alignments)
+    return to_original_frames(result, alignments, report)

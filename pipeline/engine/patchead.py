@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from ..settings import PatchEADConfig
-from .alignment import align_to, patch_coverage, rotated_180, to_original_frames
+from .alignment import align_batch, align_to, patch_coverage, rotated_180, to_original_frames
 from .backbones import Backbone
 from .features import Features
 from .foreground import apply_foreground
 from .msm import reference_similarities, top_image_similarities
-from .scores import BatchScores
+from .scores import AlignmentReport, BatchScores
 from .subsets import split_by_max_size
 from .timing import StageTimes
 
@@ -108,12 +108,15 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
                  timings: StageTimes | None = None) -> BatchScores:
     """PatchEAD(+) from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
-    With ``cfg.align``, batch mode warps every image onto the first and scores each against the
-    others and their 180-degree copies (never against its own copy, which would hide its defects);
-    patches the warp filled in are left out and the maps are moved back onto the input images.
-    Few-shot mode warps the references onto each query and lets each offer its 180-degree copy's
-    patches too. ``progress(phase, done, total)`` reports the "features" phase of the queries;
-    ``timings`` collects the "align", "extract" and "scoring" stages.
+    With ``cfg.align``, batch mode warps every image onto the batch's reference (within the limits of
+    ``cfg.alignment``; refused fits keep their image) and scores each against the others and their
+    180-degree copies (never against its own copy, which would hide its defects); patches the warp
+    filled in are left out and the maps are moved back onto the input images. Few-shot mode warps
+    the references onto each query and lets each offer its 180-degree copy's patches too. The copies
+    are offered only when alignment accepted a fit (a batch, a query): where nothing was aligned,
+    nothing says parts lie turned, and the scores are those without alignment (on textures the
+    extra references cost up to 3 image AUROC). The result's ``alignment`` reports the fits.
+    ``progress(phase, done, total)`` reports the "features" phase of the queries; ``timings`` collects the "align", "extract" and "scoring" stages.
     """
     timings = timings if timings is not None else StageTimes()
 
@@ -128,21 +131,26 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     if not cfg.align:
         extract_progress = None if progress is None else (lambda done: progress("features", done, len(images)))
         return score(extract(images, extract_progress), cfg, None if references is None else extract(references))
+
+    def copies(aligned: list[np.ndarray], report: AlignmentReport) -> Features | None:
+        return extract([rotated_180(a) for a in aligned]) if report.aligned else None
+
     if references is None:
         with timings.stage("align"):
-            alignments = align_to(list(images), images[0])
+            alignments, report = align_batch(list(images), cfg.alignment)
             aligned = [a.image for a in alignments]
         features = extract(aligned)
-        result = score(features, cfg, turned=extract([rotated_180(a) for a in aligned]),
+        result = score(features, cfg, turned=copies(aligned, report),
                        patch_weights=patch_coverage(alignments, tuple(features.stages[0].shape[-2:])))
-        return to_original_frames(result, alignments)
-    parts = []
+        return to_original_frames(result, alignments, report)
+    parts, reports = [], []
     for done, query in enumerate(images, start=1):
         with timings.stage("align"):
-            aligned = [a.image for a in align_to(list(references), query)]
-        turned = extract([rotated_180(r) for r in aligned])
-        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=turned))
+            alignments, report = align_to(list(references), query, cfg.alignment)
+            aligned = [a.image for a in alignments]
+            reports.append(report)
+        parts.append(score(extract(query[None]), cfg, extract(aligned), turned=copies(aligned, report)))
         if progress is not None:
             progress("features", done, len(images))
     scores = torch.cat([p.image_scores for p in parts])
-    return BatchScores(torch.cat([p.patch_scores for p in parts]), scores, scores)
+    return BatchScores(torch.cat([p.patch_scores for p in parts]), scores, scores, AlignmentReport.merge(reports))

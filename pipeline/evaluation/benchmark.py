@@ -6,8 +6,12 @@ Per category: the test images are split into ``divide_num`` seeded random subset
 each subset is scored on its own (MuSc: features -> LNAMD -> MSM -> RsCIN; PatchEAD: batch or
 few-shot, ``scorer``), and the metrics are computed over all images of the category, under the
 evaluation ``protocol`` (``protocol.py``: this project's choices or the published MuSc code's).
-Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` (with the wall time of every stage) and
-``scores.csv`` (one row per image) to ``output_dir``; heat maps when ``save_maps`` > 0.
+Every category's split is checked before anything is scored (``data/checks.py``: undecodable files,
+masks that do not fit their images, mixed aspect ratios, a category without anomalies are one-line
+refusals; defective images without a mask are left out of the pixel metrics and reported).
+Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` (with the wall time of every stage, what
+alignment did and what was skipped) and ``scores.csv`` (one row per image) to ``output_dir``; heat
+maps when ``save_maps`` > 0.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from ..data.benchmarks import (
     read_split,
     train_references,
 )
+from ..data.checks import CheckedSplit, check_split
 from ..data.demo import ensure_dataset
 from ..data.images import load_image
 from ..engine.backbones import Backbone, build_backbone
 from ..engine.scorers import score_images
+from ..engine.scores import AlignmentReport
 from ..engine.subsets import split_subsets
 from ..engine.timing import StageTimes
 from ..engine.weights import check_weights
@@ -61,6 +67,8 @@ class CategoryResult:
     metrics: dict[str, float]
     seconds: float
     stage_seconds: dict[str, float]  # read, extract, lnamd, msm, maps, rscin, metrics (PatchEAD: scoring)
+    split: CheckedSplit  # what the pixel metrics left out
+    alignment: AlignmentReport | None  # None: the scorer did not align
 
 
 def category_references(cfg: EvalConfig, category: str) -> np.ndarray | None:
@@ -83,10 +91,19 @@ def _progress_lines(label: str) -> Callable[[str, int, int], None]:
     return report
 
 
-def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> CategoryResult:
+def checked_split(cfg: EvalConfig, category: str) -> CheckedSplit:
+    """A category's test split, checked (``data/checks.py``) with its files decoded by a thread pool."""
+    samples = read_split(cfg.dataset.root, cfg.dataset.layout, category, "test", split_csv=cfg.dataset.split_csv)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return check_split(category, samples, pool.map)
+
+
+def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
+                      split: CheckedSplit | None = None) -> CategoryResult:
     """Score one category's test split subset by subset and compute its metrics under ``cfg.protocol``.
 
-    Images and masks are decoded by a thread pool while earlier images are extracted and scored.
+    ``split``: the category's ``checked_split`` (read and checked here when None). Images and masks
+    are decoded by a thread pool while earlier images are extracted and scored.
     """
     start = time.perf_counter()
     timings = StageTimes()
@@ -94,7 +111,8 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
     settings = cfg.scorer_settings()
     size = cfg.backbone.image_size
     with timings.stage("read"):
-        samples = read_split(cfg.dataset.root, cfg.dataset.layout, category, "test", split_csv=cfg.dataset.split_csv)
+        split = split if split is not None else checked_split(cfg, category)
+        samples = split.samples
         references = category_references(cfg, category)
     n = len(samples)
     subset_ids = np.zeros(n, dtype=np.int64)
@@ -104,6 +122,7 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
     subsets = split_subsets(n, cfg.divide_num, cfg.seed)
     image_score = protocol.image_score(size, settings.gaussian_sigma)
     resampling = protocol.mask_resampling(cfg.dataset.layout)
+    alignments = []
     with ThreadPoolExecutor(READ_THREADS) as pool:
         reader = Reader(pool, lambda i: load_image(samples[i].image_path, size), subsets, timings)
         masks: ReadAhead | None = None
@@ -114,16 +133,18 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str) -> Cat
             label = f"[{category} {sid + 1}/{len(subsets)}]"
             result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
             subset_ids[members] = sid
+            alignments += [result.alignment] if result.alignment is not None else []
             raw[members] = result.image_scores_raw.double().numpy()
             final[members] = result.image_scores.double().numpy()
             with timings.stage("maps"):
                 maps[members] = protocol.maps(result.patch_scores, size, settings.gaussian_sigma).numpy()
         mask_array = np.stack(list(masks))
     labels = np.array([s.label for s in samples])
+    truth = np.array(split.has_pixel_truth())
     with timings.stage("metrics"):
-        metrics = category_metrics(final, labels, maps, mask_array, protocol.au_pro)
+        metrics = category_metrics(final, labels, maps[truth], mask_array[truth], protocol.au_pro)
     return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start,
-                          timings.seconds)
+                          timings.seconds, split, AlignmentReport.merge(alignments) if alignments else None)
 
 
 def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> list[HeatMap]:
@@ -176,6 +197,8 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
         "mean": mean_row(per_category),
         "seconds": {name: r.seconds for name, r in results.items()},
         "stage_seconds": {name: r.stage_seconds for name, r in results.items()},
+        "alignment": {name: r.alignment.as_dict() for name, r in results.items() if r.alignment is not None},
+        "skipped": {name: r.split.as_dict() for name, r in results.items()},
     }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float, allow_nan=True))
     with (out_dir / "scores.csv").open("w", newline="") as fh:
@@ -199,6 +222,9 @@ def _print_times(result: CategoryResult) -> None:
         print(f"  mutual scoring {stages['msm']:.2f}s ({1000 * stages['msm'] / len(result.samples):.1f} ms per image)",
               file=sys.stderr)
     print("  stages: " + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages.items()), file=sys.stderr)
+    for line in (result.alignment and f"  {result.alignment.line()}", result.split.line()):
+        if line:
+            print(line, file=sys.stderr)
 
 
 def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
@@ -208,6 +234,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     ensure_dataset(cfg.dataset.root, cfg.synthetic)
     categories = cfg.dataset.categories or list_categories(cfg.dataset.root, cfg.dataset.layout,
                                                            split_csv=cfg.dataset.split_csv)
+    splits = {category: checked_split(cfg, category) for category in categories}  # refusals before any scoring
     torch.manual_seed(cfg.seed)  # random-init backbones are reproducible
     backbone = build_backbone(cfg.backbone)
     print(f"backbone {backbone.description} on {backbone.device}", file=sys.stderr)
@@ -215,7 +242,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     results: dict[str, CategoryResult] = {}
     for index, category in enumerate(categories, start=1):
         print(f"category {index}/{len(categories)}: {category}", file=sys.stderr)
-        results[category] = evaluate_category(backbone, cfg, category)
+        results[category] = evaluate_category(backbone, cfg, category, splits[category])
         _print_times(results[category])
     table = write_outputs(cfg, backbone, results, Path(cfg.output_dir))
     print(table)

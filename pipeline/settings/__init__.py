@@ -37,14 +37,14 @@ from .schema import (
     validate,
     with_values,
 )
-from .scorers import MuscConfig, PatchEADConfig
+from .scorers import AlignmentConfig, MuscConfig, PatchEADConfig
 from .sweep import SEARCH_TYPES, PseudoLabelConfig, SchedulerConfig, SweepConfig
 
 __all__ = [
-    "BackboneConfig", "ConfigError", "DatasetConfig", "DetectorConfig", "DinomalyConfig", "EvalConfig",
-    "ExtractionConfig", "FieldError", "FlaggingConfig", "ForegroundConfig", "InputsConfig", "JobConfig",
-    "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES", "SOWAConfig",
-    "SchedulerConfig", "ScoringConfig", "Section", "SweepConfig", "SyntheticConfig", "TrainingConfig",
-    "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "run_program", "config_from_dict", "config_to_dict",
-    "describe", "identity_view", "load_config", "setting", "validate", "with_values",
+    "AlignmentConfig", "BackboneConfig", "ConfigError", "DatasetConfig", "DetectorConfig", "DinomalyConfig",
+    "EvalConfig", "ExtractionConfig", "FieldError", "FlaggingConfig", "ForegroundConfig", "InputsConfig",
+    "JobConfig", "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES",
+    "SOWAConfig", "SchedulerConfig", "ScoringConfig", "Section", "SweepConfig", "SyntheticConfig",
+    "TrainingConfig", "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "config_from_dict",
+    "config_to_dict", "describe", "identity_view", "load_config", "run_program", "setting", "validate", "with_values",
 ]

@@ -50,6 +50,10 @@ class EvalConfig(Section):
     )
 
     def check(self) -> None:
+        if self.scorer_settings().foreground.enabled and self.backbone.family == "timm_cnn":
+            raise FieldError(f"{self.scorer}.foreground.enabled", "the foreground mask is a ViT's CLS attention and "
+                                                                  "a timm_cnn backbone has none: set it false or "
+                                                                  "choose an open_clip or timm_vit backbone")
         if self.protocol == "paper" and self.scorer != "musc":
             raise FieldError("protocol", "'paper' reproduces the published MuSc code and needs scorer: musc")
         if self.protocol == "paper" and self.musc.align:

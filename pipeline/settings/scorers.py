@@ -10,6 +10,50 @@ from .schema import FieldError, Section, setting
 
 
 @dataclass
+class AlignmentConfig(Section):
+    """How PatchEAD+ alignment (``align: true``) picks its reference and which fits it refuses, so that
+    aligning never makes scores worse than leaving an image as it is (a refused fit keeps the image
+    unaligned). Only evaluation aligns; the nightly job refuses ``align``, so these keys never change
+    a job's results and stay out of its identity (``run_only``)."""
+
+    reference: Literal["best_matched", "first"] = setting(
+        "The image a batch is warped onto: 'best_matched' tries reference_candidates images and keeps the one "
+        "onto which the accepted fits of all others keep the most of their images in frame (the image most "
+        "others match best with the smallest warps); 'first' is the batch's first image, whatever it shows "
+        "(the behaviour before issue 17).",
+        default="best_matched",
+    )
+    reference_candidates: int = setting(
+        "best_matched: images tried as the reference, evenly spaced over the batch; each is matched with "
+        "every image, so alignment costs this many matchings per image.",
+        default=8, ge=1,
+    )
+    min_inliers: int = setting("Keypoint matches that must agree with a fit (RANSAC inliers).", default=8, ge=3)
+    min_inlier_ratio: float = setting(
+        "Fraction of the cross-checked keypoint matches that must agree with a fit: a spurious fit of a "
+        "repeating pattern gathers a few inliers among many matches.",
+        default=0.1, ge=0, le=1,
+    )
+    max_angle: float = setting(
+        "Largest rotation (degrees, either way) a fit may have. 180 (no limit) by default: a part symmetric "
+        "under a half turn (a plate) fits as well at 180 degrees as at 0; parts known to lie within a range "
+        "should say so here.",
+        default=180.0, ge=0, le=180,
+    )
+    max_scale_change: float = setting(
+        "Largest change of scale a fit may imply (|scale - 1|); the warp itself never scales, so a fit that "
+        "needs scaling explains the images badly.",
+        default=0.1, ge=0,
+    )
+    min_similarity_gain: float = setting(
+        "A fit is kept only when it makes the image more like the reference: the normalised cross-correlation "
+        "of the blurred grey images (64 px, over the pixels the warp keeps) must rise by at least this much. "
+        "-2 disables the check.",
+        default=0.02, ge=-2, le=2,
+    )
+
+
+@dataclass
 class MuscConfig(Section):
     """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
 
@@ -60,11 +104,13 @@ class MuscConfig(Section):
                                         default_factory=ForegroundConfig)
     align: bool = setting(
         "PatchEAD+ alignment for MuSc (evaluation only; the nightly job extracts before it could warp): "
-        "warp every subset onto its first image before feature extraction; patches a warp filled in get "
-        "no score, and the maps are moved back onto each image. No 180-degree copies: mutual scoring "
-        "compares every image with all the others.",
+        "warp every subset onto its reference before feature extraction (limits in alignment); patches a "
+        "warp filled in get no score, and the maps are moved back onto each image. No 180-degree copies: "
+        "mutual scoring compares every image with all the others.",
         default=False,
     )
+    alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,
+                                         run_only=True)
 
     def check(self) -> None:
         if not self.aggregation_degrees or any(r < 1 or r % 2 == 0 for r in self.aggregation_degrees):
@@ -122,11 +168,13 @@ class PatchEADConfig(Section):
     foreground: ForegroundConfig = setting("Optional foreground mask (PatchEAD+).", default_factory=ForegroundConfig)
     align: bool = setting(
         "PatchEAD+ alignment: warp images onto a common pose before feature extraction (batch: onto the "
-        "batch's first image; few-shot: the references onto each query); every reference image also offers "
-        "the patches of its 180-degree-rotated copy (never an image's own copy), and patches that a warp "
-        "filled in are not scored.",
+        "batch's reference; few-shot: the references onto each query; limits in alignment); where a fit was "
+        "accepted, every reference image also offers the patches of its 180-degree-rotated copy (never an "
+        "image's own copy), and patches that a warp filled in are not scored.",
         default=False,
     )
+    alignment: AlignmentConfig = setting("Reference choice and limits of align.", default_factory=AlignmentConfig,
+                                         run_only=True)
 
     def precomputed_features_problem(self) -> tuple[str, str] | None:
         """(key, why) when these settings cannot score features extracted ahead of time, as the

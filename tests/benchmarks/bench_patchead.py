@@ -112,10 +112,10 @@ def table(backbone: Backbone, scorers: dict[str, Scorer],
         print(f"{category:12s}" + "".join(f"{f'{100 * i:.1f} / {100 * p:.1f}':>{width}s}" for i, p in row.values()))
 
 
-def load(root: str, category: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+def load(root: str, category: str, size: int = SIZE) -> tuple[np.ndarray, list[int], np.ndarray]:
     samples = read_split(root, "mvtec", category, "test")
-    images = np.stack([load_image(s.image_path, SIZE) for s in samples])
-    masks = np.stack([load_mask(s, SIZE) for s in samples])
+    images = np.stack([load_image(s.image_path, size) for s in samples])
+    masks = np.stack([load_mask(s, size) for s in samples])
     return images, [s.label for s in samples], masks
 
 

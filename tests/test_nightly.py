@@ -241,8 +241,24 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     assert read_scores(out).num_rows == len(inputs)
 
 
-def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
+def upload_golden(tmp_path, base: str, count: int = 3):
+    """Known-good images, one folder per group of ``s3_batch`` (new renders, not inputs), on local disk
+    and under ``base``/golden/; returns the local folder."""
     from pipeline.data.synthetic import generate_dataset
+
+    golden = tmp_path / "golden"
+    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=count, n_test_good=0,
+                     n_test_defect=0, image_size=64, seed=7)
+    for group, source in (("weave", "weave"), ("disc", "disc"), ("solo", "weave")):
+        (golden / group).mkdir(parents=True)
+        for i in range(count):
+            (golden / group / f"{i:03d}.png").write_bytes((tmp_path / "normals" / source / "train" / "good" /
+                                                           f"{i:03d}.png").read_bytes())
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(golden) + "/", f"{base}/golden/", recursive=True)
+    return golden
+
+
+def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
     from pipeline.detectors.checkpoint import save_checkpoint
     from pipeline.detectors.registry import build_detector
     from pipeline.job.preflight import JobError
@@ -252,17 +268,9 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
     detector = build_detector(det_cfg)
     base = s3_batch["prefix"].rsplit("/", 1)[0]
     save_checkpoint(detector, det_cfg, f"{base}/models/sowa")
-    golden = tmp_path / "golden"  # known-good images, one folder per group
-    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=3, n_test_good=0,
-                     n_test_defect=0, image_size=64, seed=7)
-    for group, source in (("weave", "weave"), ("disc", "disc"), ("solo", "weave")):
-        (golden / group).mkdir(parents=True)
-        for i in range(3):
-            (golden / group / f"{i:03d}.png").write_bytes((tmp_path / "normals" / source / "train" / "good" /
-                                                           f"{i:03d}.png").read_bytes())
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.put(str(golden / "weave"), f"{base}/golden-partial/weave", recursive=True)
-    fs.put(str(golden) + "/", f"{base}/golden/", recursive=True)
+    golden = upload_golden(tmp_path, base)
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(golden / "weave"), f"{base}/golden-partial/weave",
+                                                    recursive=True)
 
     out = str(tmp_path / "out")
     common = dict(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, detector="sowa",
@@ -285,8 +293,48 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
         detector.set_references(None)
         assert rows[name]["score"] == pytest.approx(float(few_shot[0]), rel=1e-4)
         assert abs(float(few_shot[0]) - float(zero_shot[0])) > 1e-3  # the memory bank changed the score
-    with pytest.raises(ConfigError, match="'references'.*for detector 'sowa'"):
+    with pytest.raises(ConfigError, match="'references'.*for detectors musc, patchead and sowa, not 'vitad'"):
         job_config(inputs={"manifest": "m.csv"}, detector="vitad", detector_checkpoint="x", references="s3://b/g/")
+
+
+def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_them(ray_local, s3_batch, tmp_path):
+    """References join every subset as reference-only members: scores equal the engine's with the same
+    references, they never become rows, the manifest names them, and 'reference_fpr' flags exactly the
+    scores above the references' own leave-one-out scores (value 0: above their maximum)."""
+    base = s3_batch["prefix"].rsplit("/", 1)[0]
+    golden = upload_golden(tmp_path, base)
+    out = str(tmp_path / "out")
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="musc-refs",
+                     references=f"{base}/golden/", reference_images=3, scoring={"max_subset_size": 4},
+                     flagging={"policy": "reference_fpr", "value": 0.0})
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
+    assert sorted(rows) == sorted(r.uri for r in s3_batch["records"])  # one row per input, no reference
+    assert report.manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
+    assert report.manifest["references"] == {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(3)]
+                                             for g in ("disc", "solo", "weave")}
+    size = cfg.backbone.image_size
+    torch.manual_seed(0)  # the same random init as every extraction actor
+    backbone = build_backbone(cfg.backbone)
+    refs = backbone.extract(np.stack([load_image(str(golden / "weave" / f"{i:03d}.png"), size) for i in range(3)]))
+    for subset in pds.dataset(f"{out}/runs/musc-refs/subsets/weave").files:  # each subset against the references
+        uris = pds.dataset(subset).to_table().column("uri").to_pylist()
+        feats = backbone.extract(np.stack([load_image(str(s3_batch["root"]) + u[len(s3_batch["prefix"]):], size)
+                                           for u in uris]))
+        result = score_features(feats, cfg.scorer_settings(), "cpu", refs)
+        plain = score_features(feats, cfg.scorer_settings(), "cpu")
+        for uri, score, alone in zip(uris, result.image_scores.tolist(), plain.image_scores.tolist()):
+            assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+            assert abs(score - alone) > 1e-3  # the references took part
+    for group in ("weave", "disc"):
+        summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / f"{group}.json").read_text())
+        assert len(summary["reference_scores"]) == 3 * summary["subsets"]  # every reference, every subset
+        for row in (r for r in rows.values() if r["group"] == group and r["status"] == "ok"):
+            assert row["is_anomaly"] == (row["score"] > max(summary["reference_scores"]))
+            assert row["flag_policy"] == "reference_fpr=0"
+    with pytest.raises(ConfigError, match="'flagging.policy'.*needs references"):
+        job_config(inputs={"manifest": "m.csv"}, flagging={"policy": "reference_fpr"})
 
 
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):
@@ -348,7 +396,6 @@ TRAINED_DETECTORS = {
 
 @pytest.mark.parametrize("kind", list(TRAINED_DETECTORS))
 def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tmp_path):
-    from pipeline.data.synthetic import generate_dataset
     from pipeline.detectors.checkpoint import save_checkpoint
     from pipeline.detectors.registry import build_detector
     from pipeline.detectors.training import load_split, train_detector

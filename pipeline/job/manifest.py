@@ -109,6 +109,7 @@ class RunFacts:
     scores_meaningful: bool
     started_at: datetime
     seconds: float
+    references: dict[str, list[str]] | None = None  # the known-good URIs each group was scored with
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -150,6 +151,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
+        "references": facts.references,
         "config": redact(config_to_dict(cfg)),
         "versions": versions(),
     }

@@ -3,7 +3,7 @@
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
 reason when it cannot be used; a local output location must be writable and must not lie where the
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
-are opened far enough to know they are whole, SOWA's references are listed per group and a
+are opened far enough to know they are whole, the references are listed per group and a
 configured Ray address must answer. Demo data is generated first when asked for.
 """
 
@@ -140,14 +140,17 @@ def trained_detector_config(cfg: JobConfig) -> DetectorConfig:
 
 
 def reference_uris(cfg: JobConfig, records: list[InputRecord]) -> dict[str, list[str]] | None:
-    """SOWA few-shot: each input group's first ``reference_images`` known-good URIs, or None when no
-    references are configured. A group without references is an error before any work."""
+    """Each input group's first ``reference_images`` known-good URIs, or None when no references are
+    configured. Tonight's inputs are never references (an image matched against itself scores 0 and
+    would hide its defects). A group without references is an error before any work."""
     if cfg.references is None:
         return None
     check_bucket(cfg.references, cfg.storage_options, "references")
+    inputs = {r.uri for r in records}
     by_group: dict[str, list[str]] = defaultdict(list)
     for record in list_images(cfg.references, cfg.inputs.group_template, cfg.storage_options):
-        by_group[record.group].append(record.uri)
+        if record.uri not in inputs:
+            by_group[record.group].append(record.uri)
     groups = sorted({r.group for r in records})
     missing = [g for g in groups if g not in by_group]
     if missing:

@@ -156,7 +156,7 @@ def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | 
               references: dict[str, list[str]] | None) -> ScoringStrategy:
     """The zero-shot scorers compare a group's images; a trained detector scores each image alone."""
     if cfg.detector in ZERO_SHOT_DETECTORS:
-        return ZeroShotScoring(cfg, layout)
+        return ZeroShotScoring(cfg, layout, references)
     return DetectorScoring(cfg, layout, detector_cfg, references)
 
 
@@ -193,7 +193,8 @@ def run_job(cfg: JobConfig) -> JobReport:
         raise
     try:
         t = time.perf_counter()
-        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
+        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed,
+                        strategy.member_references)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
         subsets = sum(len(s) for s in plan.subsets.values())
@@ -220,7 +221,8 @@ def run_job(cfg: JobConfig) -> JobReport:
         _stop_ray(started_ray)
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
-                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)
+                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
+                     references)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     try:
         write_run_report(manifest, summaries, layout, so)

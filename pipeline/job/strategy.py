@@ -23,6 +23,7 @@ class ScoringStrategy(Protocol):
     resize: int | None  # resize before the centre crop (Dinomaly), or None
     gaussian_sigma: float  # smoothing of maps drawn from stored patch grids (0: they come smoothed)
     scores_meaningful: bool  # False when the model's weights are random (demos and tests)
+    member_references: dict[str, list[str]] | None  # known-good URIs per group that join its subsets
 
     def run_first_stage(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         """Decode and process every shard not done yet; counts and timings of this run."""

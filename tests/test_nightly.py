@@ -312,8 +312,9 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
     rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
     assert sorted(rows) == sorted(r.uri for r in s3_batch["records"])  # one row per input, no reference
     assert report.manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
-    assert report.manifest["references"] == {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(3)]
-                                             for g in ("disc", "solo", "weave")}
+    assert report.manifest["references"] == {
+        "source": f"{base}/golden/", "run_of": {},
+        "per_group": {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(3)] for g in ("disc", "solo", "weave")}}
     size = cfg.backbone.image_size
     torch.manual_seed(0)  # the same random init as every extraction actor
     backbone = build_backbone(cfg.backbone)
@@ -335,6 +336,41 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
             assert row["flag_policy"] == "reference_fpr=0"
     with pytest.raises(ConfigError, match="'flagging.policy'.*needs references"):
         job_config(inputs={"manifest": "m.csv"}, flagging={"policy": "reference_fpr"})
+
+
+def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
+    """reference_runs: each group's lowest-scoring unflagged images of its last successful runs, never
+    tonight's inputs, named in the manifest with their run; the key leaves earlier run ids alone."""
+    from pipeline.data.inputs import write_manifest
+
+    base = s3_batch["prefix"].rsplit("/", 1)[0]
+    out = f"{base}/musc"
+    night_a = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="night-a")
+    assert run_job(night_a).exit_code == 0
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.copy(s3_batch["prefix"] + "/", f"{base}/tonight/", recursive=True)  # tonight's parts: other URIs
+    tonight = [InputRecord(r.uri.replace("/batch/", "/tonight/"), r.group, r.label,
+                           r.mask_uri and r.mask_uri.replace("/batch/", "/tonight/")) for r in s3_batch["records"]]
+    write_manifest(tonight, f"{base}/tonight.parquet")
+    night_b = job_config(inputs={"manifest": f"{base}/tonight.parquet"}, output={"prefix": out}, run_id="night-b",
+                         reference_runs=2, reference_images=3)
+    assert config_hash(night_b) != config_hash(job_config(inputs={"manifest": f"{base}/tonight.parquet"},
+                                                          output={"prefix": out}, reference_runs=0))
+    report = run_job(night_b)
+    assert report.exit_code == 0, report.failures
+    earlier = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-a"]
+    expected = {}
+    for group in ("disc", "weave"):
+        good = sorted((r for r in earlier if r["group"] == group and r["status"] == "ok" and not r["is_anomaly"]),
+                      key=lambda r: r["score"])
+        expected[group] = sorted(r["uri"] for r in good[:3])
+    references = report.manifest["references"]
+    assert references["source"] == "earlier runs" and references["per_group"] == expected  # solo: none scored
+    assert references["run_of"] == {uri: "night-a" for uris in expected.values() for uri in uris}
+    rows = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-b"]
+    assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference
+    summary = json.loads(fs.cat_file(f"{out}/runs/night-b/groups/weave.json"))
+    assert len(summary["reference_scores"]) == 3
 
 
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):
@@ -396,6 +432,7 @@ TRAINED_DETECTORS = {
 
 @pytest.mark.parametrize("kind", list(TRAINED_DETECTORS))
 def test_a_trained_detector_writes_the_same_tables(kind, ray_local, s3_batch, tmp_path):
+    from pipeline.data.synthetic import generate_dataset
     from pipeline.detectors.checkpoint import save_checkpoint
     from pipeline.detectors.registry import build_detector
     from pipeline.detectors.training import load_split, train_detector

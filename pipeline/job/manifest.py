@@ -109,7 +109,7 @@ class RunFacts:
     scores_meaningful: bool
     started_at: datetime
     seconds: float
-    references: dict[str, list[str]] | None = None  # the known-good URIs each group was scored with
+    references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,

@@ -50,7 +50,8 @@ from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
-from .preflight import JobError, preflight, prepare_demo_inputs, reference_uris
+from .preflight import JobError, preflight, prepare_demo_inputs
+from .references import resolve_references
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
@@ -167,7 +168,6 @@ def run_job(cfg: JobConfig) -> JobReport:
     t0 = time.perf_counter()
     prepare_demo_inputs(cfg)
     records, detector_cfg = preflight(cfg)
-    references = reference_uris(cfg, records)
     chash = config_hash(cfg)
     layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
@@ -175,7 +175,13 @@ def run_job(cfg: JobConfig) -> JobReport:
         manifest = json.loads(read_bytes(layout.manifest, so))
         print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)
         return JobReport(0, manifest)
-    strategy = _strategy(cfg, layout, detector_cfg, references)
+    # a resumed run keeps the references it started with: its shards were planned with them
+    recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
+    references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
+                                                                                            layout.run_id)
+    if new_record is not None:
+        new_record["references"] = references
+    strategy = _strategy(cfg, layout, detector_cfg, None if references is None else references["per_group"])
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
     first_stage: dict[str, Any] = {}

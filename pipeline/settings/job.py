@@ -220,8 +220,14 @@ class JobConfig(Section):
         default=None,
     )
     reference_images: int = setting(
-        "Known-good images per group taken from references (SOWA paper: 1-4; MuSc: 10-50, README "
-        "'References').", default=4, ge=1)
+        "Known-good images per group taken from references or reference_runs (SOWA paper: 1-4; MuSc: 10-50, "
+        "README 'References').", default=4, ge=1)
+    reference_runs: int = setting(
+        "MuSc and PatchEAD: references kept up from earlier nights instead of a prefix: each group's "
+        "lowest-scoring images (status ok, never flagged, not among tonight's inputs) of its last "
+        "reference_runs successful runs under output.prefix, at most reference_images; the manifest names "
+        "each image and its run. A group with no earlier run is scored without references. 0: off.",
+        default=0, ge=0, hashed_if_set=True)
     backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
     musc: MuscConfig = setting("MuSc settings (detector: musc).", default_factory=MuscConfig)
     patchead: PatchEADConfig = setting(
@@ -254,7 +260,11 @@ class JobConfig(Section):
         if self.references is not None and self.detector not in (*ZERO_SHOT_DETECTORS, "sowa"):
             raise FieldError("references", f"references are for detectors musc, patchead and sowa, not "
                                            f"'{self.detector}'")
-        if self.flagging.policy == "reference_fpr" and (self.references is None or self.detector == "sowa"):
+        if self.reference_runs and (self.references is not None or self.detector not in ZERO_SHOT_DETECTORS):
+            raise FieldError("reference_runs", "references from earlier runs are for detectors musc and patchead, "
+                                               "instead of (not with) a references prefix")
+        has_references = self.references is not None or self.reference_runs > 0
+        if self.flagging.policy == "reference_fpr" and (not has_references or self.detector == "sowa"):
             raise FieldError("flagging.policy", "'reference_fpr' calibrates on the references' leave-one-out "
                                                 "scores: it needs references and detector musc or patchead")
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.run_id):

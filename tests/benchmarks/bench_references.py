@@ -2,14 +2,15 @@
 
     .venv/bin/python tests/benchmarks/bench_references.py [--datasets synthetic bottle] [--seeds 2]
 
-Batches of N images with 5, 15, 30, 50 and 70% defective parts. Hard case: every defective part
-carries the same defect type (look-alike defects on other parts fill MuSc's interval average);
-easy case: the defect types take turns. Each batch is scored by plain MuSc and with 10 and 50
+Batches of N images with 5, 15, 30, 50 and 70% defective parts. Cases: ``same`` (synthetic only:
+one identical defect, same size, place and colour, on every defective part, as a worn tool leaves
+it), ``hard`` (every defective part carries a defect of one type, drawn independently: look-alike
+defects on other parts fill MuSc's interval average) and ``easy`` (the defect types take turns). Each batch is scored by plain MuSc and with 10 and 50
 references (other known-good images, reference-only members: engine/musc.py); prints image and
 pixel AUROC (%) of the scored images, averaged over ``--seeds`` draws of the batch.
 
-- synthetic: generated ``weave`` at 128 px, N = 40, hard defect ``spot``, references from further
-  normal renders;
+- synthetic: generated ``weave`` at 128 px, N = 40, defect ``spot`` for ``same`` and ``hard``,
+  references from further normal renders;
 - bottle: MVTec AD bottle at 224 px, N = 28 (each defect type has 20-22 test images), hard defect
   ``contamination``, references = the first 50 train images, normal batch members from the 20 test
   and the last 10 train images.
@@ -31,14 +32,14 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.data.benchmarks import load_mask, read_split  # noqa: E402
-from pipeline.data.images import load_image  # noqa: E402
-from pipeline.data.synthetic import DEFECTS, render_image  # noqa: E402
-from pipeline.engine.backbones import build_backbone  # noqa: E402
-from pipeline.engine.features import Features  # noqa: E402
-from pipeline.engine.maps import anomaly_maps  # noqa: E402
-from pipeline.engine.musc import score_features  # noqa: E402
-from pipeline.settings import BackboneConfig, MuscConfig  # noqa: E402
+from pipeline.data.benchmarks import load_mask, read_split
+from pipeline.data.images import load_image
+from pipeline.data.synthetic import DEFECTS, render_image
+from pipeline.engine.backbones import build_backbone
+from pipeline.engine.features import Features
+from pipeline.engine.maps import anomaly_maps
+from pipeline.engine.musc import score_features
+from pipeline.settings import BackboneConfig, MuscConfig
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "weights" / "mobilenetv2_100_imagenet_from_tflite.safetensors"
@@ -48,16 +49,18 @@ REFERENCES = (0, 10, 50)
 
 
 class Pool:
-    """Features, masks and defect types of every image a dataset's batches draw from."""
+    """Features, masks and defect kinds of every image a dataset's batches draw from; ``cases`` map a
+    case to the kind its defective parts carry (None: the ``mixed`` kinds in turn)."""
 
     def __init__(self, features: Features, masks: np.ndarray, kinds: list[str | None], references: int,
-                 size: int) -> None:
+                 size: int, cases: dict[str, str | None], mixed: list[str]) -> None:
         self.features, self.masks, self.kinds, self.size = features, masks, np.array(kinds, dtype=object), size
-        normal = np.flatnonzero(self.kinds == None)  # noqa: E711 - an object array
+        self.cases, self.mixed = cases, mixed
+        normal = np.flatnonzero(self.kinds == None)
         self.references, self.normal = normal[:references], normal[references:]
 
-    def defective(self, kind: str | None) -> np.ndarray:
-        return np.flatnonzero(self.kinds == kind) if kind else np.flatnonzero(self.kinds != None)  # noqa: E711
+    def defective(self, kind: str) -> np.ndarray:
+        return np.flatnonzero(self.kinds == kind)
 
 
 def extract(images: list[np.ndarray], size: int) -> Features:
@@ -67,18 +70,20 @@ def extract(images: list[np.ndarray], size: int) -> Features:
     return backbone.extract_all(np.stack(images))
 
 
-def synthetic_pool() -> tuple[Pool, int, str]:
+def synthetic_pool() -> tuple[Pool, int]:
     size, kinds, images, masks = 128, [], [], []
     for seed in range(100):  # 50 references + 50 normal batch members
         image, mask = render_image("weave", size, seed)
         images.append(image), masks.append(mask), kinds.append(None)
-    for i, kind in enumerate(k for k in DEFECTS["weave"] for _ in range(28)):
-        image, mask = render_image("weave", size, 1000 + i, kind)
+    for i, kind in enumerate(k for k in (*DEFECTS["weave"], "same") for _ in range(28)):
+        image, mask = render_image("weave", size, 1000 + i, "spot" if kind == "same" else kind,
+                                   defect_seed=0 if kind == "same" else None)
         images.append(image), masks.append(mask), kinds.append(kind)
-    return Pool(extract(images, size), np.stack(masks), kinds, 50, size), 40, "spot"
+    cases = {"same": "same", "hard": "spot", "easy": None}
+    return Pool(extract(images, size), np.stack(masks), kinds, 50, size, cases, list(DEFECTS["weave"])), 40
 
 
-def bottle_pool() -> tuple[Pool, int, str]:
+def bottle_pool() -> tuple[Pool, int]:
     size = 224
     train = read_split(str(BOTTLE), "mvtec", "bottle", "train")
     test = read_split(str(BOTTLE), "mvtec", "bottle", "test")
@@ -86,16 +91,17 @@ def bottle_pool() -> tuple[Pool, int, str]:
     images = [load_image(s.image_path, size) for s in samples]
     masks = np.stack([load_mask(s, size) for s in samples])
     kinds = [s.defect_type if s.label else None for s in samples]
-    return Pool(extract(images, size), masks, kinds, 50, size), 28, "contamination"
+    mixed = sorted({s.defect_type for s in test if s.label})
+    return Pool(extract(images, size), masks, kinds, 50, size, {"hard": "contamination", "easy": None}, mixed), 28
 
 
 def batch(pool: Pool, n: int, rate: float, kind: str | None, rng: np.random.Generator) -> np.ndarray:
-    """N images, round(rate N) of them defective: of ``kind`` (hard) or of every type in turn (easy)."""
+    """N images, round(rate N) of them defective: of ``kind``, or of the mixed kinds in turn (None)."""
     d = max(1, round(rate * n))
     if kind:
         bad = rng.choice(pool.defective(kind), d, replace=False)
     else:
-        by_kind = [rng.permutation(pool.defective(k)) for k in sorted({k for k in pool.kinds if k})]
+        by_kind = [rng.permutation(pool.defective(k)) for k in pool.mixed]
         bad = np.array([by_kind[i % len(by_kind)][i // len(by_kind)] for i in range(d)])
     return np.concatenate([rng.choice(pool.normal, n - d, replace=False), bad])
 
@@ -125,10 +131,10 @@ def main() -> None:
             print(f"bottle: skipped, no MVTec AD bottle under {BOTTLE}")
             continue
         start = time.perf_counter()
-        pool, n, hard = synthetic_pool() if name == "synthetic" else bottle_pool()
-        print(f"\n{name}: N = {n} scored images per batch, hard defect '{hard}'")
+        pool, n = synthetic_pool() if name == "synthetic" else bottle_pool()
+        print(f"\n{name}: N = {n} scored images per batch; defect kind per case: {pool.cases}")
         print(f"{'case':8s}{'references':>11s}  {header}")
-        for case, kind in (("hard", hard), ("easy", None)):
+        for case, kind in pool.cases.items():
             for refs in REFERENCES:
                 cells = []
                 for rate in RATES:

@@ -54,6 +54,30 @@ def test_subsets_are_seeded_per_group_and_bounded():
     assert plan_run(records, 2, 4, seed=1).subsets != plan.subsets
 
 
+def test_references_get_shards_of_their_own_and_are_never_inputs(tmp_path):
+    from PIL import Image
+
+    from pipeline.job.preflight import JobError
+    from pipeline.job.references import resolve_references
+
+    records = [InputRecord(f"{g}/{i:03d}.png", g) for g, n in (("a", 10), ("c", 1)) for i in range(n)]
+    plan = plan_run(records, shard_size=2, max_subset_size=4, seed=0, references={"a": ["r/2.png", "r/1.png"]})
+    (reference_shard,) = {p.reference_shard_ids for p in plan.subsets["a"]}  # one set, shared by every subset
+    assert [r.uri for s in reference_shard for r in plan.shards[s].records] == ["r/1.png", "r/2.png"]
+    assert not set(reference_shard) & {s for ids in plan.shards_of_group.values() for s in ids}  # never rows
+    assert [s.records for s in plan.shards if s.shard_id not in reference_shard] == [
+        s.records for s in plan_run(records, 2, 4, seed=0).shards]  # the inputs' shards as without references
+    folder = tmp_path / "in" / "g"
+    folder.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(folder / f"{name}.png")
+    tonight = [InputRecord(str(folder / f"{name}.png"), "g") for name in ("a", "b")]
+    cfg = job_config(inputs={"manifest": "m.csv"}, references=str(tmp_path / "in"), reference_images=5)
+    assert resolve_references(cfg, tonight, "run")["per_group"] == {"g": [str(folder / "c.png")]}
+    with pytest.raises(JobError, match="no known-good images for 1 input group"):
+        resolve_references(cfg, [*tonight, InputRecord(str(folder / "c.png"), "g")], "run")
+
+
 def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
     base = job_config(inputs={"uris": ["s3://b/x/"]})
     same = job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"num_actors": 4, "shard_size": 5},

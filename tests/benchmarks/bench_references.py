@@ -1,6 +1,6 @@
 """MuSc when the same defect is on many of the night's parts: plain vs with known-good references.
 
-    .venv/bin/python tests/benchmarks/bench_references.py [--datasets synthetic bottle] [--seeds 2]
+    .venv/bin/python tests/benchmarks/bench_references.py [--datasets synthetic bottle] [--seeds 1]
 
 Batches of N images with 5, 15, 30, 50 and 70% defective parts. Cases: ``same`` (synthetic only:
 one identical defect, same size, place and colour, on every defective part, as a worn tool leaves
@@ -119,7 +119,7 @@ def evaluate(pool: Pool, members: np.ndarray, references: int) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "bottle"], choices=["synthetic", "bottle"])
-    parser.add_argument("--seeds", type=int, default=2, help="batches drawn per setting (results averaged)")
+    parser.add_argument("--seeds", type=int, default=1, help="batches drawn per setting (results averaged)")
     args = parser.parse_args()
     if not WEIGHTS.is_file():
         sys.exit(f"needs the MobileNetV2 weights at {WEIGHTS}")

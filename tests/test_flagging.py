@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from pipeline.job.flagging import FlagRule, flag, rank_in_group, reference_threshold, robust_z
+from pipeline.job.flagging import (
+    FlagRule,
+    flag,
+    rank_in_group,
+    reference_threshold,
+    robust_z,
+)
 
 
 def test_rank_and_percentile_hand_case():

@@ -79,6 +79,15 @@ def test_a_renamed_key_is_read_under_its_former_name_and_hashed_under_it(caplog)
     assert identity_view(job)["patchead"]["fewshot_prompts"] == 2
 
 
+def test_a_key_added_later_enters_the_run_identity_only_when_set():
+    from pipeline.settings import identity_view, with_values
+
+    base = config_from_dict(JobConfig, {"inputs": {"uris": ["x"]}})
+    assert "reference_runs" not in identity_view(base)  # every earlier config keeps its run id
+    assert identity_view(with_values(base, {"reference_runs": 2}))["reference_runs"] == 2
+    assert config_hash(with_values(base, {"reference_runs": 2})) != config_hash(base)
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """pipeline modules imported by one module (relative imports resolved)."""
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from pipeline.job.flagging import flag, rank_in_group, robust_z
+from pipeline.job.flagging import (
+    FlagRule,
+    flag,
+    rank_in_group,
+    reference_threshold,
+    robust_z,
+)
 
 
 def test_rank_and_percentile_hand_case():
@@ -37,3 +43,17 @@ def test_threshold_and_bad_policy():
         flag(np.ones(3), "magic", 1.0)
     with pytest.raises(ValueError, match="top_fraction"):
         flag(np.ones(3), "top_fraction", 0.0)
+
+
+def test_reference_fpr_flags_above_the_references_own_quantile():
+    references = np.arange(1.0, 21.0)  # 20 good parts' leave-one-out scores
+    scores = np.array([5.0, 19.0, 19.5, 20.0, 21.0])
+    assert reference_threshold(references, 0.1) == 19.0  # 1 of 20 references above it: 5% <= 10%
+    assert flag(scores, "reference_fpr", 0.1, references).tolist() == [False, False, True, True, True]
+    assert flag(scores, "reference_fpr", 0.0, references).tolist() == [False, False, False, False, True]
+    bad_night = np.concatenate([np.full(25, 3.0), np.full(25, 30.0)])  # half the parts defective
+    assert flag(bad_night, "reference_fpr", 0.05, references).sum() == 25
+    assert flag(bad_night, "robust_z", 3.5).sum() == 0  # the group-relative rule cannot see it
+    with pytest.raises(ValueError, match="needs the references' scores"):
+        flag(scores, "reference_fpr", 0.05)
+    assert FlagRule("reference_fpr", 0.05).label == "reference_fpr=0.05"

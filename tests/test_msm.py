@@ -6,12 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.engine.features import Features
+from pipeline.engine.lnamd import lnamd
 from pipeline.engine.msm import (
     auto_tile_images,
     interval_bounds,
     mutual_scores,
     top_image_similarities,
 )
+from pipeline.engine.musc import score_features
+from pipeline.engine.rscin import rscin
+from pipeline.settings import MuscConfig
 
 
 def naive_msm(z: torch.Tensor, x: float, y: float = 0.0) -> torch.Tensor:
@@ -120,3 +125,55 @@ def test_gpu_reduced_precision_close_to_exact(precision, tol):
     exact = mutual_scores(z, tile_images=3)
     gpu = mutual_scores(z, tile_images=3, matmul_precision=precision, device="cuda").cpu()
     assert (gpu - exact).abs().max() < tol
+
+
+def _features(stages: list[torch.Tensor], embedding: torch.Tensor, rows: slice) -> Features:
+    return Features([s[rows] for s in stages], embedding[rows])
+
+
+def test_references_are_members_of_the_interval_average_and_never_scored():
+    """The rule of musc.score_features: each of the N images and R references is scored by Eq. 1-2 over
+    its N + R - 1 other members (k = floor(X (N + R - 1))), RsCIN runs over all N + R; only the N
+    scored images come back as scores, the references' results as their leave-one-out scores."""
+    n, r, degrees = 4, 3, [1, 3]
+    g = torch.Generator().manual_seed(3)
+    stages = [torch.randn(n + r, 6, 3, 3, generator=g), torch.randn(n + r, 5, 3, 3, generator=g)]
+    embedding = F.normalize(torch.randn(n + r, 8, generator=g), dim=1)
+    cfg = MuscConfig(aggregation_degrees=degrees, topmin_max=0.5, rscin_windows=[1, 2])
+    got = score_features(_features(stages, embedding, slice(0, n)), cfg, keep_scale=True,
+                         references=_features(stages, embedding, slice(n, None)))
+    patch = torch.stack([naive_msm(lnamd(s, d), 0.5) for s in stages for d in degrees]).mean(0)  # (N + R, M)
+    raw = patch.max(dim=1).values
+    final = rscin(raw.float(), embedding, [1, 2], normalise=False)
+    assert got.patch_scores.shape == (n, 3, 3) and got.image_scores.shape == (n,)
+    assert torch.allclose(got.patch_scores.flatten(1).double(), patch[:n], atol=1e-4)
+    assert torch.allclose(got.image_scores_raw.double(), raw[:n], atol=1e-4)
+    assert torch.allclose(got.image_scores, final[:n], atol=1e-4)
+    assert torch.allclose(got.reference_scores, final[n:], atol=1e-4)
+    alone = score_features(_features(stages, embedding, slice(0, n)), cfg, keep_scale=True)
+    assert alone.reference_scores is None
+    assert not torch.allclose(alone.patch_scores, got.patch_scores, atol=1e-3)  # the references did take part
+
+
+@pytest.mark.parametrize("references, hidden", [(0, True), (4, True), (5, False), (20, False)])
+def test_a_shared_defect_is_caught_once_the_interval_reaches_past_its_lookalikes(references, hidden):
+    """4 of 10 parts carry the same defect patch, so each has 3 exact look-alikes. MuSc averages the
+    floor(0.3 (9 + R)) smallest distances: with R <= 4 references those are all look-alikes (distance
+    0, the defect is hidden); from R = 5 the interval holds a normal member too."""
+    c, side = 8, 3
+    normal, defect = torch.zeros(c), torch.zeros(c)
+    normal[0], defect[1] = 1.0, 1.0
+    tokens = normal.expand(10 + references, side * side, c).clone()
+    tokens[:4, 0] = defect  # patch 0 of images 0-3
+    stage = tokens.transpose(1, 2).reshape(-1, c, side, side)
+    embedding = F.normalize(torch.ones(10 + references, 4), dim=1)
+    cfg = MuscConfig(aggregation_degrees=[1], topmin_max=0.3, rscin_windows=None)
+    got = score_features(Features([stage[:10]], embedding[:10]), cfg,
+                         references=Features([stage[10:]], embedding[10:]) if references else None)
+    defect_score = got.patch_scores[:4, 0, 0]
+    assert got.image_scores.shape == (10,)
+    if hidden:
+        assert defect_score.max() < 1e-3
+    else:
+        assert defect_score.min() > 0.1
+        assert got.image_scores[:4].min() > 10 * got.image_scores[4:].max()

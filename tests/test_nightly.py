@@ -54,6 +54,30 @@ def test_subsets_are_seeded_per_group_and_bounded():
     assert plan_run(records, 2, 4, seed=1).subsets != plan.subsets
 
 
+def test_references_get_shards_of_their_own_and_are_never_inputs(tmp_path):
+    from PIL import Image
+
+    from pipeline.job.preflight import JobError
+    from pipeline.job.references import resolve_references
+
+    records = [InputRecord(f"{g}/{i:03d}.png", g) for g, n in (("a", 10), ("c", 1)) for i in range(n)]
+    plan = plan_run(records, shard_size=2, max_subset_size=4, seed=0, references={"a": ["r/2.png", "r/1.png"]})
+    (reference_shard,) = {p.reference_shard_ids for p in plan.subsets["a"]}  # one set, shared by every subset
+    assert [r.uri for s in reference_shard for r in plan.shards[s].records] == ["r/1.png", "r/2.png"]
+    assert not set(reference_shard) & {s for ids in plan.shards_of_group.values() for s in ids}  # never rows
+    assert [s.records for s in plan.shards if s.shard_id not in reference_shard] == [
+        s.records for s in plan_run(records, 2, 4, seed=0).shards]  # the inputs' shards as without references
+    folder = tmp_path / "in" / "g"
+    folder.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(folder / f"{name}.png")
+    tonight = [InputRecord(str(folder / f"{name}.png"), "g") for name in ("a", "b")]
+    cfg = job_config(inputs={"manifest": "m.csv"}, references=str(tmp_path / "in"), reference_images=5)
+    assert resolve_references(cfg, tonight, "run")["per_group"] == {"g": [str(folder / "c.png")]}
+    with pytest.raises(JobError, match="no known-good images for 1 input group"):
+        resolve_references(cfg, [*tonight, InputRecord(str(folder / "c.png"), "g")], "run")
+
+
 def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
     base = job_config(inputs={"uris": ["s3://b/x/"]})
     same = job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"num_actors": 4, "shard_size": 5},
@@ -242,8 +266,24 @@ def test_in_process_run_on_s3_one_row_per_input_and_engine_agreement(ray_local, 
     assert read_scores(out).num_rows == len(inputs)
 
 
-def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
+def upload_golden(tmp_path, base: str, count: int = 3):
+    """Known-good images, one folder per group of ``s3_batch`` (new renders, not inputs), on local disk
+    and under ``base``/golden/; returns the local folder."""
     from pipeline.data.synthetic import generate_dataset
+
+    golden = tmp_path / "golden"
+    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=count, n_test_good=0,
+                     n_test_defect=0, image_size=64, seed=7)
+    for group, source in (("weave", "weave"), ("disc", "disc"), ("solo", "weave")):
+        (golden / group).mkdir(parents=True)
+        for i in range(count):
+            (golden / group / f"{i:03d}.png").write_bytes((tmp_path / "normals" / source / "train" / "good" /
+                                                           f"{i:03d}.png").read_bytes())
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(golden) + "/", f"{base}/golden/", recursive=True)
+    return golden
+
+
+def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s3_batch, tmp_path):
     from pipeline.detectors.checkpoint import save_checkpoint
     from pipeline.detectors.registry import build_detector
     from pipeline.job.preflight import JobError
@@ -253,17 +293,9 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
     detector = build_detector(det_cfg)
     base = s3_batch["prefix"].rsplit("/", 1)[0]
     save_checkpoint(detector, det_cfg, f"{base}/models/sowa")
-    golden = tmp_path / "golden"  # known-good images, one folder per group
-    generate_dataset(str(tmp_path / "normals"), categories=["weave", "disc"], n_train=3, n_test_good=0,
-                     n_test_defect=0, image_size=64, seed=7)
-    for group, source in (("weave", "weave"), ("disc", "disc"), ("solo", "weave")):
-        (golden / group).mkdir(parents=True)
-        for i in range(3):
-            (golden / group / f"{i:03d}.png").write_bytes((tmp_path / "normals" / source / "train" / "good" /
-                                                           f"{i:03d}.png").read_bytes())
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.put(str(golden / "weave"), f"{base}/golden-partial/weave", recursive=True)
-    fs.put(str(golden) + "/", f"{base}/golden/", recursive=True)
+    golden = upload_golden(tmp_path, base)
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(golden / "weave"), f"{base}/golden-partial/weave",
+                                                    recursive=True)
 
     out = str(tmp_path / "out")
     common = dict(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, detector="sowa",
@@ -286,8 +318,84 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
         detector.set_references(None)
         assert rows[name]["score"] == pytest.approx(float(few_shot[0]), rel=1e-4)
         assert abs(float(few_shot[0]) - float(zero_shot[0])) > 1e-3  # the memory bank changed the score
-    with pytest.raises(ConfigError, match="'references'.*for detector 'sowa'"):
+    with pytest.raises(ConfigError, match="'references'.*for detectors musc, patchead and sowa, not 'vitad'"):
         job_config(inputs={"manifest": "m.csv"}, detector="vitad", detector_checkpoint="x", references="s3://b/g/")
+
+
+def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_them(ray_local, s3_batch, tmp_path):
+    """References join every subset as reference-only members: scores equal the engine's with the same
+    references, they never become rows, the manifest names them, and 'reference_fpr' flags exactly the
+    scores above the references' own leave-one-out scores (value 0: above their maximum)."""
+    base = s3_batch["prefix"].rsplit("/", 1)[0]
+    golden = upload_golden(tmp_path, base)
+    out = str(tmp_path / "out")
+    cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="musc-refs",
+                     references=f"{base}/golden/", reference_images=3, scoring={"max_subset_size": 4},
+                     flagging={"policy": "reference_fpr", "value": 0.0})
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
+    assert sorted(rows) == sorted(r.uri for r in s3_batch["records"])  # one row per input, no reference
+    assert report.manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
+    assert report.manifest["references"] == {
+        "source": f"{base}/golden/", "run_of": {},
+        "per_group": {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(3)] for g in ("disc", "solo", "weave")}}
+    size = cfg.backbone.image_size
+    torch.manual_seed(0)  # the same random init as every extraction actor
+    backbone = build_backbone(cfg.backbone)
+    refs = backbone.extract(np.stack([load_image(str(golden / "weave" / f"{i:03d}.png"), size) for i in range(3)]))
+    for subset in pds.dataset(f"{out}/runs/musc-refs/subsets/weave").files:  # each subset against the references
+        uris = pds.dataset(subset).to_table().column("uri").to_pylist()
+        feats = backbone.extract(np.stack([load_image(str(s3_batch["root"]) + u[len(s3_batch["prefix"]):], size)
+                                           for u in uris]))
+        result = score_features(feats, cfg.scorer_settings(), "cpu", refs)
+        plain = score_features(feats, cfg.scorer_settings(), "cpu")
+        for uri, score, alone in zip(uris, result.image_scores.tolist(), plain.image_scores.tolist()):
+            assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+            assert abs(score - alone) > 1e-3  # the references took part
+    for group in ("weave", "disc"):
+        summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / f"{group}.json").read_text())
+        assert len(summary["reference_scores"]) == 3 * summary["subsets"]  # every reference, every subset
+        for row in (r for r in rows.values() if r["group_name"] == group and r["status"] == "ok"):
+            assert row["is_anomaly"] == (row["score"] > max(summary["reference_scores"]))
+            assert row["flag_policy"] == "reference_fpr=0"
+    with pytest.raises(ConfigError, match="'flagging.policy'.*needs references"):
+        job_config(inputs={"manifest": "m.csv"}, flagging={"policy": "reference_fpr"})
+
+
+def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
+    """reference_runs: each group's lowest-scoring unflagged images of its last successful runs, never
+    tonight's inputs, named in the manifest with their run; the key leaves earlier run ids alone."""
+    from pipeline.data.inputs import write_manifest
+
+    base = s3_batch["prefix"].rsplit("/", 1)[0]
+    out = f"{base}/musc"
+    night_a = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="night-a")
+    assert run_job(night_a).exit_code == 0
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.copy(s3_batch["prefix"] + "/", f"{base}/tonight/", recursive=True)  # tonight's parts: other URIs
+    tonight = [InputRecord(r.uri.replace("/batch/", "/tonight/"), r.group, r.label,
+                           r.mask_uri and r.mask_uri.replace("/batch/", "/tonight/")) for r in s3_batch["records"]]
+    write_manifest(tonight, f"{base}/tonight.parquet")
+    night_b = job_config(inputs={"manifest": f"{base}/tonight.parquet"}, output={"prefix": out}, run_id="night-b",
+                         reference_runs=2, reference_images=3)
+    assert config_hash(night_b) != config_hash(job_config(inputs={"manifest": f"{base}/tonight.parquet"},
+                                                          output={"prefix": out}, reference_runs=0))
+    report = run_job(night_b)
+    assert report.exit_code == 0, report.failures
+    earlier = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-a"]
+    expected = {}
+    for group in ("disc", "weave"):
+        good = sorted((r for r in earlier if r["group_name"] == group and r["status"] == "ok" and not r["is_anomaly"]),
+                      key=lambda r: r["score"])
+        expected[group] = sorted(r["uri"] for r in good[:3])
+    references = report.manifest["references"]
+    assert references["source"] == "earlier runs" and references["per_group"] == expected  # solo: none scored
+    assert references["run_of"] == {uri: "night-a" for uris in expected.values() for uri in uris}
+    rows = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-b"]
+    assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference
+    summary = json.loads(fs.cat_file(f"{out}/runs/night-b/groups/weave.json"))
+    assert len(summary["reference_scores"]) == 3
 
 
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):

@@ -1,6 +1,8 @@
 """PatchEAD against a naive implementation of its Eq. 1-4, both readings of its selection rules,
 and on generated data: the nearest-neighbour reading separates defects, the literal one much less."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,22 @@ def test_alignment_separates_defects_on_parts_in_differing_poses():
     plain, aligned = np.mean(aurocs[False]), np.mean(aurocs[True])
     # measured: plain 0.93 (0.88, 0.98, 0.93), aligned 0.983 (0.98, 1.0, 0.97)
     assert aligned > 0.95 and aligned > plain + 0.03
+
+
+def test_batch_references_are_members_of_every_batch_and_never_scored():
+    """Batch mode with references: each batch is scored as if the references were among its images
+    (Eq. 1-4 over the union, K_P from its N + R - 1 others), and the references' own scores come apart."""
+    torch.manual_seed(1)
+    n, r = 5, 3
+    stages = [torch.randn(n + r, 8, 3, 3), torch.randn(n + r, 5, 3, 3)]
+    cfg = PatchEADConfig(image_fraction=0.6, top_patch_fraction=0.25, batch_size=64)
+    result = score_patchead(Features([s[:n] for s in stages], torch.zeros(n, 2)), cfg,
+                            Features([s[n:] for s in stages], torch.zeros(r, 2)))
+    expected_patches, expected_scores = naive_patchead(stages, cfg)  # the union as one batch
+    assert result.patch_scores.shape == (n, 3, 3)
+    assert torch.allclose(result.patch_scores.flatten(1).double(), expected_patches[:n], atol=1e-5)
+    assert torch.allclose(result.image_scores.double(), expected_scores[:n], atol=1e-5)
+    assert torch.allclose(result.reference_scores.double(), expected_scores[n:], atol=1e-5)
+    split = score_patchead(Features([s[:n] for s in stages], torch.zeros(n, 2)), replace(cfg, batch_size=2),
+                           Features([s[n:] for s in stages], torch.zeros(r, 2)))
+    assert split.reference_scores.shape == (2 * r,)  # two batches, each with every reference

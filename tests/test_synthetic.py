@@ -87,6 +87,13 @@ def test_mask_is_exactly_the_changed_pixels(category, kind):
         assert 0.002 < mask.mean() < 0.12
 
 
+def test_a_defect_seed_puts_the_same_defect_on_different_parts():
+    (a, mask_a), (b, mask_b) = (render_image("weave", SIZE, seed, "spot", defect_seed=5) for seed in (1, 2))
+    _, mask_c = render_image("weave", SIZE, 1, "spot")
+    assert (mask_a == mask_b).all() and not (mask_a == mask_c).all()
+    assert not (a == b).all()  # two parts, one defect
+
+
 @pytest.mark.parametrize("category", DEFAULT_CATEGORIES)
 def test_written_masks_mark_pixels_unlike_normal_images(dataset, category):
     base = dataset / category

@@ -48,7 +48,8 @@ _TINT = {"weave": (60, 95, 200), "wood": (85, 145, 135), "plate": (205, 105, 35)
 
 
 def render_image(category: str, image_size: int, seed: int | Sequence[int], defect: str | None = None,
-                 *, pose: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+                 *, pose: tuple[float, float] = (0.0, 0.0),
+                 defect_seed: int | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One product image (S, S, 3) uint8 and its defect mask (S, S) bool (empty when defect is None).
 
     The same ``seed`` gives the same product with and without the defect: the two images are equal
@@ -56,6 +57,7 @@ def render_image(category: str, image_size: int, seed: int | Sequence[int], defe
     is rendered turned about the centre by up to that many degrees and shifted by up to that
     fraction of the size in x and y (uniform draws), so that poses differ far more than by default
     while background and borders stay rendered, never filled in by a warp; (0, 0) adds nothing.
+    ``defect_seed`` draws the defect from its own seed instead of ``seed``.
     """
     _check_category(category)
     if image_size < MIN_IMAGE_SIZE:
@@ -65,6 +67,8 @@ def render_image(category: str, image_size: int, seed: int | Sequence[int], defe
     if min(pose) < 0:
         raise ValueError(f"pose must be (degrees >= 0, shift fraction >= 0), got {pose}")
     product_rng, defect_rng, pose_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    if defect_seed is not None:  # the same defect (size, place, colour) on different parts, as a worn tool leaves
+        defect_rng = np.random.default_rng(np.random.SeedSequence(defect_seed).spawn(3)[1])
     scene = RENDERERS[category](product_rng, pose_grid(image_size, draw_pose(pose_rng, image_size, *pose)))
     normal = _finish(scene, scene.image)
     if defect is None:

@@ -2,6 +2,21 @@
 
 LNAMD (``lnamd``) and mutual scoring (``msm``) run for every (stage, degree) pair and are averaged
 (Eq. 3); the image score is the max patch score, re-scored by RsCIN (``rscin``).
+
+References (known-good images of the product) may join a batch as reference-only members. Every
+member, reference or not, is scored exactly as MuSc scores a batch member: its patch distances to
+the N + R - 1 other members, the interval average over the smallest ``floor(X (N + R - 1))`` of
+them (``msm.interval_bounds`` of the union), the max patch, RsCIN over all N + R embeddings. Only the
+N scored images' results are returned as scores; the references' own results are their
+leave-one-out scores (``BatchScores.reference_scores``), on the same scale because each was scored
+against the same number of others.
+
+Why the union and not two separate averages: MuSc hides a defect that look-alikes on other images
+fill the averaged interval with (D look-alikes >= k = X (N - 1), e.g. the same defect on a third of
+a batch). Adding R references leaves D unchanged and raises k by X R, so a shared defect is caught
+again while D < X (N + R - 1); normal patches, which match normal images and references alike,
+hardly move. Past that bound (many defective parts, few references) references no longer help:
+the README's reference benchmark shows where.
 """
 
 from __future__ import annotations
@@ -35,8 +50,9 @@ def score_features(
     patch_weights: torch.Tensor | None = None,
     image_score: ImageScore = image_scores,
     timings: StageTimes | None = None,
+    references: Features | None = None,
 ) -> BatchScores:
-    """Run MuSc on the features of N >= 2 images; results are on the CPU.
+    """Run MuSc on the features of N images (N + R >= 2 with R ``references``); results are on the CPU.
 
     ``progress(done, total)`` counts (stage, degree) pairs. ``keep_scale`` re-scores on the raw
     score scale instead of the paper's min-max normalised one (same order within the batch;
@@ -45,15 +61,19 @@ def score_features(
     turns the (N, h, w) patch scores into the raw image scores RsCIN re-scores (default: the max
     patch score; an evaluation protocol may take the max of its upsampled maps instead).
     ``timings`` collects the "lnamd", "msm", "maps" (image scores) and "rscin" stages.
+    ``references``: known-good images that join the batch as reference-only members (module
+    docstring); ``patch_weights`` cover the N scored images only.
     """
     n = len(features)
-    if n < 2:
+    if n < 1 or n + (len(references) if references is not None else 0) < 2:
         raise ValueError(f"MuSc scores images against each other and needs at least 2 images, got {n}")
     device = torch.device(device) if device is not None else features.embedding.device
     timings = timings if timings is not None else StageTimes()
+    members = features if references is None else Features.cat([features, references.to(features.embedding.device)])
+    count = len(members)
     _, _, h, w = features.stages[0].shape
-    total = torch.zeros(n, h * w, device=device)
-    pairs = [(stage, r) for stage in features.stages for r in cfg.aggregation_degrees]
+    total = torch.zeros(count, h * w, device=device)
+    pairs = [(stage, r) for stage in members.stages for r in cfg.aggregation_degrees]
     for done, (stage, degree) in enumerate(pairs, start=1):
         with timings.stage("lnamd", device):
             z = lnamd(stage.to(device), degree)
@@ -63,20 +83,21 @@ def score_features(
             )
         if progress is not None:
             progress(done, len(pairs))
-    patch = apply_foreground((total / len(pairs)).view(n, h, w).cpu(), features, cfg.foreground)
+    patch = apply_foreground((total / len(pairs)).view(count, h, w).cpu(), members, cfg.foreground)
     if patch_weights is not None:
-        patch = patch * patch_weights
+        patch[:n] *= patch_weights
     with timings.stage("maps"):
         raw = image_score(patch)
     with timings.stage("rscin"):
-        embedding = features.embedding.float().cpu()
+        embedding = members.embedding.float().cpu()
         final = rscin(raw, embedding, cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
-    return BatchScores(patch, raw, final)
+    return BatchScores(patch[:n], raw[:n], final[:n], None if references is None else final[n:])
 
 
 def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: MuscConfig,
                  progress: Callable[[str, int, int], None] | None = None,
-                 image_score: ImageScore = image_scores, timings: StageTimes | None = None) -> BatchScores:
+                 image_score: ImageScore = image_scores, timings: StageTimes | None = None,
+                 references: Sequence[np.ndarray] | np.ndarray | None = None) -> BatchScores:
     """MuSc from uint8 images (N, S, S, 3): extraction, optional alignment, scoring.
 
     ``images`` may be a lazy sequence (images still being read): extraction takes them in order.
@@ -84,7 +105,8 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     ``cfg.alignment`` refuses leave their image as it is; the result's ``alignment`` reports them);
     patches a warp filled in get weight 0 before image scores and RsCIN, and the maps are moved back
     onto the input images. ``progress(phase, done, total)`` reports the "features" and "scoring" phases;
-    ``timings`` collects "align", "extract" and the stages of ``score_features``.
+    ``timings`` collects "align", "extract" and the stages of ``score_features``. ``references``
+    (uint8, known-good) join the batch as reference-only members; not with alignment.
     """
     timings = timings if timings is not None else StageTimes()
     extract_progress = None if progress is None else (lambda done: progress("features", done, len(images)))
@@ -92,8 +114,11 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     if not cfg.align:
         with timings.stage("extract", backbone.device):
             features = backbone.extract_all(images, extract_progress)
+            known_good = None if references is None else backbone.extract_all(references)
         return score_features(features, cfg, backbone.device, score_progress, image_score=image_score,
-                              timings=timings)
+                              timings=timings, references=known_good)
+    if references is not None:
+        raise ValueError("MuSc with alignment warps a batch onto its first image; references are not supported there")
     with timings.stage("align"):
         alignments, report = align_batch(list(images), cfg.alignment)
     with timings.stage("extract", backbone.device):

@@ -3,7 +3,10 @@
 Every query patch j gets, per reference image i, a cosine distance to that image's patches
 (Eq. 1-2), then the mean over K_P selected references (Eq. 3); the image score is the mean of its
 top rho L patch scores (Eq. 4). References are the other images of the batch (batch zero-shot,
-K_P = max(1, 0.3 N)) or N normal prompts (few-shot, K_P = 1).
+K_P = max(1, 0.3 N)) or N normal prompts (few-shot, K_P = 1). In batch mode, known-good references
+may also join every batch as reference-only members, as in MuSc (``musc``): each image is compared
+with the other N - 1 images and the R references, K_P = max(1, 0.3 (N + R - 1)) over that union,
+and the references' own scores (each against the others, itself left out) are returned apart.
 
 The text says "the patch with the maximum distance" and "the top K_P highest-scoring images",
 which contradicts its own nearest-neighbour motivation (an anomalous patch is one with no close
@@ -73,8 +76,9 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
                    patch_weights: torch.Tensor | None = None) -> BatchScores:
     """PatchEAD scores of N images: per-patch maps (N, h, w) and image scores (raw and final equal).
 
-    Batch mode scores seeded random batches of at most ``batch_size`` images; few-shot mode scores
-    every image against ``reference``. Several feature levels are averaged, as MuSc does.
+    Batch mode scores seeded random batches of at most ``batch_size`` images, with ``reference`` (when
+    given) as reference-only members of every batch; few-shot mode scores every image against
+    ``reference``. Several feature levels are averaged, as MuSc does.
     ``turned``: features of the references' 180-degree copies (batch mode: of the N images).
     ``patch_weights`` (N, h, w) multiply the patch scores before image scores (alignment: 0 where a
     warp filled the patch in).
@@ -83,23 +87,34 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
     _, _, h, w = features.stages[0].shape
     if cfg.mode == "fewshot" and reference is None:
         raise ValueError("few-shot PatchEAD needs reference (normal prompt) features")
-    if cfg.mode == "batch" and n < 2:
+    shared = reference if cfg.mode == "batch" else None  # reference-only members of every batch
+    r = 0 if shared is None else len(shared)
+    if cfg.mode == "batch" and n + r < 2:
         raise ValueError(f"batch zero-shot PatchEAD needs at least 2 images, got {n}")
-    batches = [torch.arange(n)] if cfg.mode == "fewshot" else [
+    if shared is not None and turned is not None:
+        raise ValueError("batch PatchEAD with references does not take 180-degree copies (alignment)")
+    batches = [torch.arange(n)] if cfg.mode == "fewshot" or n < 2 else [
         torch.as_tensor(b) for b in split_by_max_size(n, cfg.batch_size, cfg.seed)]
-    total = torch.zeros(n, h * w)
-    for level, stage in enumerate(features.stages):
+    members = features if shared is None else Features.cat([features, shared])
+    total = torch.zeros(n + r * len(batches), h * w)  # the scored images, then each batch's references
+    for level, stage in enumerate(members.stages):
         z = unit_tokens(stage)
         ref = unit_tokens(reference.stages[level]) if cfg.mode == "fewshot" else None
         copies = None if turned is None else unit_tokens(turned.stages[level])
-        for batch in batches:
+        for b, batch in enumerate(batches):
             batch_copies = copies[batch] if copies is not None and ref is None else copies  # few-shot: the prompts'
-            total[batch] += patch_scores(z[batch], cfg, ref, device, batch_copies).cpu()
-    patches = apply_foreground((total / len(features.stages)).view(n, h, w), features, cfg.foreground)
+            scored = patch_scores(z[torch.cat([batch, torch.arange(n, n + r)])], cfg, ref, device, batch_copies).cpu()
+            total[batch] += scored[:len(batch)]
+            total[n + b * r:n + (b + 1) * r] += scored[len(batch):]
+    total = (total / len(members.stages)).view(-1, h, w)
+    patches = apply_foreground(total[:n], features, cfg.foreground)
     if patch_weights is not None:
         patches = patches * patch_weights
     scores = image_scores(patches.flatten(1), cfg.top_patch_fraction)
-    return BatchScores(patches, scores, scores)
+    if shared is None:
+        return BatchScores(patches, scores, scores)
+    known_good = torch.cat([apply_foreground(part, shared, cfg.foreground) for part in total[n:].split(r)])
+    return BatchScores(patches, scores, scores, image_scores(known_good.flatten(1), cfg.top_patch_fraction))
 
 
 def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: PatchEADConfig,

@@ -30,7 +30,7 @@ Images = Sequence[np.ndarray] | np.ndarray
 class Scorer:
     """A zero-shot scorer's two entry points."""
 
-    on_features: Callable[[Features, ScorerSettings, torch.device | str], BatchScores]
+    on_features: Callable[[Features, ScorerSettings, torch.device | str, Features | None], BatchScores]
     on_images: Callable[[Backbone, Images, ScorerSettings, np.ndarray | None, Progress | None, ImageScore | None,
                           StageTimes | None], BatchScores]
 
@@ -38,9 +38,7 @@ class Scorer:
 def _musc_on_images(backbone: Backbone, images: Images, cfg: MuscConfig, references: np.ndarray | None,
                     progress: Progress | None, image_score: ImageScore | None,
                     timings: StageTimes | None) -> BatchScores:
-    if references is not None:
-        raise ValueError("MuSc scores a batch against itself; known-good references are not supported")
-    return musc.score_images(backbone, images, cfg, progress, image_score or image_scores, timings)
+    return musc.score_images(backbone, images, cfg, progress, image_score or image_scores, timings, references)
 
 
 def _patchead_on_images(backbone: Backbone, images: Images, cfg: PatchEADConfig, references: np.ndarray | None,
@@ -53,8 +51,9 @@ def _patchead_on_images(backbone: Backbone, images: Images, cfg: PatchEADConfig,
 
 SCORERS: dict[type, Scorer] = {
     # the job's subsets: RsCIN on the raw score scale, so scores of different subsets of a group compare
-    MuscConfig: Scorer(lambda f, cfg, device: musc.score_features(f, cfg, device, keep_scale=True), _musc_on_images),
-    PatchEADConfig: Scorer(lambda f, cfg, device: patchead.score_patchead(f, cfg, device=device),
+    MuscConfig: Scorer(lambda f, cfg, device, refs: musc.score_features(f, cfg, device, keep_scale=True,
+                                                                         references=refs), _musc_on_images),
+    PatchEADConfig: Scorer(lambda f, cfg, device, refs: patchead.score_patchead(f, cfg, refs, device=device),
                            _patchead_on_images),
 }
 
@@ -66,16 +65,19 @@ def _scorer(settings: ScorerSettings) -> Scorer:
         raise TypeError(f"no scorer is registered for {type(settings).__name__}") from None
 
 
-def score_features(features: Features, settings: ScorerSettings, device: torch.device | str = "cpu") -> BatchScores:
-    """Score the already extracted features of one batch (the nightly job's subsets)."""
-    return _scorer(settings).on_features(features, settings, device)
+def score_features(features: Features, settings: ScorerSettings, device: torch.device | str = "cpu",
+                   references: Features | None = None) -> BatchScores:
+    """Score the already extracted features of one batch (the nightly job's subsets), with the
+    group's ``references`` as reference-only members when given."""
+    return _scorer(settings).on_features(features, settings, device, references)
 
 
 def score_images(backbone: Backbone, images: Images, settings: ScorerSettings,
                  references: np.ndarray | None = None, progress: Progress | None = None,
                  image_score: ImageScore | None = None, timings: StageTimes | None = None) -> BatchScores:
     """Extract and score one batch of uint8 images (evaluation), with the scorer's own options
-    (alignment, few-shot ``references``); ``progress(phase, done, total)`` as it goes.
+    (alignment; ``references``: PatchEAD few-shot's prompts, or reference-only members of the batch for
+    MuSc and batch PatchEAD); ``progress(phase, done, total)`` as it goes.
 
     ``image_score`` replaces MuSc's raw image score (the max patch score) with another function of
     the patch scores, before RsCIN; ``timings`` collects the scorer's stages.

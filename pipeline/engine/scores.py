@@ -65,9 +65,13 @@ class BatchScores:
     ``image_scores_raw`` is the scorer's own image score (MuSc: the max patch score; PatchEAD: the
     mean of the top patches); ``image_scores`` is the final one (MuSc: after RsCIN; equal to raw
     when there is no re-scoring). ``alignment`` says what alignment did (None: not asked for).
+    ``reference_scores`` are the final scores of the batch's reference-only members (known-good
+    images scored as if they were one of the batch, themselves left out): never rows, but what a
+    flag threshold calibrated on the references reads.
     """
 
     patch_scores: torch.Tensor  # (N, h, w) fp32
     image_scores_raw: torch.Tensor  # (N,)
     image_scores: torch.Tensor  # (N,)
     alignment: AlignmentReport | None = None
+    reference_scores: torch.Tensor | None = None  # (R,) MuSc; (R x batches,) PatchEAD; None without references

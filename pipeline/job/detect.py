@@ -84,6 +84,7 @@ class DetectorScoring:
     first_stage = "detector"
     gaussian_sigma = 0.0  # maps come smoothed from the detector
     max_subset_size = None  # each image alone: shards are cut inside groups, no subsets
+    member_references = None  # SOWA's references are its memory bank, loaded by the actors (``references``)
 
     def __init__(self, cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig,
                  references: dict[str, list[str]] | None = None) -> None:

@@ -5,6 +5,13 @@ Quality teams review a fixed budget of images or want statistical outliers, so t
 (modified z-score 0.6745 (x - median) / MAD above a cut, Iglewicz & Hoaglin's 3.5 by default; robust
 to the defects themselves inflating the spread) and ``threshold`` (a fixed score, for a calibrated
 production line).
+
+Both group-relative policies flag a share of the night's parts by construction: on a night where half
+the parts carry a defect they flag the top 5%, or (the median being defective) hardly any. With
+references (known-good images scored as reference-only members of every subset), ``reference_fpr``
+calibrates the line on them instead: each reference's leave-one-out score is what a good part scores
+tonight, in tonight's subsets, so flagging the scores above the (1 - value) quantile of those keeps
+the false-positive rate on good parts near ``value`` whatever the share of bad ones.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from ..settings import FlaggingConfig
 
 # each policy's default parameter (None: required) and how its label shows the parameter
 FLAG_POLICIES: dict[str, tuple[float | None, str]] = {"top_fraction": (0.05, "="), "robust_z": (3.5, ">"),
-                                                      "threshold": (None, ">=")}
+                                                      "threshold": (None, ">="), "reference_fpr": (0.05, "=")}
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,8 @@ class FlagRule:
     def label(self) -> str:
         return f"{self.policy}{FLAG_POLICIES[self.policy][1]}{self.value:g}"
 
-    def apply(self, scores: np.ndarray) -> np.ndarray:
-        return flag(scores, self.policy, self.value)
+    def apply(self, scores: np.ndarray, reference_scores: np.ndarray | None = None) -> np.ndarray:
+        return flag(scores, self.policy, self.value, reference_scores)
 
 
 def rank_in_group(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +71,20 @@ def robust_z(scores: np.ndarray) -> np.ndarray:
     return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(scores)
 
 
-def flag(scores: np.ndarray, policy: str, value: float) -> np.ndarray:
-    """Boolean flags for one group's scores under ``policy`` with its parameter ``value``."""
+def reference_threshold(reference_scores: np.ndarray, fpr: float) -> float:
+    """The score above which at most a fraction ``fpr`` of the references' leave-one-out scores lie:
+    their (1 - fpr) quantile, taken at an observed score (``fpr`` 0: the highest)."""
+    values = np.asarray(reference_scores, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("the 'reference_fpr' flag policy needs the references' scores; this group has none")
+    if not 0 <= fpr < 1:
+        raise ValueError(f"reference_fpr must be in [0, 1), got {fpr}")
+    return float(np.quantile(values, 1 - fpr, method="higher"))
+
+
+def flag(scores: np.ndarray, policy: str, value: float, reference_scores: np.ndarray | None = None) -> np.ndarray:
+    """Boolean flags for one group's scores under ``policy`` with its parameter ``value``
+    (``reference_fpr``: calibrated on ``reference_scores``)."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return np.zeros(0, dtype=bool)
@@ -80,4 +99,6 @@ def flag(scores: np.ndarray, policy: str, value: float) -> np.ndarray:
         return robust_z(scores) > value
     if policy == "threshold":
         return scores >= value
+    if policy == "reference_fpr":
+        return scores > reference_threshold(np.zeros(0) if reference_scores is None else reference_scores, value)
     raise ValueError(f"unknown flag policy {policy!r}; expected one of {list(FLAG_POLICIES)}")

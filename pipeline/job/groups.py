@@ -125,6 +125,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     results = [b for b in (read_scored_batch(s, ctx.storage_options) for s in sources) if b.uris]
     scored_uris = [u for r in results for u in r.uris]
     scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
+    reference_scores = np.concatenate([r.reference_scores for r in results]) if results else np.zeros(0)
     rows: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
     common = {"backbone": ctx.backbone, "scores_meaningful": ctx.scores_meaningful, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
@@ -132,7 +133,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     warnings: list[str] = []
     if results:
         ranks, percentiles = rank_in_group(scores)
-        flags = ctx.flag.apply(scores)
+        flags = ctx.flag.apply(scores, reference_scores)
         patches = np.concatenate([r.patch_scores for r in results])
         # maps are convex combinations of patch scores, so this range holds every map pixel
         vmin, vmax = float(patches.min()), float(patches.max())
@@ -187,6 +188,8 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         "metrics": metrics, "warnings": [f"group {group!r}: {w}" for w in warnings], "scores_uri": scores_uri,
         "seconds": time.perf_counter() - start,
         "score_range": [vmin, vmax] if results else None,  # the heat maps' colour scale
+        # the references' leave-one-out scores (one per reference per subset): what good parts score tonight
+        "reference_scores": [float(v) for v in reference_scores],
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

@@ -102,6 +102,7 @@ class RunFacts:
     scores_meaningful: bool
     started_at: datetime
     seconds: float
+    references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -144,6 +145,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
+        "references": facts.references,
         "config": redact(config_to_dict(cfg)),
         "versions": versions(),
     }

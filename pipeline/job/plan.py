@@ -8,6 +8,9 @@ name, so it is the same on a re-run and adding a group does not reshuffle the ot
 Shards, the first stage's unit of work, are cut *inside* those subsets (a trained detector, which
 has no subsets, cuts them inside groups), so a subset's scoring task reads exactly its own shards:
 every image's features are read once. An image that then fails to decode simply leaves its subset.
+A group's known-good references (zero-shot scorers) get shards of their own after the group's, so
+their features are extracted once per run and every subset task of the group reads them; they are
+in no subset and in no group's rows.
 
 Memory is O(N) in small tuples: the plan of 10^5 inputs takes well under a second
 (``tests/test_plan.py``).
@@ -39,6 +42,7 @@ class SubsetPlan:
     subset_id: int
     shard_ids: tuple[int, ...]
     size: int  # images listed in the subset (some may turn out unreadable)
+    reference_shard_ids: tuple[int, ...] = ()  # the group's references: reference-only members
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class ShardPlan:
 
 @dataclass
 class RunPlan:
-    """Shards in plan order, and per group its shards and (zero-shot) its subsets."""
+    """Shards in plan order, and per group its shards (inputs only) and (zero-shot) its subsets."""
 
     shards: list[ShardPlan] = field(default_factory=list)
     shards_of_group: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -80,8 +84,10 @@ def _chunks(items: Sequence[InputRecord], shard_size: int) -> list[Sequence[Inpu
     return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: int | None, seed: int) -> RunPlan:
+def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: int | None, seed: int,
+             references: dict[str, list[str]] | None = None) -> RunPlan:
     """The whole plan. ``max_subset_size`` None: no subsets (a trained detector scores images alone).
+    ``references``: per group, known-good URIs that join each of its subsets as reference-only members.
 
     Groups are in name order, images in URI order inside each subset and shard; a group of one image
     gets a shard but no subset (nothing to compare it with).
@@ -99,13 +105,23 @@ def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: i
         else:
             splits = split_by_max_size(len(members), max_subset_size, group_seed(seed, group))
             units = [(i, [members[j] for j in indices]) for i, indices in enumerate(splits)]
-        for subset_id, unit in units:
-            shard_ids = []
-            for chunk in _chunks(unit, shard_size):
-                shard = ShardPlan(len(plan.shards), group, subset_id, tuple(chunk))
-                plan.shards.append(shard)
-                shard_ids.append(shard.shard_id)
-            plan.shards_of_group[group].extend(shard_ids)
-            if subset_id is not None:
-                plan.subsets[group].append(SubsetPlan(group, subset_id, tuple(shard_ids), len(unit)))
+        shard_ids = [_add_shards(plan, group, subset_id, unit, shard_size) for subset_id, unit in units]
+        plan.shards_of_group[group].extend(i for ids in shard_ids for i in ids)
+        if units[0][0] is None:
+            continue
+        known_good = [InputRecord(uri, group) for uri in sorted((references or {}).get(group, []))]
+        reference_ids = _add_shards(plan, group, None, known_good, shard_size) if known_good else ()
+        plan.subsets[group].extend(SubsetPlan(group, subset_id, ids, len(unit), reference_ids)
+                                   for (subset_id, unit), ids in zip(units, shard_ids))
     return plan
+
+
+def _add_shards(plan: RunPlan, group: str, subset_id: int | None, records: Sequence[InputRecord],
+                shard_size: int) -> tuple[int, ...]:
+    """Cut ``records`` into the plan's next shards; returns their ids."""
+    shard_ids = []
+    for chunk in _chunks(records, shard_size):
+        shard = ShardPlan(len(plan.shards), group, subset_id, tuple(chunk))
+        plan.shards.append(shard)
+        shard_ids.append(shard.shard_id)
+    return tuple(shard_ids)

@@ -3,8 +3,8 @@
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
 reason when it cannot be used; a local output location must be writable and must not lie where the
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
-are opened far enough to know they are whole, SOWA's references are listed per group and a
-configured Ray address must answer. Demo data is generated first when asked for.
+are opened far enough to know they are whole and a configured Ray address must answer (the
+references are resolved in ``references``). Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import re
 import socket
-from collections import defaultdict
 from pathlib import Path
 
 import fsspec
@@ -150,20 +149,3 @@ def trained_detector_config(cfg: JobConfig) -> DetectorConfig:
     except WeightsError as err:
         raise WeightsError(f"detector_checkpoint {uri}: {err}") from None
     return detector_cfg
-
-
-def reference_uris(cfg: JobConfig, records: list[InputRecord]) -> dict[str, list[str]] | None:
-    """SOWA few-shot: each input group's first ``reference_images`` known-good URIs, or None when no
-    references are configured. A group without references is an error before any work."""
-    if cfg.references is None:
-        return None
-    check_bucket(cfg.references, cfg.storage_options, "references")
-    by_group: dict[str, list[str]] = defaultdict(list)
-    for record in list_images(cfg.references, cfg.inputs.group_template, cfg.storage_options):
-        by_group[record.group].append(record.uri)
-    groups = sorted({r.group for r in records})
-    missing = [g for g in groups if g not in by_group]
-    if missing:
-        raise JobError(f"references {cfg.references}: no known-good images for {len(missing)} input group(s), "
-                       f"e.g. {missing[:5]} (found groups {sorted(by_group)[:5]})")
-    return {g: sorted(by_group[g])[:cfg.reference_images] for g in groups}

@@ -47,7 +47,8 @@ from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
-from .preflight import JobError, preflight, reference_uris
+from .preflight import JobError, preflight
+from .references import resolve_references
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
@@ -153,7 +154,7 @@ def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | 
               references: dict[str, list[str]] | None) -> ScoringStrategy:
     """The zero-shot scorers compare a group's images; a trained detector scores each image alone."""
     if cfg.detector in ZERO_SHOT_DETECTORS:
-        return ZeroShotScoring(cfg, layout)
+        return ZeroShotScoring(cfg, layout, references)
     return DetectorScoring(cfg, layout, detector_cfg, references)
 
 
@@ -163,7 +164,6 @@ def run_job(cfg: JobConfig) -> JobReport:
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     records, detector_cfg = preflight(cfg)
-    references = reference_uris(cfg, records)
     chash = config_hash(cfg)
     layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
@@ -171,7 +171,13 @@ def run_job(cfg: JobConfig) -> JobReport:
         manifest = json.loads(read_bytes(layout.manifest, so))
         print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)
         return JobReport(0, manifest)
-    strategy = _strategy(cfg, layout, detector_cfg, references)
+    # a resumed run keeps the references it started with: its shards were planned with them
+    recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
+    references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
+                                                                                            layout.run_id)
+    if new_record is not None:
+        new_record["references"] = references
+    strategy = _strategy(cfg, layout, detector_cfg, None if references is None else references["per_group"])
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
     first_stage: dict[str, Any] = {}
@@ -189,7 +195,8 @@ def run_job(cfg: JobConfig) -> JobReport:
         raise
     try:
         t = time.perf_counter()
-        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed)
+        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed,
+                        strategy.member_references)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
         subsets = sum(len(s) for s in plan.subsets.values())
@@ -217,7 +224,8 @@ def run_job(cfg: JobConfig) -> JobReport:
         _stop_ray(started_ray)
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
-                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0)
+                     failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
+                     references)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     try:
         write_run_report(manifest, summaries, layout, so)

@@ -3,13 +3,15 @@
 A zero-shot scorer writes one object per subset; a trained detector writes one per shard (with the
 shard's records, failed images included). Both hold, per scored image, its URI,
 the raw and final image scores and the low-resolution patch-score grid; the group stage reads them
-back as ``ScoredBatch`` and never needs to know who scored.
+back as ``ScoredBatch`` and never needs to know who scored. A subset scored with references also
+keeps their leave-one-out scores (schema metadata, JSON), which are never rows.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +34,7 @@ class ScoredBatch:
     score: np.ndarray  # (n,) the final score (MuSc: RsCIN on the raw scale)
     patch_scores: np.ndarray  # (n, h, w) float32
     scored_at: datetime
+    reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the references' own (leave-one-out)
 
 
 def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
@@ -46,10 +49,14 @@ def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
 
 
 def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa.Array],
-                       storage_options: dict[str, Any] | None = None) -> None:
-    """One subset's scores (``scored_columns``) as one Parquet object, written whole."""
-    table = pa.table(batch).replace_schema_metadata({
-        "group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()})
+                       storage_options: dict[str, Any] | None = None,
+                       reference_scores: np.ndarray | None = None) -> None:
+    """One subset's scores (``scored_columns``) as one Parquet object, written whole, with the
+    references' leave-one-out scores when it was scored with references."""
+    meta = {"group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()}
+    if reference_scores is not None:
+        meta["reference_scores"] = json.dumps([float(v) for v in reference_scores])
+    table = pa.table(batch).replace_schema_metadata(meta)
     write_parquet(uri, table, storage_options, compression="zstd")
 
 
@@ -67,4 +74,5 @@ def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -
         score=table.column("score").to_numpy(),
         patch_scores=np.array(table.column("patch_scores").combine_chunks().to_numpy_ndarray()),  # writable copy
         scored_at=datetime.fromisoformat(meta["scored_at"]),
+        reference_scores=np.asarray(json.loads(meta.get("reference_scores", "[]")), dtype=np.float64),
     )

@@ -24,6 +24,7 @@ class ScoringStrategy(Protocol):
     gaussian_sigma: float  # smoothing of maps drawn from stored patch grids (0: they come smoothed)
     scores_meaningful: bool  # False when the model's weights are random (demos and tests)
     model: str  # the scores table's ``backbone``: family/name@size, a trained detector's kind before it
+    member_references: dict[str, list[str]] | None  # known-good URIs per group that join its subsets
 
     def run_first_stage(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         """Decode and process every shard not done yet; counts and timings of this run."""

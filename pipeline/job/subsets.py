@@ -5,7 +5,9 @@ else is read), keeps the images that decoded, scores them together (``engine.sco
 RsCIN on the raw score scale, so scores of different subsets of a group compare) and writes one
 scored-batch object whole. A subset left with fewer than 2 readable images writes an empty batch:
 its readable image gets the status ``subset_too_small``. A re-run skips subsets whose object exists;
-a retried task rewrites the same object, so nothing duplicates.
+a retried task rewrites the same object, so nothing duplicates. A group's references (extracted once,
+in shards of their own) join every subset as reference-only members; their leave-one-out scores are
+kept in the subset object beside, never among, the rows.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from .scored import scored_columns, write_scored_batch
 from .scores_table import STATUS_OK
 
 
-def gather_features(plan: SubsetPlan, features_prefix: str,
-                    storage_options: dict[str, Any] | None = None) -> tuple[list[str], Features | None]:
-    """The URIs and features of the subset's readable images, from its own shards (read whole);
-    None when no image decoded."""
+def gather_features(plan: SubsetPlan, features_prefix: str, storage_options: dict[str, Any] | None = None,
+                    shard_ids: tuple[int, ...] | None = None) -> tuple[list[str], Features | None]:
+    """The URIs and features of the readable images of the subset's own shards (or of ``shard_ids``:
+    its references'), read whole; None when no image decoded."""
     uris: list[str] = []
     parts = []
-    for shard_id in plan.shard_ids:
+    for shard_id in plan.shard_ids if shard_ids is None else shard_ids:
         table, feats = read_feature_shard(shard_uri(features_prefix, shard_id), storage_options)
         if set(table.column("group").to_pylist()) != {plan.group}:
             raise RuntimeError(f"shard {shard_id} does not hold group {plan.group!r} alone (written by another plan?)")
@@ -49,14 +51,17 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
     """Score one subset and write its result object; returns a small summary for the driver."""
     start = time.perf_counter()
     uris, features = gather_features(plan, features_prefix, storage_options)
+    _, references = gather_features(plan, features_prefix, storage_options, plan.reference_shard_ids)
+    reference_scores = None
     if len(uris) < 2:  # nothing to compare with: an empty batch marks the subset done
         columns = scored_columns([], np.zeros(0), np.zeros(0), np.zeros((0, 1, 1), np.float32))
     else:
-        result = score_features(features, scorer, device)
+        result = score_features(features, scorer, device, references)
         columns = scored_columns(uris, result.image_scores_raw.numpy(), result.image_scores.numpy(),
                                  result.patch_scores.numpy())
+        reference_scores = None if result.reference_scores is None else result.reference_scores.numpy()
     crash_point("score_subset")
-    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options)
+    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options, reference_scores)
     scored = len(uris) if len(uris) >= 2 else 0
     return {"group": plan.group, "subset_id": plan.subset_id, "images": scored, "seconds": time.perf_counter() - start}
 
@@ -76,8 +81,8 @@ class ZeroShotScoring:
     first_stage = "extraction"
     resize = None
 
-    def __init__(self, cfg: JobConfig, layout: RunLayout) -> None:
-        self.cfg, self.layout = cfg, layout
+    def __init__(self, cfg: JobConfig, layout: RunLayout, references: dict[str, list[str]] | None = None) -> None:
+        self.cfg, self.layout, self.member_references = cfg, layout, references
         self.shards_prefix = layout.features
         self.max_subset_size = cfg.scoring.max_subset_size
         self.image_size = cfg.backbone.image_size

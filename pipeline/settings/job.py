@@ -149,11 +149,13 @@ class ScoringConfig(Section):
 class FlaggingConfig(Section):
     """Which images of a group are flagged as anomalous for review."""
 
-    policy: Literal["top_fraction", "robust_z", "threshold"] = setting(
+    policy: Literal["top_fraction", "robust_z", "threshold", "reference_fpr"] = setting(
         "'robust_z' (default): modified z-score of the score within its group above value (default 3.5, "
         "Iglewicz-Hoaglin), i.e. statistical outliers only; 'top_fraction': the highest-scoring fraction "
         "value of each group (a fixed review budget, default 0.05); 'threshold': score >= value (a "
-        "calibrated line; value required).",
+        "calibrated line; value required); 'reference_fpr' (MuSc/PatchEAD with references): scores above the "
+        "(1 - value) quantile of the references' own leave-one-out scores, a false-positive rate of about "
+        "value on good parts (default 0.05) whatever the share of bad ones tonight.",
         default="robust_z",
     )
     value: float | None = setting("The policy's parameter (null: the policy's default).", default=None)
@@ -163,6 +165,8 @@ class FlaggingConfig(Section):
             raise FieldError("value", "the 'threshold' policy needs a value (the score at or above which to flag)")
         if self.policy == "top_fraction" and self.value is not None and not 0 < self.value <= 1:
             raise FieldError("value", f"top_fraction must be in (0, 1], got {self.value}")
+        if self.policy == "reference_fpr" and self.value is not None and not 0 <= self.value < 1:
+            raise FieldError("value", f"reference_fpr is a false-positive rate in [0, 1), got {self.value}")
 
 
 @dataclass
@@ -208,13 +212,22 @@ class JobConfig(Section):
         default=None,
     )
     references: str | None = setting(
-        "SOWA few-shot: a prefix or glob of known-good images, grouped like the inputs (inputs.group_template, "
-        "or one group per folder under the prefix); each group's first reference_images (by URI) form its "
-        "memory bank. Every input group needs references. null: SOWA scores zero-shot.",
+        "A prefix or glob of known-good images, grouped like the inputs (inputs.group_template, or one group "
+        "per folder under the prefix); each group's first reference_images (by URI; inputs of tonight left "
+        "out) are its references, and every input group needs some. MuSc and PatchEAD: reference-only "
+        "members of each subset (compared with, never scored; catches a defect on a large share of tonight's "
+        "parts, README 'References'). SOWA: the few-shot memory bank. null: none.",
         default=None,
     )
-    reference_images: int = setting("SOWA few-shot: known-good images per group in the memory bank (paper: 1-4).",
-                                    default=4, ge=1)
+    reference_images: int = setting(
+        "Known-good images per group taken from references or reference_runs (SOWA paper: 1-4; MuSc: 10-50, "
+        "README 'References').", default=4, ge=1)
+    reference_runs: int = setting(
+        "MuSc and PatchEAD: references kept up from earlier nights instead of a prefix: each group's "
+        "lowest-scoring images (status ok, never flagged, not among tonight's inputs) of its last "
+        "reference_runs successful runs under output.prefix, at most reference_images; the manifest names "
+        "each image and its run. A group with no earlier run is scored without references. 0: off.",
+        default=0, ge=0, hashed_if_set=True)
     backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
     musc: MuscConfig = setting("MuSc settings (detector: musc).", default_factory=MuscConfig)
     patchead: PatchEADConfig = setting(
@@ -244,8 +257,16 @@ class JobConfig(Section):
                 raise FieldError(".".join(filter(None, (self.detector, problem[0]))), problem[1])
         elif not self.detector_checkpoint:
             raise FieldError("detector_checkpoint", f"detector '{self.detector}' needs a trained checkpoint")
-        if self.references is not None and self.detector != "sowa":
-            raise FieldError("references", f"few-shot references are for detector 'sowa', not '{self.detector}'")
+        if self.references is not None and self.detector not in (*ZERO_SHOT_DETECTORS, "sowa"):
+            raise FieldError("references", f"references are for detectors musc, patchead and sowa, not "
+                                           f"'{self.detector}'")
+        if self.reference_runs and (self.references is not None or self.detector not in ZERO_SHOT_DETECTORS):
+            raise FieldError("reference_runs", "references from earlier runs are for detectors musc and patchead, "
+                                               "instead of (not with) a references prefix")
+        has_references = self.references is not None or self.reference_runs > 0
+        if self.flagging.policy == "reference_fpr" and (not has_references or self.detector == "sowa"):
+            raise FieldError("flagging.policy", "'reference_fpr' calibrates on the references' leave-one-out "
+                                                "scores: it needs references and detector musc or patchead")
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.run_id):
             raise FieldError("run_id", f"must be 1-128 characters of [A-Za-z0-9._-], got {self.run_id!r}")
         if self.run_date is not None:

@@ -3,7 +3,8 @@
 A config is a tree of dataclass sections (``Section`` subclasses). Each field is declared with
 ``setting``: its documentation (shown by ``describe``), numeric bounds checked on load, whether it
 only changes how a job runs rather than what it computes (``run_only``: kept out of a run's
-identity), and a former name still accepted in files. Rules that span several fields of a section
+identity), whether it was added after run identities existed (``hashed_if_set``: in the identity only
+when set, so earlier configs keep their run ids), and a former name still accepted in files. Rules that span several fields of a section
 live in its ``check`` method, next to the fields. ``load_config`` turns a YAML file plus
 ``key.path=value`` overrides into a section tree and rejects unknown keys (with a "did you mean"),
 wrong types and bad values with a one-line message that names the full key.
@@ -46,17 +47,19 @@ class FieldError(ValueError):
 
 def setting(doc: str, *, default: Any = MISSING, default_factory: Any = MISSING, ge: float | None = None,
             gt: float | None = None, le: float | None = None, lt: float | None = None, run_only: bool = False,
-            former_name: str | None = None) -> Any:
+            former_name: str | None = None, hashed_if_set: bool = False) -> Any:
     """A documented dataclass field.
 
     ``ge``/``gt``/``le``/``lt`` bound the value (each item of a list; None passes). ``run_only``
     marks a key that changes how a job runs, not its results: it stays out of the run's config hash.
     ``former_name`` is the key's earlier name: still accepted in files (with a warning) and used in
-    the config hash, so renaming a key never changes a run's identity.
+    the config hash, so renaming a key never changes a run's identity. ``hashed_if_set`` marks a key
+    that changes results but was added after runs existed: it enters the config hash only when it
+    differs from its default, so every config that leaves it alone keeps its run id.
     """
     metadata = {"doc": doc, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
                                        if v is not None},
-                "run_only": run_only, "former_name": former_name}
+                "run_only": run_only, "former_name": former_name, "hashed_if_set": hashed_if_set}
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -306,6 +309,8 @@ def identity_view(cfg: Any) -> dict[str, Any]:
         if f.metadata.get("run_only"):
             continue
         value = getattr(cfg, f.name)
+        if f.metadata.get("hashed_if_set") and value == (f.default if f.default is not MISSING else f.default_factory()):
+            continue
         name = f.metadata.get("former_name") or f.name
         out[name] = identity_view(value) if dataclasses.is_dataclass(value) else _plain(value)
     return out

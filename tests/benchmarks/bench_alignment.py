@@ -1,6 +1,6 @@
 """Does alignment ever make things worse? MuSc and PatchEAD with and without it, in the same run.
 
-    .venv/bin/python tests/benchmarks/bench_alignment.py [--weights PATH] [--seeds 3] [--size 128]
+    .venv/bin/python tests/benchmarks/bench_alignment.py [--weights PATH] [--seeds 3] [--size 128] [--products ...]
 
 Generated data of three kinds (10 good + 10 defective images per product and seed):
 
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="mobilenetv2_100 ImageNet safetensors")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--products", nargs="*", default=None, help="only these products (default: all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = backbone_config(args.weights)
@@ -69,7 +70,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (categories, pose) in KINDS.items():
-            for category in categories:
+            for category in (c for c in categories if args.products is None or c in args.products):
                 results: dict[tuple[str, str], list[tuple[float, float]]] = {}
                 reports: dict[str, list[AlignmentReport]] = {}
                 for seed in range(args.seeds):

@@ -88,9 +88,13 @@ def test_the_reference_is_the_image_the_others_match_best_not_the_first():
     assert fits[0].outcome == "skipped" and all(f.outcome == "aligned" for f in fits[1:] if f is not None)
     first, fits_first = choose_reference(keypoints, AlignmentConfig(reference="first"))
     assert first == 0 and all(f.outcome == "skipped" for f in fits_first[1:])
-    alignments, report = align_batch(images, AlignmentConfig(reference_candidates=5))
+    alignments, report = align_batch(images, AlignmentConfig(reference_candidates=5, min_aligned_fraction=0.0))
     assert (report.aligned, report.skipped, report.rejected) == (3, 1, {})  # the reference is not counted
     assert np.array_equal(alignments[0].image, flat) and alignments[reference].transform is None
+    # 3 of 4 fits accepted is under the default 0.9 of the batch: none is applied
+    alignments, report = align_batch(images, AlignmentConfig(reference_candidates=5))
+    assert (report.aligned, report.skipped, report.rejected) == (0, 1, {"batch": 3})
+    assert all(a.transform is None and np.array_equal(a.image, image) for a, image in zip(alignments, images))
 
 
 @pytest.mark.parametrize("limits, move, outcome", [

@@ -197,8 +197,16 @@ class Alignment:
                               borderValue=0)
 
 
-def _aligned(images: Sequence[np.ndarray], fits: Sequence[Fit | None]) -> tuple[list[Alignment], AlignmentReport]:
-    """The images warped by their accepted fits (None: the reference, kept as it is), and the report."""
+def _aligned(images: Sequence[np.ndarray], fits: Sequence[Fit | None],
+             cfg: AlignmentConfig) -> tuple[list[Alignment], AlignmentReport]:
+    """The images warped by their accepted fits (None: the reference, kept as it is), and the report.
+
+    A batch half aligned is worse than one left alone: its unaligned images sit in poses no aligned
+    image shares. So when fewer than ``cfg.min_aligned_fraction`` of the fits are accepted, none is
+    applied (those accepted are reported as rejected, "batch")."""
+    fitted = [f for f in fits if f is not None]
+    if fitted and sum(f.transform is not None for f in fitted) < cfg.min_aligned_fraction * len(fitted):
+        fits = [f if f is None or f.transform is None else Fit(None, "batch", f.angle) for f in fits]
     alignments = [Alignment(im if f is None or f.transform is None else apply_transform(im, f.transform),
                             None if f is None else f.transform) for im, f in zip(images, fits)]
     return alignments, AlignmentReport.of([(f.outcome, f.angle) for f in fits if f is not None])
@@ -209,7 +217,7 @@ def align_to(images: Sequence[np.ndarray], reference: np.ndarray,
     """Every image warped onto ``reference`` where ``cfg`` accepts its fit, unchanged otherwise (PatchEAD
     few-shot: the references onto each query)."""
     target, cfg = Keypoints(reference), cfg or AlignmentConfig()
-    return _aligned(images, [fit(Keypoints(image), target, cfg) for image in images])
+    return _aligned(images, [fit(Keypoints(image), target, cfg) for image in images], cfg)
 
 
 def choose_reference(keypoints: Sequence[Keypoints], cfg: AlignmentConfig) -> tuple[int, list[Fit | None]]:
@@ -236,7 +244,7 @@ def align_batch(images: Sequence[np.ndarray],
     """A batch warped onto its reference (``choose_reference``); refused fits keep their image."""
     cfg = cfg or AlignmentConfig()
     _, fits = choose_reference([Keypoints(image) for image in images], cfg)
-    return _aligned(images, fits)
+    return _aligned(images, fits, cfg)
 
 
 def rotated_180(image: np.ndarray) -> np.ndarray:

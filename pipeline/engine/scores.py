@@ -16,8 +16,9 @@ ANGLE_BINS = (0, 5, 15, 45, 90, 180)
 @dataclass(frozen=True)
 class AlignmentReport:
     """What alignment did to a batch (or a whole run, ``merge``): images warped, fits refused (by the
-    check that refused them: inliers, inlier_ratio, scale, angle, no_gain), images with nothing to
-    fit (too few keypoints or matches), and the angles of the warps. A reference is not counted."""
+    check that refused them: inliers, inlier_ratio, scale, angle, no_gain; batch: accepted, but too
+    few of the batch were), images with nothing to fit (too few keypoints or matches), and the
+    angles of the warps. A reference is not counted."""
 
     aligned: int = 0
     skipped: int = 0

@@ -51,6 +51,12 @@ class AlignmentConfig(Section):
         "-2 disables the check.",
         default=0.02, ge=-2, le=2,
     )
+    min_aligned_fraction: float = setting(
+        "A batch (PatchEAD few-shot: a query's references) is aligned only when at least this fraction of its "
+        "fits is accepted, else left as it is: half a batch aligned leaves the rest in poses no aligned image "
+        "shares (generated discs and tires lost 4 image AUROC so). 0 applies every accepted fit.",
+        default=0.9, ge=0, le=1,
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ Credentials and endpoints come from the usual places (environment, AWS profile, 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -21,6 +22,9 @@ from .errors import UserError
 
 READ_ATTEMPTS = 4  # tries of a read that fails transiently
 RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
+
+
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a submitted job's entrypoint
 
 
 class StorageError(UserError, RuntimeError):
@@ -161,3 +165,16 @@ def check_writable(uri: str, role: str = "location") -> None:
     except OSError as err:
         raise StorageError(f"{role} {uri}: cannot write in {existing} ({err.strerror or err}); choose a "
                            "writable location") from None
+
+
+def check_outlives_working_dir(written: list[tuple[str, str]]) -> None:
+    """Under ``ray job submit --working-dir`` a program runs in Ray's temporary copy of that folder: a
+    relative local path it writes (``(config key, path)`` pairs) would be lost with the copy."""
+    runtime_env = json.loads(os.environ.get(RAY_JOB_CONFIG, "{}")).get("runtime_env") or {}
+    if not runtime_env.get("working_dir"):
+        return
+    for key, path in written:
+        if not is_remote(path) and not os.path.isabs(path):
+            raise StorageError(f"{key} {path} is relative: under ray job submit --working-dir it would be written "
+                               f"into Ray's temporary copy of the folder ({os.getcwd()}); give an absolute path, "
+                               f"e.g. {key}=$PWD/{path}")

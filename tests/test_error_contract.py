@@ -112,3 +112,13 @@ def test_the_exit_code_is_the_same_on_every_run(tmp_path):
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "no weights given" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("program, key", [("job", "output.prefix"), ("sweep", "storage_path")])
+def test_relative_local_outputs_under_a_working_dir_are_refused(program, key, tmp_path, capsys, monkeypatch):
+    """`ray job submit --working-dir` runs the program in Ray's temporary copy: outputs would stay there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}')
+    err = refused(program, capsys, f"{key}=outputs/x")
+    assert f"{key} outputs/x is relative: under ray job submit --working-dir" in err and f"{key}=$PWD/outputs/x" in err
+    assert not (tmp_path / "outputs").exists()

@@ -9,7 +9,6 @@ references are resolved in ``references``). Demo data is generated first when as
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -31,11 +30,10 @@ from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_conf
 from ..engine.weights import WeightsError, check_weights, check_weights_file
 from ..errors import UserError
 from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
-from ..storage import check_bucket, check_writable, exists, is_remote, join_uri
+from ..storage import check_bucket, check_outlives_working_dir, check_writable, exists, is_remote, join_uri
 from .layout import RunLayout
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a Ray address that does not accept a connection by then is unreachable
-RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the entrypoint
 
 
 class JobError(UserError, RuntimeError):
@@ -101,26 +99,13 @@ def check_ray_address(address: str | None) -> None:
                        "cluster or correct the address") from None
 
 
-def check_local_outputs_outlive_the_job(cfg: JobConfig) -> None:
-    """Under ``ray job submit --working-dir`` the job runs in Ray's temporary copy of that folder: a
-    relative local path the job writes (outputs, generated demo data) would be lost there."""
-    runtime_env = json.loads(os.environ.get(RAY_JOB_CONFIG, "{}")).get("runtime_env") or {}
-    if not runtime_env.get("working_dir"):
-        return
-    written = [("output.prefix", cfg.output.prefix)]
-    if cfg.demo.enabled and cfg.inputs.manifest is not None:
-        written.append(("inputs.manifest", cfg.inputs.manifest))
-    for key, path in written:
-        if not is_remote(path) and not os.path.isabs(path):
-            raise JobError(f"{key} {path} is relative: under ray job submit --working-dir it would be written "
-                           f"into Ray's temporary copy of the folder ({os.getcwd()}); give an absolute path, "
-                           f"e.g. {key}=$PWD/{path}")
-
-
 def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
     """Everything that can be checked before work starts; returns the inputs and, for a trained
     detector, its checkpoint's config. Raises one-line errors."""
-    check_local_outputs_outlive_the_job(cfg)
+    written = [("output.prefix", cfg.output.prefix)]
+    if cfg.demo.enabled and cfg.inputs.manifest is not None:
+        written.append(("inputs.manifest", cfg.inputs.manifest))  # where demo data is generated
+    check_outlives_working_dir(written)
     if cfg.detector in ZERO_SHOT_DETECTORS:  # weights first: a refusal writes nothing, not even demo data
         check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
         detector_cfg = None

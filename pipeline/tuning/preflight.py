@@ -11,7 +11,7 @@ from ..data.benchmarks import check_dataset
 from ..engine.weights import WeightsError, check_weights
 from ..errors import UserError
 from ..settings import SweepConfig
-from ..storage import check_bucket
+from ..storage import check_bucket, check_outlives_working_dir
 
 
 class SweepError(UserError, RuntimeError):
@@ -20,7 +20,9 @@ class SweepError(UserError, RuntimeError):
 
 def check_sweep(cfg: SweepConfig) -> None:
     """Storage, data and weights; raises SweepError, StorageError or WeightsError in one line."""
-    for uri, role in ((cfg.storage_path, "storage_path"), (cfg.output_prefix, "output_prefix")):
+    written = [("storage_path", cfg.storage_path), ("output_prefix", cfg.output_prefix)]
+    check_outlives_working_dir(written)
+    for role, uri in written:
         check_bucket(uri, cfg.storage_options, role)
     check_dataset(cfg.dataset, cfg.synthetic)
     if cfg.detector.kind == "sowa":

@@ -91,7 +91,7 @@ def score_features(
     with timings.stage("rscin"):
         embedding = members.embedding.float().cpu()
         final = rscin(raw, embedding, cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
-    return BatchScores(patch[:n], raw[:n], final[:n], None if references is None else final[n:])
+    return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:])
 
 
 def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: MuscConfig,

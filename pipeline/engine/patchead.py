@@ -114,7 +114,8 @@ def score_patchead(features: Features, cfg: PatchEADConfig, reference: Features 
     if shared is None:
         return BatchScores(patches, scores, scores)
     known_good = torch.cat([apply_foreground(part, shared, cfg.foreground) for part in total[n:].split(r)])
-    return BatchScores(patches, scores, scores, image_scores(known_good.flatten(1), cfg.top_patch_fraction))
+    return BatchScores(patches, scores, scores,
+                       reference_scores=image_scores(known_good.flatten(1), cfg.top_patch_fraction))
 
 
 def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: PatchEADConfig,
@@ -168,4 +169,5 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
         if progress is not None:
             progress("features", done, len(images))
     scores = torch.cat([p.image_scores for p in parts])
-    return BatchScores(torch.cat([p.patch_scores for p in parts]), scores, scores, AlignmentReport.merge(reports))
+    return BatchScores(torch.cat([p.patch_scores for p in parts]), scores, scores,
+                       alignment=AlignmentReport.merge(reports))

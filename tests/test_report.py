@@ -65,3 +65,18 @@ def test_report_is_one_escaped_page_with_its_images_inside():
     for _, data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 100
     assert 'href="s3://b/map.png"' in page and "random weights" in page
+
+
+def test_code_version_names_the_image_and_its_build_commit_outside_a_checkout(monkeypatch):
+    """An image holds no .git: its build arguments (infra/Dockerfile) say which code made a result."""
+    from pipeline.reporting import provenance
+
+    monkeypatch.setattr(provenance, "_git_commit", lambda repo: None)
+    monkeypatch.setenv("MUSC_IMAGE", "registry/musc-pipeline:1.2")
+    monkeypatch.setenv("MUSC_GIT_COMMIT", "0123abc")
+    provenance.code_version.cache_clear()
+    try:
+        assert provenance.code_version() == {"package": "0.1.0", "git_commit": "0123abc",
+                                             "image": "registry/musc-pipeline:1.2"}
+    finally:
+        provenance.code_version.cache_clear()

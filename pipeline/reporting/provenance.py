@@ -13,17 +13,20 @@ from pathlib import Path
 PACKAGE = "musc-pipeline"
 VERSIONED_PACKAGES = ("torch", "ray", "open_clip_torch", "timm", "numpy", "pyarrow", "s3fs")
 IMAGE_VARIABLE = "MUSC_IMAGE"  # set by the container image (infra/Dockerfile) to its repository:tag
+COMMIT_VARIABLE = "MUSC_GIT_COMMIT"  # the image's build commit: an image holds no .git
 
 
 @cache
 def code_version() -> dict[str, str | None]:
     """``package`` (installed version), ``git_commit`` (with ``-dirty`` when the checkout has changes;
-    None outside a git checkout, e.g. Ray's copy of a working directory) and ``image``."""
+    outside a git checkout, e.g. Ray's copy of a working directory, the image's build commit if set,
+    else None) and ``image``."""
     try:
         package = metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
         package = None
-    return {"package": package, "git_commit": _git_commit(Path(__file__).resolve().parents[2]),
+    commit = _git_commit(Path(__file__).resolve().parents[2]) or os.environ.get(COMMIT_VARIABLE) or None
+    return {"package": package, "git_commit": commit,
             "image": os.environ.get(IMAGE_VARIABLE) or None}
 
 

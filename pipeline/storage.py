@@ -22,8 +22,6 @@ from .errors import UserError
 
 READ_ATTEMPTS = 4  # tries of a read that fails transiently
 RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
-
-
 RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a submitted job's entrypoint
 
 

@@ -17,7 +17,8 @@ from ..reporting.report import (
     Section,
     Table,
     histogram_png,
-    percent,
+    metrics_table,
+    provenance_facts,
     render_report,
     thumbnail,
 )
@@ -37,11 +38,9 @@ def write_evaluation_report(summary: dict[str, Any], scores: dict[str, tuple[np.
     """Write ``out_dir/report.html`` from ``metrics.json``'s content (``summary``), each category's
     image scores and labels, and its heat maps (most anomalous first); returns the path."""
     per_category = summary["per_category"]
-    rows = [[name, *(percent(m.get(c)) for c in TABLE_COLUMNS)] for name, m in per_category.items()]
-    rows.append(["mean", *(percent(summary["mean"].get(c)) for c in TABLE_COLUMNS)])
-    sections = [Section("Metrics", [Table(["category", *TABLE_COLUMNS], rows,
-                                          note=f"percent; protocol {summary['protocol']}: "
-                                               f"{summary['protocol_summary']}")])]
+    sections = [Section("Metrics", [metrics_table("category", per_category, summary["mean"], TABLE_COLUMNS,
+                                                  f"percent; protocol {summary['protocol']}: "
+                                                  f"{summary['protocol_summary']}")])]
     stages = sorted({s for per in summary["stage_seconds"].values() for s in per})
     sections.append(Section("Time per stage", [Table(
         ["category", "total", *stages],
@@ -57,13 +56,11 @@ def write_evaluation_report(summary: dict[str, Any], scores: dict[str, tuple[np.
                                       "" if items else "no heat maps: save_maps is 0"))
         sections.append(section)
     config = summary["config"]
-    code = summary["code_version"]
     dataset = config["dataset"]
     facts = [("backbone", summary["backbone"]), ("dataset", f"{dataset['root']} ({dataset['layout']})"),
              ("scorer", config["scorer"]), ("divide_num", str(config["divide_num"])),
              ("protocol", summary["protocol"]),
-             ("code", ", ".join(f"{k} {v}" for k, v in code.items() if v) or "unknown"),
-             ("versions", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))]
+             *provenance_facts(summary["code_version"], summary["versions"])]
     warning = ("The backbone's weights are random: these metrics show that the evaluation works, not what the "
                "method achieves.") if summary["random_init"] else None
     path = out_dir / "report.html"

@@ -22,7 +22,8 @@ from ..reporting.report import (
     Section,
     Table,
     histogram_png,
-    percent,
+    metrics_table,
+    provenance_facts,
     render_report,
     thumbnail,
 )
@@ -71,9 +72,8 @@ def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | 
 
 def _metrics_section(metrics: dict) -> Section:
     columns = [c for c in TABLE_COLUMNS if any(c in m for m in metrics["per_group"].values())]
-    rows = [[g, *(percent(m.get(c)) for c in columns)] for g, m in metrics["per_group"].items()]
-    rows.append(["mean", *(percent(metrics["mean"].get(c)) for c in columns)])
-    return Section("Metrics", [Table(["group", *columns], rows, note="percent; computed on the labelled inputs")])
+    return Section("Metrics", [metrics_table("group", metrics["per_group"], metrics["mean"], columns,
+                                             "percent; computed on the labelled inputs")])
 
 
 def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayout,
@@ -85,8 +85,7 @@ def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayo
              ("images", f"{counts['inputs']} in, {counts['scored']} scored, {counts['failed']} not scored, "
                         f"{counts['flagged']} flagged, {counts['rows_written']} rows written"),
              ("started", manifest["started_at"]), ("finished", manifest["finished_at"]),
-             ("code", ", ".join(f"{k} {v}" for k, v in manifest["code_version"].items() if v) or "unknown"),
-             ("versions", ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())),
+             *provenance_facts(manifest["code_version"], manifest["versions"]),
              *((name, uri) for name, uri in manifest["outputs"].items() if uri)]
     warning = None if manifest["scores_meaningful"] else (
         "The model's weights are random: these scores show that the pipeline works, not what the method finds.")

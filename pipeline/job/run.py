@@ -101,18 +101,19 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layo
 
     so = cfg.storage_options
     groups = plan.groups
+    tasks = {g: strategy.tasks(plan, g) for g in groups}
     with ThreadPoolExecutor(max_workers=16) as pool:
         finished = dict(zip(groups, pool.map(lambda g: exists(layout.group_summary(g), so), groups)))
-        todo = [t for g in groups if not finished[g] for t in strategy.tasks(plan, g)]
+        todo = [t for g in groups if not finished[g] for t in tasks[g]]
         done = dict(zip(todo, pool.map(strategy.is_done, todo)))
-    planned = sum(len(strategy.tasks(plan, g)) for g in groups)
+    planned = sum(len(ts) for ts in tasks.values())
     counts = {"subsets": planned, "subsets_skipped": planned - len(todo) + sum(done.values()),
               "groups": len(groups), "groups_skipped": sum(finished.values())}
     group_task = ray.remote(_finalise_group_task).options(num_cpus=1, max_retries=cfg.scoring.max_retries)
     task_refs, group_refs = {}, {}
     for group in (g for g in groups if not finished[g]):
         refs = []
-        for task in strategy.tasks(plan, group):
+        for task in tasks[group]:
             if not done[task]:
                 ref = strategy.submit(task)
                 task_refs[ref] = task

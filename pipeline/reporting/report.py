@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import jinja2
@@ -124,6 +125,19 @@ def render_report(title: str, facts: list[tuple[str, str]], sections: list[Secti
 def percent(value: float | None) -> str:
     """A stored metric (a fraction 0-1) as the percent people read; undefined ones as n/a."""
     return "n/a" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def metrics_table(first: str, per_name: dict[str, dict[str, float]], mean: dict[str, float],
+                  columns: Sequence[str], note: str) -> Table:
+    """The metrics of each group or category and their mean, in percent, as both reports show them."""
+    rows = [[name, *(percent(m.get(c)) for c in columns)] for name, m in [*per_name.items(), ("mean", mean)]]
+    return Table([first, *columns], rows, note=note)
+
+
+def provenance_facts(code: dict[str, str | None], versions: dict[str, str]) -> list[tuple[str, str]]:
+    """Which code and libraries made a report (``reporting.provenance``), as two lines of facts."""
+    return [("code", ", ".join(f"{k} {v}" for k, v in code.items() if v) or "unknown"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))]
 
 
 def histogram_png(scores: np.ndarray, cut: float | None, title: str, labels: np.ndarray | None = None) -> bytes:

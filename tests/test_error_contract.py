@@ -70,6 +70,23 @@ def test_a_dataset_that_is_not_there_is_one_line(program, tmp_path, capsys, monk
     assert "dataset.categories: ['b'] not in" in err and "available: ['a']" in err
 
 
+def test_a_split_the_evaluation_refuses_is_one_line_before_any_scoring(tmp_path, capsys):
+    """The evaluation's split checks (data/checks.py) and its readers are the same contract: a truncated
+    image or a category without images was a traceback with exit 1."""
+    from pipeline.data.synthetic import generate_dataset
+
+    generate_dataset(str(tmp_path / "data"), categories=["weave"], n_train=0, n_test_good=3, n_test_defect=2,
+                     image_size=64)
+    out = [f"dataset.root={tmp_path}/data", "synthetic.enabled=false", f"output_dir={tmp_path}/out"]
+    truncated = tmp_path / "data" / "weave" / "test" / "good" / "000.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    assert f"{truncated} does not decode" in refused("evaluation", capsys, *out)
+    for image in (tmp_path / "data" / "weave" / "test").rglob("*.png"):
+        image.unlink()
+    assert "no images in" in refused("evaluation", capsys, *out)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value, says", [
     ("2026-13-45", "must be a date YYYY-MM-DD (e.g. 2026-11-22), got '2026-13-45'"),  # was a YAML traceback
     ("20261122", "expected a string, got 20261122: The batch's date (YYYY-MM-DD)"),  # named no format
@@ -90,14 +107,16 @@ def test_dates_stay_the_text_written_in_files_and_overrides(tmp_path):
 
 
 def test_every_layers_error_is_a_user_error():
-    from pipeline.data.benchmarks import DatasetError
+    from pipeline.data.benchmarks import DatasetError, MissingDataError
+    from pipeline.data.checks import SplitError
     from pipeline.data.inputs import InputError
     from pipeline.engine.weights import WeightsError
     from pipeline.job.preflight import JobError
     from pipeline.settings import ConfigError
     from pipeline.storage import StorageError
     from pipeline.tuning.preflight import SweepError
-    for error in (DatasetError, InputError, WeightsError, JobError, ConfigError, StorageError, SweepError):
+    for error in (DatasetError, MissingDataError, SplitError, InputError, WeightsError, JobError, ConfigError,
+                  StorageError, SweepError):
         assert issubclass(error, UserError), error
 
 

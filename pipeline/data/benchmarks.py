@@ -31,6 +31,16 @@ from .images import IMAGE_EXTENSIONS, MaskResize, load_image, read_mask, read_ma
 LAYOUTS = ("mvtec", "visa", "btad", "mpdd")
 SPLITS = ("train", "test")
 
+
+class DatasetError(UserError, ValueError):
+    """A dataset the evaluation or a sweep cannot read as it is; the one-line message names the file or
+    key and the fix (a ``UserError``: the programs print it and exit 2)."""
+
+
+class MissingDataError(DatasetError, FileNotFoundError):
+    """A dataset root, split, split file or listed image that is not there."""
+
+
 # Folder layouts: the name of the normal folder and how a mask file is named after its image.
 _NORMAL_DIR = {"mvtec": "good", "mpdd": "good", "btad": "ok"}
 _MASK_SUFFIX = {"mvtec": "_mask", "mpdd": "_mask", "btad": ""}
@@ -64,12 +74,8 @@ def list_categories(root: str, layout: str, *, split_csv: str | None = None) -> 
         )
         where = f"{root_path} (expected {root_path}/<category>/train or test)"
     if not categories:
-        raise FileNotFoundError(f"no {layout} categories found in {where}")
+        raise MissingDataError(f"no {layout} categories found in {where}")
     return categories
-
-
-class DatasetError(UserError, ValueError):
-    """A dataset the evaluation or a sweep cannot read; the message names the key to fix."""
 
 
 def check_dataset(dataset: DatasetConfig, synthetic: SyntheticConfig, role: str = "dataset") -> None:
@@ -83,7 +89,7 @@ def check_dataset(dataset: DatasetConfig, synthetic: SyntheticConfig, role: str 
                            f"({dataset.layout} layout), or enable {generate} to generate one")
     try:
         available = list_categories(dataset.root, dataset.layout, split_csv=dataset.split_csv)
-    except (FileNotFoundError, ValueError) as err:
+    except DatasetError as err:
         raise DatasetError(f"{role}.root: {err}") from None
     unknown = [c for c in dataset.categories or [] if c not in available]
     if unknown:
@@ -98,7 +104,7 @@ def read_split(root: str, layout: str, category: str, split: str = "test", *,
     ``split_csv`` is for the ``visa`` layout only (the folder layouts reject it rather than ignore it).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
     root_path = _check_root(root, layout, split_csv)
     if layout == "visa":
         samples = _read_visa(root_path, category, split, split_csv)
@@ -106,7 +112,7 @@ def read_split(root: str, layout: str, category: str, split: str = "test", *,
         samples = _read_folders(root_path, layout, category, split)
     else:
         available = list_categories(root, layout)
-        raise ValueError(f"unknown category {category!r} in {root} ({layout} layout); available: {available}")
+        raise DatasetError(f"unknown category {category!r} in {root} ({layout} layout); available: {available}")
     return sorted(samples, key=lambda s: (s.defect_type, s.image_path))
 
 
@@ -116,7 +122,7 @@ def train_references(root: str, layout: str, category: str, count: int, size: in
     category, (n, S, S, 3) uint8."""
     normals = [s for s in read_split(root, layout, category, "train", split_csv=split_csv) if not s.label][:count]
     if not normals:
-        raise ValueError(f"few-shot scoring needs normal train images of {category!r} under {root}; there are none")
+        raise DatasetError(f"few-shot scoring needs normal train images of {category!r} under {root}; there are none")
     return np.stack([load_image(s.image_path, size, resize) for s in normals])
 
 
@@ -144,7 +150,7 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
     if size is not None:
         mask = resize_mask(mask, size)
     elif shape is not None and mask.shape != tuple(shape):
-        raise ValueError(f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]}, "
+        raise DatasetError(f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]}, "
                          f"but the image shape was given as {shape[0]}x{shape[1]}")
     return mask
 
@@ -152,12 +158,12 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
 def _check_root(root: str, layout: str, split_csv: str | None) -> Path:
     """Validate the layout name, that split_csv goes with VisA only, and that the root is a directory."""
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        raise DatasetError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if split_csv is not None and layout != "visa":
-        raise ValueError(f"split_csv is only used by the 'visa' layout, got it with layout {layout!r}")
+        raise DatasetError(f"split_csv is only used by the 'visa' layout, got it with layout {layout!r}")
     path = Path(root)
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset root {path} does not exist or is not a directory")
+        raise MissingDataError(f"dataset root {path} does not exist or is not a directory")
     return path
 
 
@@ -186,7 +192,7 @@ def _read_folders(root: Path, layout: str, category: str, split: str) -> list[Sa
                 mask_path=None if mask is None else str(mask),
             ))
     if not samples:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"no images in {split_dir}: expected {split_dir}/<defect_type>/*{{{','.join(IMAGE_EXTENSIONS)}}} "
             f"with '{normal}' for normal images"
         )
@@ -200,7 +206,7 @@ def _refuse_misnamed_mask(image: Path, masks: dict[str, Path], layout: str) -> N
     for other in {image.stem, image.stem + "_mask"} - {expected}:
         if other in masks:
             found = masks[other]
-            raise ValueError(f"{found} looks like the mask of {image}, but {layout} masks are named "
+            raise DatasetError(f"{found} looks like the mask of {image}, but {layout} masks are named "
                              f"<stem>{_MASK_SUFFIX[layout]}<ext>: rename it to {expected}{found.suffix} "
                              f"(and the other masks of {found.parent} likewise)")
 
@@ -220,14 +226,14 @@ def _read_visa_csv(root: Path, split_csv: str | None) -> tuple[Path, list[dict[s
     """The rows of a VisA split CSV, after checking its header."""
     csv_path = Path(split_csv) if split_csv is not None else root / "split_csv" / "1cls.csv"
     if not csv_path.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"VisA split CSV {csv_path} not found; pass split_csv (columns {','.join(_VISA_COLUMNS)})"
         )
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in _VISA_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"VisA split CSV {csv_path} lacks columns {missing}; "
+            raise DatasetError(f"VisA split CSV {csv_path} lacks columns {missing}; "
                              f"expected header {','.join(_VISA_COLUMNS)}, got {reader.fieldnames}")
         return csv_path, list(reader)
 
@@ -237,13 +243,13 @@ def _read_visa(root: Path, category: str, split: str, split_csv: str | None) -> 
     csv_path, rows = _read_visa_csv(root, split_csv)
     available = sorted({row["object"] for row in rows})
     if category not in available:
-        raise ValueError(f"unknown category {category!r} in {csv_path} (visa layout); available: {available}")
+        raise DatasetError(f"unknown category {category!r} in {csv_path} (visa layout); available: {available}")
     samples = []
     for line, row in enumerate(rows, start=2):
         if row["object"] != category or row["split"] != split:
             continue
         if row["label"] not in _VISA_LABELS:
-            raise ValueError(f"{csv_path} line {line}: label {row['label']!r} is not one of {list(_VISA_LABELS)}")
+            raise DatasetError(f"{csv_path} line {line}: label {row['label']!r} is not one of {list(_VISA_LABELS)}")
         label = _VISA_LABELS[row["label"]]
         mask = row["mask"].strip()
         samples.append(Sample(
@@ -254,9 +260,9 @@ def _read_visa(root: Path, category: str, split: str, split_csv: str | None) -> 
             mask_path=str(root / mask) if label and mask else None,
         ))
     if not samples:
-        raise FileNotFoundError(f"no {split} images of {category!r} listed in {csv_path}")
+        raise MissingDataError(f"no {split} images of {category!r} listed in {csv_path}")
     missing = [p for s in samples for p in (s.image_path, s.mask_path) if p is not None and not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} files listed in {csv_path} for {category!r} do not exist, "
+        raise MissingDataError(f"{len(missing)} files listed in {csv_path} for {category!r} do not exist, "
                                 f"e.g. {missing[:3]}")
     return samples

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .benchmarks import Sample
+from .benchmarks import DatasetError, Sample
 
 # a mask's aspect ratio may differ from its image's by this factor (sizes rounded when masks were made)
 MASK_ASPECT_TOLERANCE = 1.02
@@ -36,7 +36,7 @@ _TRANSPOSED = (5, 6, 7, 8)
 Mapper = Callable[[Callable[[str], tuple[int, int]], Iterable[str]], Iterator[tuple[int, int]]]
 
 
-class SplitError(ValueError):
+class SplitError(DatasetError):
     """A split the evaluation cannot use as it is; the one-line message names the file and the fix."""
 
 

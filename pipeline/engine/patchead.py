@@ -132,7 +132,8 @@ def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, 
     are offered only when alignment accepted a fit (a batch, a query): where nothing was aligned,
     nothing says parts lie turned, and the scores are those without alignment (on textures the
     extra references cost up to 3 image AUROC). The result's ``alignment`` reports the fits.
-    ``progress(phase, done, total)`` reports the "features" phase of the queries; ``timings`` collects the "align", "extract" and "scoring" stages.
+    ``progress(phase, done, total)`` reports the "features" phase of the queries; ``timings`` collects
+    the "align", "extract" and "scoring" stages.
     """
     timings = timings if timings is not None else StageTimes()
 

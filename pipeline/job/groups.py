@@ -128,7 +128,8 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     reference_scores = np.concatenate([r.reference_scores for r in results]) if results else np.zeros(0)
     rows: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
-    common = {"backbone": ctx.backbone, "scores_meaningful": ctx.scores_meaningful, "config_hash": ctx.config_hash, "run_id": ctx.layout.run_id}
+    common = {"backbone": ctx.backbone, "scores_meaningful": ctx.scores_meaningful, "config_hash": ctx.config_hash,
+              "run_id": ctx.layout.run_id}
     metrics = None
     warnings: list[str] = []
     if results:

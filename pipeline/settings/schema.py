@@ -4,8 +4,8 @@ A config is a tree of dataclass sections (``Section`` subclasses). Each field is
 ``setting``: its documentation (shown by ``describe``), numeric bounds checked on load, whether it
 only changes how a job runs rather than what it computes (``run_only``: kept out of a run's
 identity), whether it was added after run identities existed (``hashed_if_set``: in the identity only
-when set, so earlier configs keep their run ids), and a former name still accepted in files. Rules that span several fields of a section
-live in its ``check`` method, next to the fields. ``load_config`` turns a YAML file plus
+when set, so earlier configs keep their run ids), and a former name still accepted in files. Rules
+that span several fields of a section live in its ``check`` method, next to the fields. ``load_config`` turns a YAML file plus
 ``key.path=value`` overrides into a section tree and rejects unknown keys (with a "did you mean"),
 wrong types and bad values with a one-line message that names the full key.
 
@@ -309,8 +309,9 @@ def identity_view(cfg: Any) -> dict[str, Any]:
         if f.metadata.get("run_only"):
             continue
         value = getattr(cfg, f.name)
-        if f.metadata.get("hashed_if_set") and value == (f.default if f.default is not MISSING else f.default_factory()):
-            continue
+        if f.metadata.get("hashed_if_set"):
+            if value == (f.default if f.default is not MISSING else f.default_factory()):
+                continue
         name = f.metadata.get("former_name") or f.name
         out[name] = identity_view(value) if dataclasses.is_dataclass(value) else _plain(value)
     return out

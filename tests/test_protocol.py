@@ -70,7 +70,7 @@ def test_musc_rescores_the_image_score_it_is_given():
     assert torch.equal(result.image_scores_raw, expected)
     grid_max = result.patch_scores.flatten(1).amax(dim=1)  # reached by the map only at a corner patch
     assert (result.image_scores_raw <= grid_max).all() and (result.image_scores_raw < grid_max).any()
-    assert set(timings.seconds) == {"lnamd", "msm", "maps", "rscin"}
+    assert set(timings.seconds) == {"aggregate", "msm", "maps", "rescoring"}
 
 
 # 3. Masks. An 8x8 mask whose top-left 4x4 block is 255, brought to 4x4. Nearest neighbour samples
@@ -201,7 +201,7 @@ def test_evaluation_under_each_protocol_says_which_and_times_every_stage(tmp_pat
         summary = json.loads((out / "metrics.json").read_text())
         assert summary["protocol"] == name
         stages = summary["stage_seconds"]["weave"]
-        assert set(stages) == {"read", "extract", "lnamd", "msm", "maps", "rscin", "metrics"}
+        assert set(stages) == {"read", "extract", "aggregate", "msm", "maps", "rescoring", "metrics"}
         assert summary["seconds"]["weave"] == pytest.approx(result.seconds)
         assert sum(stages.values()) <= result.seconds
     assert printed.count("  mutual scoring ") == 2 and printed.count("  stages: read ") == 2

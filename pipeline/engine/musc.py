@@ -1,7 +1,9 @@
 """The MuSc scorer: features of a batch of unlabeled images -> patch scores, image scores.
 
-LNAMD (``lnamd``) and mutual scoring (``msm``) run for every (stage, degree) pair and are averaged
-(Eq. 3); the image score is the max patch score, re-scored by RsCIN (``rscin``).
+Three contracts, each a registry of its own module: the aggregation (``aggregation``: LNAMD, one
+pass per degree) gives each stage's token sets, the matching (``matching``: full, or windowed around
+each patch's position) scores each set against the other images, and the passes are averaged (Eq. 3);
+the image score is the max patch score, re-scored (``rescoring``: RsCIN).
 
 References (known-good images of the product) may join a batch as reference-only members. Every
 member, reference or not, is scored exactly as MuSc scores a batch member: its patch distances to
@@ -30,11 +32,11 @@ from ..settings import MuscConfig
 from .alignment import align_batch, patch_coverage, to_original_frames
 from .backbones import Backbone
 from .features import Features
+from .aggregation import aggregation
 from .foreground import apply_foreground
-from .lnamd import lnamd
 from .maps import image_scores
-from .msm import mutual_scores
-from .rscin import rscin
+from .matching import choose_matching, match
+from .rescoring import RescoringInputs, rescore
 from .scores import BatchScores
 from .timing import StageTimes
 
@@ -54,13 +56,13 @@ def score_features(
 ) -> BatchScores:
     """Run MuSc on the features of N images (N + R >= 2 with R ``references``); results are on the CPU.
 
-    ``progress(done, total)`` counts (stage, degree) pairs. ``keep_scale`` re-scores on the raw
+    ``progress(done, total)`` counts mutual-scoring passes. ``keep_scale`` re-scores on the raw
     score scale instead of the paper's min-max normalised one (same order within the batch;
     comparable across batches, see ``rscin``). ``patch_weights`` (N, h, w) multiply the patch
     scores before image scores (alignment: 0 where a warp filled the patch in). ``image_score``
     turns the (N, h, w) patch scores into the raw image scores RsCIN re-scores (default: the max
     patch score; an evaluation protocol may take the max of its upsampled maps instead).
-    ``timings`` collects the "lnamd", "msm", "maps" (image scores) and "rscin" stages.
+    ``timings`` collects the "aggregate", "msm", "maps" (image scores) and "rescoring" stages.
     ``references``: known-good images that join the batch as reference-only members (module
     docstring); ``patch_weights`` cover the N scored images only.
     """
@@ -72,25 +74,33 @@ def score_features(
     members = features if references is None else Features.cat([features, references.to(features.embedding.device)])
     count = len(members)
     _, _, h, w = features.stages[0].shape
+    aggregate = aggregation(cfg.aggregation)
+    choice = choose_matching(cfg)
     total = torch.zeros(count, h * w, device=device)
-    pairs = [(stage, r) for stage in members.stages for r in cfg.aggregation_degrees]
-    for done, (stage, degree) in enumerate(pairs, start=1):
-        with timings.stage("lnamd", device):
-            z = lnamd(stage.to(device), degree)
-        with timings.stage("msm", device):
-            total += mutual_scores(
-                z, cfg.topmin_max, cfg.topmin_min, cfg.tile_images, cfg.memory_budget_mb, cfg.matmul_precision, device
-            )
-        if progress is not None:
-            progress(done, len(pairs))
-    patch = apply_foreground((total / len(pairs)).view(count, h, w).cpu(), members, cfg.foreground)
+    passes = len(members.stages) * aggregate.passes(cfg.aggregation_degrees)
+    done = 0
+    for stage in members.stages:
+        tokens = aggregate.tokens(stage.to(device), cfg.aggregation_degrees)
+        while True:
+            with timings.stage("aggregate", device):
+                z = next(tokens, None)
+            if z is None:
+                break
+            with timings.stage("msm", device):
+                total += match(z, (h, w), choice, cfg, device)
+            done += 1
+            if progress is not None:
+                progress(done, passes)
+    patch = apply_foreground((total / passes).view(count, h, w).cpu(), members, cfg.foreground)
     if patch_weights is not None:
         patch[:n] *= patch_weights
     with timings.stage("maps"):
         raw = image_score(patch)
-    with timings.stage("rscin"):
-        embedding = members.embedding.float().cpu()
-        final = rscin(raw, embedding, cfg.rscin_windows, normalise=not keep_scale) if cfg.rscin_windows else raw
+    with timings.stage("rescoring"):
+        def stage_tokens(index: int) -> torch.Tensor:
+            return torch.stack(list(aggregate.tokens(members.stages[index].to(device), cfg.aggregation_degrees)))
+        inputs = RescoringInputs(raw, patch, members, stage_tokens)
+        final = rescore(cfg.rescoring, inputs, cfg, normalise=not keep_scale)
     return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:])
 
 

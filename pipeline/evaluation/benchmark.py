@@ -66,7 +66,7 @@ class CategoryResult:
     maps: np.ndarray  # (N, S, S) float32
     metrics: dict[str, float]
     seconds: float
-    stage_seconds: dict[str, float]  # read, extract, lnamd, msm, maps, rscin, metrics (PatchEAD: scoring)
+    stage_seconds: dict[str, float]  # read, extract, aggregate, msm, maps, rescoring, metrics (PatchEAD: scoring)
     split: CheckedSplit  # what the pixel metrics left out
     alignment: AlignmentReport | None  # None: the scorer did not align
 

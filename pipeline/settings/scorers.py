@@ -67,6 +67,21 @@ class MuscConfig(Section):
         "LNAMD neighbourhood sizes r (odd integers); each stage is scored at every degree.",
         default_factory=lambda: [1, 3, 5],
     )
+    aggregation: Literal["lnamd"] = setting(
+        "How each stage's patch grid becomes the tokens mutual scoring compares: 'lnamd' (MuSc 2024) scores "
+        "every degree of aggregation_degrees in its own pass.",
+        default="lnamd", hashed_if_set=True,
+    )
+    match_radius: int | None = setting(
+        "Which patches of the other images a patch is compared with: null compares with all of them (MuSc); "
+        "an integer r only with those within r grid cells of its own position.",
+        default=None, ge=0, hashed_if_set=True,
+    )
+    rescoring: Literal["rscin"] = setting(
+        "How raw image scores are re-scored over similar images: 'rscin' (MuSc 2024, global embeddings); "
+        "rscin_windows are its windows (null or [] disables re-scoring).",
+        default="rscin", hashed_if_set=True,
+    )
     topmin_max: float = setting(
         "X of the interval average: keep the smallest X fraction of the N-1 per-image distances "
         "of a patch (at least one image).",

@@ -62,7 +62,7 @@ BACKBONES = {
                     "std": [0.5] * 3, "layers": [2, 3],
                     **({"weights": str(MOBILENET)} if MOBILENET.is_file() else {"random_init": True})},
 }
-STAGES = ("read", "extract", "lnamd", "msm", "maps", "rscin", "metrics")
+STAGES = ("read", "extract", "aggregate", "msm", "maps", "rescoring", "metrics")
 MODES = ["straightforward", "evaluation", "bf16 MSM", "bf16 all"]
 
 

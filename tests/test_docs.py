@@ -132,13 +132,13 @@ def anchors(page: Path) -> set[str]:
 
 
 def test_github_anchor_matches_githubs_rule():
-    assert github_anchor("The nightly job (jobs/musc.py)") == "the-nightly-job-jobsmuscpy"
-    assert github_anchor("Evaluation protocols: protocol: project | paper") == \
+    assert github_anchor("The nightly job (`jobs/musc.py`)") == "the-nightly-job-jobsmuscpy"
+    assert github_anchor("Evaluation protocols: `protocol: project | paper`") == \
         "evaluation-protocols-protocol-project--paper"
     assert github_anchor("5. A failed night") == "5-a-failed-night"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES], ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_relative_link_and_anchor_resolves(page):
     problems = []
     for target in re.findall(r"\]\(([^)\s]+)\)", prose(page.read_text())):
@@ -180,3 +180,14 @@ def test_the_readme_is_short_and_links_every_page():
     assert len(readme.splitlines()) <= README_MAX_LINES
     unlinked = [p.name for p in sorted((REPO / "docs").glob("*.md")) if f"](docs/{p.name}" not in readme]
     assert not unlinked, f"README.md does not link {unlinked}"
+
+
+def test_the_readmes_two_commands_are_the_ones_ci_runs():
+    """The quick start installs as CI does and the README's test command is CI's (.ci/run), so a newcomer
+    who follows the README runs what CI checks."""
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    readme = {body for _, language, body, _ in fenced_blocks((REPO / "README.md").read_text())
+              if language in SHELL_LANGUAGES}
+    install, tests = ci[-2:]
+    assert tests in readme  # "Run the tests"
+    assert any(body.startswith(f"{install} && ") for body in readme)  # the quick start

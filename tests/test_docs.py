@@ -175,11 +175,14 @@ def test_every_config_key_the_pages_name_exists():
     assert not problems, "not config keys (python -m pipeline.settings lists them): " + ", ".join(problems)
 
 
-def test_the_readme_is_short_and_links_every_page():
-    readme = (REPO / "README.md").read_text()
+def test_the_readme_is_short_and_it_and_the_map_link_every_page():
+    readme, the_map = (REPO / "README.md").read_text(), (REPO / "docs" / "architecture.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES
-    unlinked = [p.name for p in sorted((REPO / "docs").glob("*.md")) if f"](docs/{p.name}" not in readme]
-    assert not unlinked, f"README.md does not link {unlinked}"
+    pages = [p.name for p in sorted((REPO / "docs").glob("*.md"))]
+    unlinked = [f"README.md: {name}" for name in pages if f"](docs/{name}" not in readme]
+    unlinked += [f"docs/architecture.md: {name}" for name in pages
+                 if name != "architecture.md" and f"]({name}" not in the_map]
+    assert not unlinked, f"pages not linked: {unlinked}"
 
 
 def test_the_readmes_two_commands_are_the_ones_ci_runs():

@@ -1,4 +1,4 @@
-"""The tables as BI tools read them: the README's DuckDB query run as written on a job's output, and
+"""The tables as BI tools read them: docs/outputs-and-bi.md's DuckDB query run as written on a job's output, and
 the shipped Athena / Glue definitions checked against the Parquet the job writes."""
 
 import re
@@ -41,15 +41,15 @@ def test_athena_definitions_match_the_parquet_schemas():
     assert tables["musc.metrics"] == (metrics, [("run_date", "date")])
 
 
-def readme_duckdb_query() -> str:
-    text = (REPO / "README.md").read_text()
+def documented_duckdb_query() -> str:
+    text = (REPO / "docs" / "outputs-and-bi.md").read_text()
     blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if b.startswith("-- DuckDB")]
-    assert len(blocks) == 1, "README.md must hold one DuckDB example"
+    assert len(blocks) == 1, "docs/outputs-and-bi.md must hold one DuckDB example"
     return blocks[0]
 
 
 @pytest.mark.slow
-def test_the_readmes_duckdb_query_runs_on_a_jobs_output(ray_local, tmp_path):
+def test_the_documented_duckdb_query_runs_on_a_jobs_output(ray_local, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     generate_dataset(str(tmp_path / "data"), categories=["weave"], n_train=0, n_test_good=9, n_test_defect=3,
                      image_size=64)
@@ -65,7 +65,7 @@ def test_the_readmes_duckdb_query_runs_on_a_jobs_output(ray_local, tmp_path):
         "flagging": {"policy": "top_fraction", "value": 0.25}, "run_date": "2026-11-22"})
     assert run_job(cfg).exit_code == 0
 
-    query = readme_duckdb_query().replace("'outputs/nightly/", f"'{out}/")
+    query = documented_duckdb_query().replace("'outputs/nightly/", f"'{out}/")
     result = duckdb.sql(query)
     rows = {r[1]: dict(zip(result.columns, r)) for r in result.fetchall()}
     assert set(rows) == set(groups)  # 007 and 7 apart, the encoded name decoded

@@ -1,4 +1,4 @@
--- The nightly job's tables for Amazon Athena / the AWS Glue catalog (README "The tables in BI tools").
+-- The nightly job's tables for Amazon Athena / the AWS Glue catalog (docs/outputs-and-bi.md).
 -- Replace s3://factory-quality/musc with the job's output.prefix, then run each statement once.
 -- Stored metrics are fractions 0-1. Column lists match pipeline/job/scores_table.py (checked by
 -- tests/test_bi.py).

@@ -8,6 +8,7 @@ published MuSc code resizes them (``MaskResize``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable
@@ -77,13 +78,17 @@ def _to_8_bits(image: Image.Image, side: int | None) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[[BinaryIO], T]) -> T:
-    """``decode`` of the object's bytes. A missing object or undecodable bytes raise UnreadableImage;
-    any other storage failure (network, credentials) is raised as it is, for the caller to fail on."""
+def _read(uri: str, storage_options: dict[str, Any] | None) -> bytes:
+    """The object's bytes; a missing object raises UnreadableImage, any other storage failure (network,
+    credentials) is raised as it is, for the caller to fail on."""
     try:
-        data = read_bytes(uri, storage_options)
+        return read_bytes(uri, storage_options)
     except FileNotFoundError:
         raise UnreadableImage("FileNotFoundError: no such file or object") from None
+
+
+def _decoded(data: bytes, decode: Callable[[BinaryIO], T]) -> T:
+    """``decode`` of bytes in memory; any failure is theirs and raises UnreadableImage."""
     try:
         return decode(io.BytesIO(data))
     except MemoryError:
@@ -94,13 +99,23 @@ def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[
 
 def fetch_image(uri: str, size: int | None = None, resize: int | None = None,
                 storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """``load_image`` of any URI (local or object storage); raises UnreadableImage as ``_fetched`` does."""
-    return _fetched(uri, storage_options, lambda file: load_image(file, size, resize))
+    """``load_image`` of any URI (local or object storage); raises UnreadableImage for a missing
+    object or undecodable bytes."""
+    return _decoded(_read(uri, storage_options), lambda file: load_image(file, size, resize))
+
+
+def fetch_image_and_digest(uri: str, size: int | None = None, resize: int | None = None,
+                           storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, str]:
+    """``fetch_image`` and the SHA-256 (hex) of the bytes it read, so that byte-identical files are
+    found without reading them twice (~2 ms per MB: 13 ms for a 7 MB 2048 x 1536 PNG whose decoding
+    takes 240 ms)."""
+    data = _read(uri, storage_options)
+    return _decoded(data, lambda file: load_image(file, size, resize)), hashlib.sha256(data).hexdigest()
 
 
 def fetch_mask(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """``read_mask`` of any URI; raises UnreadableImage as ``_fetched`` does."""
-    return _fetched(uri, storage_options, read_mask)
+    """``read_mask`` of any URI; raises UnreadableImage as ``fetch_image`` does."""
+    return _decoded(_read(uri, storage_options), read_mask)
 
 
 def load_images(uris: list[str], size: int, resize: int | None = None,

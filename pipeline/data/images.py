@@ -39,15 +39,54 @@ class UnreadableImage(ValueError):
 MaskResize = Literal["nearest", "bilinear_full", "bilinear_any"]
 
 
-def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
+# How an image that is not square becomes the square model input: "squash" resizes it (the published
+# MuSc code; parts look narrower or wider by their aspect ratio), "pad" centres it on a black square
+# first (shapes kept; the padding is not part of the photo, see ``padding_free``).
+Fit = Literal["squash", "pad"]
+
+
+def square_canvas(width: int, height: int) -> tuple[int, int, int]:
+    """The side of the square an image is padded to and the image's (left, top) offset on it: centred."""
+    side = max(width, height)
+    return side, (side - width) // 2, (side - height) // 2
+
+
+def _padded(image: Image.Image) -> Image.Image:
+    """``image`` centred on a square of zeros (black) of its own mode."""
+    side, left, top = square_canvas(*image.size)
+    if image.size == (side, side):
+        return image
+    canvas = Image.new(image.mode, (side, side))
+    canvas.paste(image, (left, top))
+    return canvas
+
+
+def pad_array(values: np.ndarray) -> np.ndarray:
+    """An (H, W) array centred on a square of zeros, placed as ``_padded`` places an image."""
+    height, width = values.shape
+    side, left, top = square_canvas(width, height)
+    return np.pad(values, ((top, side - height - top), (left, side - width - left)))
+
+
+def padding_free(width: int, height: int, size: int) -> np.ndarray:
+    """(size, size) bool: True where a ``fit="pad"`` input of a width x height photo shows the photo,
+    False on the padding (resized as masks are, nearest neighbour)."""
+    return resize_mask(pad_array(np.ones((height, width), dtype=bool)), size)
+
+
+def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None,
+               fit: Fit = "squash") -> np.ndarray:
     """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
     (bicubic) when size is given, or to ``resize`` x ``resize`` and then centre-cropped to size x size
-    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``, and
-    deep greyscale without an agreed meaning ``ValueError`` (``_to_8_bits``).
+    (Dinomaly's input); ``fit="pad"`` pads it to a square first (``Fit``). Unreadable data raises
+    PIL's ``UnidentifiedImageError`` or ``OSError``, and deep greyscale without an agreed meaning
+    ``ValueError`` (``_to_8_bits``).
     """
     side = resize or size
     with Image.open(path) as image:
         ImageOps.exif_transpose(image, in_place=True)
+        if fit == "pad":
+            image = _padded(image.convert("RGB") if image.mode not in _DEEP_MODES else image)
         if image.mode in _DEEP_MODES:
             image = _to_8_bits(image, side)
         image = image.convert("RGB")

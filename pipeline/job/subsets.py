@@ -1,7 +1,8 @@
 """The zero-shot scoring strategy (MuSc, PatchEAD): one Ray task per planned subset of a group.
 
-Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so nothing
-else is read), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
+Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so no other
+features are read; a group with references also has the record columns of its other shards read, for
+the inputs' content hashes), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
 RsCIN on the raw score scale, so scores of different subsets of a group compare) and writes one
 scored-batch object whole. A subset left with fewer than 2 readable images and references together
 writes an empty batch: its readable image gets the status ``subset_too_small`` (``group_too_small``

@@ -392,6 +392,9 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     fs.copy(s3_batch["prefix"] + "/", f"{base}/tonight/", recursive=True)  # tonight's parts: other URIs
     tonight = [InputRecord(r.uri.replace("/batch/", "/tonight/"), r.group, r.label,
                            r.mask_uri and r.mask_uri.replace("/batch/", "/tonight/")) for r in s3_batch["records"]]
+    for record in tonight:  # and other bytes: a byte copy of an input is never a reference
+        if record.uri.rsplit("/", 1)[-1] not in CORRUPT_FILES:
+            fs.pipe(record.uri, fs.cat_file(record.uri) + b"night b")  # PNG readers ignore bytes after IEND
     write_manifest(tonight, f"{base}/tonight.parquet")
     night_b = job_config(inputs={"manifest": f"{base}/tonight.parquet"}, output={"prefix": out}, run_id="night-b",
                          reference_runs=2, reference_images=3)
@@ -412,6 +415,7 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference
     summary = json.loads(fs.cat_file(f"{out}/runs/night-b/groups/weave.json"))
     assert len(summary["reference_scores"]) == 3
+    assert summary["references"] == {"listed": 3, "used": 3, "undecodable": 0, "copies_of_inputs": 0}
 
 
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):

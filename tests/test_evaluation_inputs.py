@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
 import pipeline.evaluation.benchmark as benchmark
 from pipeline.data.benchmarks import load_mask, read_split
 from pipeline.data.checks import check_split
+from pipeline.data.images import load_image
 from pipeline.data.synthetic import generate_dataset
 from pipeline.evaluation.metrics import pixel_metrics
 from pipeline.settings import ConfigError, EvalConfig, config_from_dict
@@ -89,13 +92,82 @@ def test_a_truncated_png_is_refused_by_name(root, tmp_path, monkeypatch):
     assert "replace the file or remove it" in message
 
 
-def test_images_of_very_different_aspect_ratios_are_refused(root, tmp_path, monkeypatch):
+def test_images_of_very_different_aspect_ratios_are_refused_when_asked(root, tmp_path, monkeypatch):
     image = sorted((root / "weave" / "test" / "good").glob("*.png"))[0]
     Image.open(image).resize((2 * SIZE, SIZE)).save(image)
-    message = refused_before_scoring(config(root, tmp_path), monkeypatch, "range in aspect ratio")
+    refuse = {"root": str(root), "layout": "mvtec", "categories": ["plate", "weave"], "resize": "refuse"}
+    message = refused_before_scoring(config(root, tmp_path, dataset=refuse), monkeypatch, "range in aspect ratio")
     assert "from 1.00" in message and f"to 2.00 ({image.name}, {2 * SIZE}x{SIZE})" in message
+    assert "crop them to one aspect ratio or evaluate them as separate categories" in message
     Image.open(image).resize((round(1.2 * SIZE), SIZE)).save(image)  # within MAX_ASPECT_SPREAD: scored
     assert check_split("weave", read_split(str(root), "mvtec", "weave")).unmasked == ()
+
+
+GREY, DEFECT = 96, 255
+
+
+def mixed_aspect_dataset(root: Path) -> Path:
+    """One category of grey parts, 2:1, 1:2 and square, each defective one with a white square at a
+    place that differs per image and its mask marking exactly that square."""
+    rng = np.random.default_rng(0)
+    shapes = [(128, 64), (64, 128), (64, 64), (96, 48)]  # (width, height)
+    for i in range(8):
+        width, height = shapes[i % len(shapes)]
+        image = np.full((height, width, 3), GREY, np.uint8) + rng.integers(0, 8, (height, width, 3), dtype=np.uint8)
+        kind = "good" if i < 4 else "spot"
+        (root / "part" / "test" / kind).mkdir(parents=True, exist_ok=True)
+        if kind == "spot":
+            x, y = (width - 16) * (i % 3) // 2, (height - 16) * (i % 2)
+            image[y:y + 16, x:x + 16] = DEFECT
+            mask = np.zeros((height, width), np.uint8)
+            mask[y:y + 16, x:x + 16] = 255
+            (root / "part" / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / "part" / "ground_truth" / kind / f"{i:03d}_mask.png")
+        Image.fromarray(image).save(root / "part" / "test" / kind / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("fit", ["squash", "pad"])
+def test_a_mask_stays_on_its_defect_when_images_are_squashed_or_padded(tmp_path, fit):
+    from pipeline.data.images import padding_free
+
+    root = mixed_aspect_dataset(tmp_path / "mixed")
+    for sample in (s for s in read_split(str(root), "mvtec", "part", "test") if s.label):
+        image = load_image(sample.image_path, SIZE, fit=fit).mean(axis=-1)
+        mask = load_mask(sample, SIZE, fit=fit)
+        assert mask.any() and image[mask].min() > 200  # every mask pixel on the white square
+        assert (image[~mask] > 200).sum() <= 2 * SIZE  # and the square under the mask, up to a resampled rim
+        if fit == "pad":
+            width, height = Image.open(sample.image_path).size
+            photo = padding_free(width, height, SIZE)
+            near = ndimage.binary_dilation(photo, iterations=2)  # bicubic resizing blurs the photo's edge
+            assert photo.mean() == pytest.approx(min(width, height) / max(width, height), abs=0.02)
+            assert (image[~near] == 0).all()  # black padding, where padding_free says
+            assert image[photo & ~mask].mean() == pytest.approx(GREY + 3.5, abs=8)
+
+
+@pytest.mark.parametrize("policy", ["squash", "pad"])
+def test_mixed_aspect_ratios_are_scored_under_squash_and_pad(tmp_path, policy, capsys):
+    """Magnetic-tile-like test images (aspect 0.5 to 2) are scored, not refused; under 'pad' the pixel
+    metrics leave the padding out (sklearn over the photo's pixels only); the policy is in metrics.json
+    and the report."""
+    from pipeline.data.images import padding_free
+
+    root = mixed_aspect_dataset(tmp_path / "mixed")
+    dataset = {"root": str(root), "layout": "mvtec", "categories": ["part"], "resize": policy}
+    result = benchmark.run_evaluation(config(root, tmp_path, dataset=dataset, scorer="patchead"))["part"]
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["resize"] == {"policy": policy, "aspect_ratio_range": {"part": [0.5, 2.0]}}
+    assert f"{policy} (dataset.resize), test images of aspect ratio (width / height) 0.50 to 2.00" in (
+        tmp_path / "out" / "report.html").read_text()
+    masks = np.stack([load_mask(s, SIZE, fit=policy) for s in result.samples])
+    photo = np.ones_like(masks) if policy == "squash" else np.stack(
+        [padding_free(*Image.open(s.image_path).size, SIZE) for s in result.samples])
+    expected = roc_auc_score(masks[photo], result.maps[photo])
+    assert result.metrics["pixel_auroc"] == pytest.approx(expected, abs=2e-3)
+    if policy == "pad":
+        assert not photo.all() and expected != pytest.approx(roc_auc_score(masks.ravel(), result.maps.ravel()),
+                                                             abs=2e-3)
 
 
 def test_foreground_with_a_cnn_is_refused_when_the_config_is_read(root, tmp_path):

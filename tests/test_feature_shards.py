@@ -1,5 +1,7 @@
 """The feature stage on a real (in-process) Ray cluster: shards, error rows, features, re-run skipping."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -80,6 +82,8 @@ def test_storage_failures_fail_the_shard_and_only_missing_or_corrupt_images_beco
     decoded = decode_shard(shard, 64)
     assert decoded["errors"] == ["", "UnidentifiedImageError: cannot identify image file",
                                  "FileNotFoundError: no such file or object"]
+    image_bytes = (tmp_path / "d" / "weave" / "test" / "good" / "000.png").read_bytes()
+    assert [r["sha256"] for r in decoded["records"]] == [hashlib.sha256(image_bytes).hexdigest(), None, None]
     fail(good, ConnectionResetError("reset"))  # passes on a retry
     assert decode_shard(shard, 64)["errors"][0] == ""
     fail(good, *[ConnectionResetError("reset")] * READ_ATTEMPTS)

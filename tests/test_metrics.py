@@ -22,6 +22,7 @@ from pipeline.evaluation.metrics import (
     image_metrics,
     mean_row,
     pixel_metrics,
+    published_au_pro,
 )
 
 
@@ -398,3 +399,21 @@ def test_format_table_has_every_category_and_the_mean_row():
     assert bottle == ["bottle", "90.0", "80.0", "70.0", "60.0", "50.0", "40.0", "30.0", "60.0"]
     assert screw == ["screw_without_masks", "100.0", "80.0", "70.0", "n/a", "n/a", "n/a", "n/a", "83.3"]
     assert mean == ["mean", "95.0", "80.0", "70.0", "60.0", "50.0", "40.0", "30.0", "71.7"]
+
+
+def test_pixels_outside_valid_are_in_no_pixel_metric():
+    """Padding left out (``valid`` False) gives exactly the metrics of the maps cropped to the photo,
+    for the histogram metrics and the published AU-PRO alike; the padding's scores do not matter."""
+    rng = np.random.default_rng(3)
+    maps = rng.random((4, 32, 32))
+    masks = np.zeros((4, 32, 32), dtype=bool)
+    masks[1, 10:14, 12:18] = masks[3, 20:25, 8:11] = True
+    maps[masks] += 0.6
+    valid = np.zeros_like(masks)
+    valid[:, 6:28, :] = True  # a 2:1-ish photo padded above and below
+    maps[~valid] = 5.0  # padding that would dominate every metric if it counted
+    cropped = pixel_metrics(maps[:, 6:28], masks[:, 6:28])
+    assert pixel_metrics(maps, masks, valid) == pytest.approx(cropped, abs=1e-9)
+    assert published_au_pro(maps, masks, valid=valid) == pytest.approx(published_au_pro(maps[:, 6:28], masks[:, 6:28]))
+    scored = category_metrics(np.arange(4.0), np.array([0, 1, 0, 1]), maps, masks, "published", valid)
+    assert scored["pixel_auroc"] == pytest.approx(cropped["pixel_auroc"])

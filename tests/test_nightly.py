@@ -325,37 +325,53 @@ def test_sowa_few_shot_scores_each_group_against_its_own_references(ray_local, s
 def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_them(ray_local, s3_batch, tmp_path):
     """References join every subset as reference-only members: scores equal the engine's with the same
     references, they never become rows, the manifest names them, and 'reference_fpr' flags exactly the
-    scores above the references' own leave-one-out scores (value 0: above their maximum)."""
+    scores above the references' own leave-one-out scores (value 0: above their maximum). A group of
+    one image is scored against its references; a reference that does not decode or is a byte copy of
+    an input is left out with a warning naming it, and the manifest counts listed vs used."""
     base = s3_batch["prefix"].rsplit("/", 1)[0]
     golden = upload_golden(tmp_path, base)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    copy, broken = f"{base}/golden/disc/003.png", f"{base}/golden/disc/004.png"
+    fs.pipe(copy, (s3_batch["root"] / "disc" / "test" / "good" / "000.png").read_bytes())  # an input's bytes
+    fs.pipe(broken, b"not an image")
     out = str(tmp_path / "out")
     cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="musc-refs",
-                     references=f"{base}/golden/", reference_images=3, scoring={"max_subset_size": 4},
+                     references=f"{base}/golden/", reference_images=5, scoring={"max_subset_size": 4},
                      flagging={"policy": "reference_fpr", "value": 0.0})
     report = run_job(cfg)
     assert report.exit_code == 0, report.failures
     rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
     assert sorted(rows) == sorted(r.uri for r in s3_batch["records"])  # one row per input, no reference
-    assert report.manifest["counts"]["statuses"] == {"ok": 14, "decode_error": 3, "group_too_small": 1}
+    assert report.manifest["counts"]["statuses"] == {"ok": 15, "decode_error": 3}  # solo: scored on its references
+    listed = {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(5 if g == "disc" else 3)]
+              for g in ("disc", "solo", "weave")}
     assert report.manifest["references"] == {
-        "source": f"{base}/golden/", "run_of": {},
-        "per_group": {g: [f"{base}/golden/{g}/{i:03d}.png" for i in range(3)] for g in ("disc", "solo", "weave")}}
+        "source": f"{base}/golden/", "run_of": {}, "per_group": listed,
+        "use_per_group": {"disc": {"listed": 5, "used": 3, "undecodable": 1, "copies_of_inputs": 1},
+                          **{g: {"listed": 3, "used": 3, "undecodable": 0, "copies_of_inputs": 0}
+                             for g in ("solo", "weave")}}}
+    warnings = [w for w in report.manifest["warnings"] if "references not used" in w]
+    assert len(warnings) == 2 and all(w.startswith("group 'disc': 1 of 5 references") for w in warnings)
+    assert broken in warnings[0] and "did not decode" in warnings[0]
+    assert f"{copy} = {s3_batch['prefix']}/disc/test/good/000.png" in warnings[1]
     size = cfg.backbone.image_size
     torch.manual_seed(0)  # the same random init as every extraction actor
     backbone = build_backbone(cfg.backbone)
-    refs = backbone.extract(np.stack([load_image(str(golden / "weave" / f"{i:03d}.png"), size) for i in range(3)]))
-    for subset in pds.dataset(f"{out}/runs/musc-refs/subsets/weave").files:  # each subset against the references
-        uris = pds.dataset(subset).to_table().column("uri").to_pylist()
-        feats = backbone.extract(np.stack([load_image(str(s3_batch["root"]) + u[len(s3_batch["prefix"]):], size)
-                                           for u in uris]))
-        result = score_features(feats, cfg.scorer_settings(), "cpu", refs)
-        plain = score_features(feats, cfg.scorer_settings(), "cpu")
-        for uri, score, alone in zip(uris, result.image_scores.tolist(), plain.image_scores.tolist()):
-            assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
-            assert abs(score - alone) > 1e-3  # the references took part
+    for group in ("weave", "disc", "solo"):  # each subset against the group's usable references
+        refs = backbone.extract(np.stack([load_image(str(golden / group / f"{i:03d}.png"), size) for i in range(3)]))
+        for subset in pds.dataset(f"{out}/runs/musc-refs/subsets/{group}").files:
+            uris = pds.dataset(subset).to_table().column("uri").to_pylist()
+            feats = backbone.extract(np.stack([load_image(str(s3_batch["root"]) + u[len(s3_batch["prefix"]):], size)
+                                               for u in uris]))
+            result = score_features(feats, cfg.scorer_settings(), "cpu", refs)
+            for uri, score in zip(uris, result.image_scores.tolist()):
+                assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+            if len(uris) > 1:
+                plain = score_features(feats, cfg.scorer_settings(), "cpu")
+                assert all(abs(a - b) > 1e-3 for a, b in zip(result.image_scores, plain.image_scores))  # refs took part
     for group in ("weave", "disc"):
         summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / f"{group}.json").read_text())
-        assert len(summary["reference_scores"]) == 3 * summary["subsets"]  # every reference, every subset
+        assert len(summary["reference_scores"]) == 3 * summary["subsets"]  # every usable reference, every subset
         for row in (r for r in rows.values() if r["group_name"] == group and r["status"] == "ok"):
             assert row["is_anomaly"] == (row["score"] > max(summary["reference_scores"]))
             assert row["flag_policy"] == "reference_fpr=0"
@@ -376,6 +392,9 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     fs.copy(s3_batch["prefix"] + "/", f"{base}/tonight/", recursive=True)  # tonight's parts: other URIs
     tonight = [InputRecord(r.uri.replace("/batch/", "/tonight/"), r.group, r.label,
                            r.mask_uri and r.mask_uri.replace("/batch/", "/tonight/")) for r in s3_batch["records"]]
+    for record in tonight:  # and other bytes: a byte copy of an input is never a reference
+        if record.uri.rsplit("/", 1)[-1] not in CORRUPT_FILES:
+            fs.pipe(record.uri, fs.cat_file(record.uri) + b"night b")  # PNG readers ignore bytes after IEND
     write_manifest(tonight, f"{base}/tonight.parquet")
     night_b = job_config(inputs={"manifest": f"{base}/tonight.parquet"}, output={"prefix": out}, run_id="night-b",
                          reference_runs=2, reference_images=3)
@@ -396,6 +415,7 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference
     summary = json.loads(fs.cat_file(f"{out}/runs/night-b/groups/weave.json"))
     assert len(summary["reference_scores"]) == 3
+    assert summary["references"] == {"listed": 3, "used": 3, "undecodable": 0, "copies_of_inputs": 0}
 
 
 def test_patchead_scores_each_group_as_the_engine_does(ray_local, s3_batch, tmp_path):

@@ -147,3 +147,9 @@ def test_batch_references_are_members_of_every_batch_and_never_scored():
     split = score_patchead(Features([s[:n] for s in stages], torch.zeros(n, 2)), replace(cfg, batch_size=2),
                            Features([s[n:] for s in stages], torch.zeros(r, 2)))
     assert split.reference_scores.shape == (2 * r,)  # two batches, each with every reference
+    # a group of one image is scored against the references alone (the nightly job's group of one)
+    one = score_patchead(Features([s[:1] for s in stages], torch.zeros(1, 2)), cfg,
+                         Features([s[n:] for s in stages], torch.zeros(r, 2)))
+    one_patches, one_scores = naive_patchead([torch.cat([s[:1], s[n:]]) for s in stages], cfg)
+    assert torch.allclose(one.patch_scores.flatten(1).double(), one_patches[:1], atol=1e-5)
+    assert torch.allclose(one.image_scores.double(), one_scores[:1], atol=1e-5)

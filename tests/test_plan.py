@@ -30,6 +30,10 @@ def test_shards_lie_inside_subsets_and_each_subset_owns_its_shards():
     assert [p.size for p in plan.subsets["big"]] == [200] * 5 and len(plan.subsets["mid"]) == 2
     assert [len(shards[s].records) for s in plan.subsets["big"][0].shard_ids] == [50, 50, 50, 50]  # near-equal
     assert plan.subsets.get("one", []) == [] and len(plan.shards_of_group["one"]) == 1
+    known_good = plan_run(records, 64, 200, seed=3, references={"one": ["s3://b/ref/0.png", "s3://b/ref/1.png"]})
+    (alone,) = known_good.subsets["one"]  # one image and its references: scored, not too small
+    assert alone.size == 1 and len(alone.reference_shard_ids) == 1
+    assert alone.group_shard_ids == tuple(known_good.shards_of_group["one"]) == alone.shard_ids
 
 
 def test_trained_detectors_get_group_shards_without_subsets():

@@ -26,7 +26,17 @@ from PIL import Image, ImageOps
 
 from ..errors import UserError
 from ..settings import DatasetConfig, SyntheticConfig
-from .images import IMAGE_EXTENSIONS, MaskResize, load_image, read_mask, read_mask_grey, resize_grey_mask, resize_mask
+from .images import (
+    IMAGE_EXTENSIONS,
+    Fit,
+    MaskResize,
+    load_image,
+    pad_array,
+    read_mask,
+    read_mask_grey,
+    resize_grey_mask,
+    resize_mask,
+)
 
 LAYOUTS = ("mvtec", "visa", "btad", "mpdd")
 SPLITS = ("train", "test")
@@ -117,21 +127,22 @@ def read_split(root: str, layout: str, category: str, split: str = "test", *,
 
 
 def train_references(root: str, layout: str, category: str, count: int, size: int, resize: int | None = None,
-                     split_csv: str | None = None) -> np.ndarray:
+                     split_csv: str | None = None, fit: Fit = "squash") -> np.ndarray:
     """Known-good references for few-shot scoring: the first ``count`` normal train images of a
-    category, (n, S, S, 3) uint8."""
+    category, (n, S, S, 3) uint8, made square as the test images are (``fit``)."""
     normals = [s for s in read_split(root, layout, category, "train", split_csv=split_csv) if not s.label][:count]
     if not normals:
         raise DatasetError(f"few-shot scoring needs normal train images of {category!r} under {root}; there are none")
-    return np.stack([load_image(s.image_path, size, resize) for s in normals])
+    return np.stack([load_image(s.image_path, size, resize, fit) for s in normals])
 
 
 def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | None = None,
-              resampling: MaskResize = "nearest") -> np.ndarray:
+              resampling: MaskResize = "nearest", fit: Fit = "squash") -> np.ndarray:
     """A sample's ground truth as (H, W) bool, any non-zero value anomalous; all False without a mask.
 
     With ``size`` the mask is resized to size x size by ``resampling`` (default nearest neighbour;
-    the bilinear rules read the file's grey values, as the published MuSc code does). Without it, a
+    the bilinear rules read the file's grey values, as the published MuSc code does), after padding
+    it to a square as its image is with ``fit="pad"``, so that it stays on the defect. Without it, a
     mask file keeps its own size and a sample without one gets ``shape`` (H, W) or, when ``shape`` is
     None too, the size of its upright image (read from the file header). ``shape`` given alongside a
     mask file must match it: a mismatch means the mask does not belong to the image.
@@ -144,11 +155,12 @@ def load_mask(sample: Sample, size: int | None = None, shape: tuple[int, int] | 
                 width, height = ImageOps.exif_transpose(raw).size
             shape = (height, width)
         return np.zeros(tuple(shape), dtype=bool)
+    square = pad_array if size is not None and fit == "pad" else (lambda values: values)
     if size is not None and resampling != "nearest":
-        return resize_grey_mask(read_mask_grey(sample.mask_path), size, resampling)
+        return resize_grey_mask(square(read_mask_grey(sample.mask_path)), size, resampling)
     mask = read_mask(sample.mask_path)
     if size is not None:
-        mask = resize_mask(mask, size)
+        mask = resize_mask(square(mask), size)
     elif shape is not None and mask.shape != tuple(shape):
         raise DatasetError(f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]}, "
                          f"but the image shape was given as {shape[0]}x{shape[1]}")

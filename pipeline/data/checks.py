@@ -7,8 +7,9 @@ counted skip that the evaluation reports (``CheckedSplit``):
 - a file that does not decode (a truncated PNG, a corrupt JPEG): refused, naming it;
 - a mask whose aspect ratio differs from its image's: refused (resizing it would misplace every
   defect pixel); a mask of the image's aspect at another resolution is fine;
-- test images of very different aspect ratios: refused (each is squashed to the square model input
-  by a different amount, so the same part looks different in each);
+- test images of very different aspect ratios: refused when asked (``dataset.resize: refuse``: each is
+  squashed to the square model input by a different amount, so the same part looks different in
+  each); otherwise squashed or padded, and their range recorded (``CheckedSplit.aspect_range``);
 - a category with no anomalous (or no normal) test image: refused (image AUROC needs both);
 - a defective image without a mask file: left out of the pixel metrics, counted and reported.
 
@@ -48,6 +49,12 @@ class CheckedSplit:
     category: str
     samples: list[Sample]
     unmasked: tuple[str, ...]
+    sizes: dict[str, tuple[int, int]]  # image path -> upright (width, height)
+
+    def aspect_range(self) -> tuple[float, float]:
+        """The narrowest and widest aspect ratio (width / height) among the test images."""
+        ratios = [_aspect(size) for size in self.sizes.values()]
+        return min(ratios), max(ratios)
 
     def has_pixel_truth(self) -> list[bool]:
         """Per sample: does it take part in the pixel metrics (normal, or defective with a mask)?"""
@@ -88,10 +95,12 @@ def _aspect(size: tuple[int, int]) -> float:
     return size[0] / size[1]
 
 
-def check_split(category: str, samples: list[Sample], mapper: Mapper = map) -> CheckedSplit:
+def check_split(category: str, samples: list[Sample], mapper: Mapper = map,
+                refuse_mixed_aspects: bool = True) -> CheckedSplit:
     """Refuse a split the evaluation cannot use (``SplitError``) or return it with its skips counted.
 
-    ``mapper`` decodes the files (``map`` serially; a thread pool's ``map`` in parallel)."""
+    ``mapper`` decodes the files (``map`` serially; a thread pool's ``map`` in parallel);
+    ``refuse_mixed_aspects``: refuse test images whose aspect ratios differ by more than ``MAX_ASPECT_SPREAD``."""
     labels = {s.label for s in samples}
     if labels != {0, 1}:
         missing, present = ("anomalous", "normal") if 1 not in labels else ("normal", "anomalous")
@@ -108,11 +117,12 @@ def check_split(category: str, samples: list[Sample], mapper: Mapper = map) -> C
                              "ratio cannot be placed on its image; replace it with the image's own mask")
     narrowest = min(sizes, key=lambda p: _aspect(sizes[p]))
     widest = max(sizes, key=lambda p: _aspect(sizes[p]))
-    if _aspect(sizes[widest]) / _aspect(sizes[narrowest]) > MAX_ASPECT_SPREAD:
+    if refuse_mixed_aspects and _aspect(sizes[widest]) / _aspect(sizes[narrowest]) > MAX_ASPECT_SPREAD:
         raise SplitError(
             f"test images of {category!r} range in aspect ratio from {_aspect(sizes[narrowest]):.2f} "
             f"({Path(narrowest).name}, {sizes[narrowest][0]}x{sizes[narrowest][1]}) to {_aspect(sizes[widest]):.2f} "
             f"({Path(widest).name}, {sizes[widest][0]}x{sizes[widest][1]}); each is squashed to the square model "
-            "input by a different amount: crop them to one aspect ratio or evaluate them as separate categories")
+            "input by a different amount: crop them to one aspect ratio or evaluate them as separate categories "
+            "(or set dataset.resize: squash or pad)")
     unmasked = tuple(s.image_path for s in samples if s.label and s.mask_path is None)
-    return CheckedSplit(category, samples, unmasked)
+    return CheckedSplit(category, samples, unmasked, sizes)

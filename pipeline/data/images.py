@@ -8,6 +8,7 @@ published MuSc code resizes them (``MaskResize``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable
@@ -38,15 +39,54 @@ class UnreadableImage(ValueError):
 MaskResize = Literal["nearest", "bilinear_full", "bilinear_any"]
 
 
-def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None) -> np.ndarray:
+# How an image that is not square becomes the square model input: "squash" resizes it (the published
+# MuSc code; parts look narrower or wider by their aspect ratio), "pad" centres it on a black square
+# first (shapes kept; the padding is not part of the photo, see ``padding_free``).
+Fit = Literal["squash", "pad"]
+
+
+def square_canvas(width: int, height: int) -> tuple[int, int, int]:
+    """The side of the square an image is padded to and the image's (left, top) offset on it: centred."""
+    side = max(width, height)
+    return side, (side - width) // 2, (side - height) // 2
+
+
+def _padded(image: Image.Image) -> Image.Image:
+    """``image`` centred on a square of zeros (black) of its own mode."""
+    side, left, top = square_canvas(*image.size)
+    if image.size == (side, side):
+        return image
+    canvas = Image.new(image.mode, (side, side))
+    canvas.paste(image, (left, top))
+    return canvas
+
+
+def pad_array(values: np.ndarray) -> np.ndarray:
+    """An (H, W) array centred on a square of zeros, placed as ``_padded`` places an image."""
+    height, width = values.shape
+    side, left, top = square_canvas(width, height)
+    return np.pad(values, ((top, side - height - top), (left, side - width - left)))
+
+
+def padding_free(width: int, height: int, size: int) -> np.ndarray:
+    """(size, size) bool: True where a ``fit="pad"`` input of a width x height photo shows the photo,
+    False on the padding (resized as masks are, nearest neighbour)."""
+    return resize_mask(pad_array(np.ones((height, width), dtype=bool)), size)
+
+
+def load_image(path: str | BinaryIO, size: int | None = None, resize: int | None = None,
+               fit: Fit = "squash") -> np.ndarray:
     """An image (a path or an open binary file) as (H, W, 3) uint8 RGB, upright; resized to size x size
     (bicubic) when size is given, or to ``resize`` x ``resize`` and then centre-cropped to size x size
-    (Dinomaly's input). Unreadable data raises PIL's ``UnidentifiedImageError`` or ``OSError``, and
-    deep greyscale without an agreed meaning ``ValueError`` (``_to_8_bits``).
+    (Dinomaly's input); ``fit="pad"`` pads it to a square first (``Fit``). Unreadable data raises
+    PIL's ``UnidentifiedImageError`` or ``OSError``, and deep greyscale without an agreed meaning
+    ``ValueError`` (``_to_8_bits``).
     """
     side = resize or size
     with Image.open(path) as image:
         ImageOps.exif_transpose(image, in_place=True)
+        if fit == "pad":
+            image = _padded(image.convert("RGB") if image.mode not in _DEEP_MODES else image)
         if image.mode in _DEEP_MODES:
             image = _to_8_bits(image, side)
         image = image.convert("RGB")
@@ -77,13 +117,17 @@ def _to_8_bits(image: Image.Image, side: int | None) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[[BinaryIO], T]) -> T:
-    """``decode`` of the object's bytes. A missing object or undecodable bytes raise UnreadableImage;
-    any other storage failure (network, credentials) is raised as it is, for the caller to fail on."""
+def _read(uri: str, storage_options: dict[str, Any] | None) -> bytes:
+    """The object's bytes; a missing object raises UnreadableImage, any other storage failure (network,
+    credentials) is raised as it is, for the caller to fail on."""
     try:
-        data = read_bytes(uri, storage_options)
+        return read_bytes(uri, storage_options)
     except FileNotFoundError:
         raise UnreadableImage("FileNotFoundError: no such file or object") from None
+
+
+def _decoded(data: bytes, decode: Callable[[BinaryIO], T]) -> T:
+    """``decode`` of bytes in memory; any failure is theirs and raises UnreadableImage."""
     try:
         return decode(io.BytesIO(data))
     except MemoryError:
@@ -94,13 +138,23 @@ def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[
 
 def fetch_image(uri: str, size: int | None = None, resize: int | None = None,
                 storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """``load_image`` of any URI (local or object storage); raises UnreadableImage as ``_fetched`` does."""
-    return _fetched(uri, storage_options, lambda file: load_image(file, size, resize))
+    """``load_image`` of any URI (local or object storage); raises UnreadableImage for a missing
+    object or undecodable bytes."""
+    return _decoded(_read(uri, storage_options), lambda file: load_image(file, size, resize))
+
+
+def fetch_image_and_digest(uri: str, size: int | None = None, resize: int | None = None,
+                           storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, str]:
+    """``fetch_image`` and the SHA-256 (hex) of the bytes it read, so that byte-identical files are
+    found without reading them twice (~2 ms per MB: 13 ms for a 7 MB 2048 x 1536 PNG whose decoding
+    takes 240 ms)."""
+    data = _read(uri, storage_options)
+    return _decoded(data, lambda file: load_image(file, size, resize)), hashlib.sha256(data).hexdigest()
 
 
 def fetch_mask(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """``read_mask`` of any URI; raises UnreadableImage as ``_fetched`` does."""
-    return _fetched(uri, storage_options, read_mask)
+    """``read_mask`` of any URI; raises UnreadableImage as ``fetch_image`` does."""
+    return _decoded(_read(uri, storage_options), read_mask)
 
 
 def load_images(uris: list[str], size: int, resize: int | None = None,

@@ -7,8 +7,10 @@ each subset is scored on its own (MuSc: features -> LNAMD -> MSM -> RsCIN; Patch
 few-shot, ``scorer``), and the metrics are computed over all images of the category, under the
 evaluation ``protocol`` (``protocol.py``: this project's choices or the published MuSc code's).
 Every category's split is checked before anything is scored (``data/checks.py``: undecodable files,
-masks that do not fit their images, mixed aspect ratios, a category without anomalies are one-line
-refusals; defective images without a mask are left out of the pixel metrics and reported).
+masks that do not fit their images, a category without anomalies, and mixed aspect ratios under
+``dataset.resize: refuse``, are one-line refusals; defective images without a mask are left out of the
+pixel metrics and reported). Images that are not square are squashed or padded to the square model
+input (``dataset.resize``), their masks with them.
 Writes ``metrics.txt``, ``metrics.csv``, ``metrics.json`` (with the wall time of every stage, what
 alignment did and what was skipped) and ``scores.csv`` (one row per image) to ``output_dir``; heat
 maps when ``save_maps`` > 0.
@@ -38,7 +40,7 @@ from ..data.benchmarks import (
 )
 from ..data.checks import CheckedSplit, check_split
 from ..data.demo import ensure_dataset
-from ..data.images import load_image
+from ..data.images import Fit, load_image, padding_free
 from ..engine.backbones import Backbone, build_backbone
 from ..engine.scorers import score_images
 from ..engine.scores import AlignmentReport
@@ -76,7 +78,13 @@ def category_references(cfg: EvalConfig, category: str) -> np.ndarray | None:
     if cfg.scorer != "patchead" or cfg.patchead.mode != "fewshot":
         return None
     return train_references(cfg.dataset.root, cfg.dataset.layout, category, cfg.patchead.reference_images,
-                            cfg.backbone.image_size, split_csv=cfg.dataset.split_csv)
+                            cfg.backbone.image_size, split_csv=cfg.dataset.split_csv, fit=image_fit(cfg))
+
+
+def image_fit(cfg: EvalConfig) -> Fit:
+    """How ``dataset.resize`` makes images square: padded, or squashed (also under 'refuse', which
+    only lets near-equal aspect ratios through)."""
+    return "pad" if cfg.dataset.resize == "pad" else "squash"
 
 
 def _progress_lines(label: str) -> Callable[[str, int, int], None]:
@@ -95,7 +103,7 @@ def checked_split(cfg: EvalConfig, category: str) -> CheckedSplit:
     """A category's test split, checked (``data/checks.py``) with its files decoded by a thread pool."""
     samples = read_split(cfg.dataset.root, cfg.dataset.layout, category, "test", split_csv=cfg.dataset.split_csv)
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        return check_split(category, samples, pool.map)
+        return check_split(category, samples, pool.map, refuse_mixed_aspects=cfg.dataset.resize == "refuse")
 
 
 def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
@@ -122,14 +130,16 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
     subsets = split_subsets(n, cfg.divide_num, cfg.seed)
     image_score = protocol.image_score(size, settings.gaussian_sigma)
     resampling = protocol.mask_resampling(cfg.dataset.layout)
+    fit = image_fit(cfg)
     alignments = []
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        reader = Reader(pool, lambda i: load_image(samples[i].image_path, size), subsets, timings)
+        reader = Reader(pool, lambda i: load_image(samples[i].image_path, size, fit=fit), subsets, timings)
         masks: ReadAhead | None = None
         for sid, members in enumerate(subsets):
             images = reader.subset(sid)
             if masks is None:  # queued behind the first subsets' images, decoded while they are scored
-                masks = ReadAhead([pool.submit(load_mask, s, size, resampling=resampling) for s in samples], timings)
+                masks = ReadAhead([pool.submit(load_mask, s, size, resampling=resampling, fit=fit) for s in samples],
+                                  timings)
             label = f"[{category} {sid + 1}/{len(subsets)}]"
             result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
             subset_ids[members] = sid
@@ -141,8 +151,10 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
         mask_array = np.stack(list(masks))
     labels = np.array([s.label for s in samples])
     truth = np.array(split.has_pixel_truth())
+    # the padding is no part of any photo: no pixel metric counts it
+    valid = np.stack([padding_free(*split.sizes[s.image_path], size) for s in samples])[truth] if fit == "pad" else None
     with timings.stage("metrics"):
-        metrics = category_metrics(final, labels, maps[truth], mask_array[truth], protocol.au_pro)
+        metrics = category_metrics(final, labels, maps[truth], mask_array[truth], protocol.au_pro, valid)
     return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start,
                           timings.seconds, split, AlignmentReport.merge(alignments) if alignments else None)
 
@@ -150,7 +162,7 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
 def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> list[HeatMap]:
     """PNG overlays for the ``save_maps`` most anomalous images, one colour scale per category;
     returns them most anomalous first."""
-    size = cfg.backbone.image_size
+    size, fit = cfg.backbone.image_size, image_fit(cfg)
     renderer = HeatmapRenderer(size, size, float(result.maps.min()), float(result.maps.max()))
     order = np.argsort(-result.image_scores)
     target = out_dir / "heatmaps" / category
@@ -161,8 +173,9 @@ def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_
         caption = Caption(category, Path(sample.image_path).name, float(result.image_scores[i]), rank, len(order),
                           f"ground truth: {sample.defect_type}", bool(sample.label))
         name = f"{sample.defect_type}_{Path(sample.image_path).stem}.png"
-        (target / name).write_bytes(renderer.render(load_image(sample.image_path, size), result.maps[i], caption,
-                                                    load_mask(sample, size) if sample.label else None))
+        mask = load_mask(sample, size, fit=fit) if sample.label else None
+        image = load_image(sample.image_path, size, fit=fit)
+        (target / name).write_bytes(renderer.render(image, result.maps[i], caption, mask))
         written.append(HeatMap(target / name, f"#{rank} score {result.image_scores[i]:.4g}: {sample.defect_type}/"
                                               f"{Path(sample.image_path).name}"))
     return written
@@ -192,6 +205,8 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
         "metrics_unit": "fraction (0-1); metrics.txt and the console show percent",
         "protocol": protocol.name,
         "protocol_summary": protocol.summary,
+        "resize": {"policy": cfg.dataset.resize,  # how images that are not square became the model input
+                   "aspect_ratio_range": {name: list(r.split.aspect_range()) for name, r in results.items()}},
         "config": config_to_dict(cfg),
         "per_category": per_category,
         "mean": mean_row(per_category),

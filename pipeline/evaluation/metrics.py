@@ -144,15 +144,20 @@ class PixelMetrics:
         np.clip(x, 0, self.num_bins - 1, out=x)
         return x.astype(np.intp)
 
-    def update(self, maps: np.ndarray, masks: np.ndarray) -> None:
-        """Add anomaly maps (B, H, W) or (H, W) and their binary ground-truth masks of the same shape."""
+    def update(self, maps: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add anomaly maps (B, H, W) or (H, W) and their binary ground-truth masks of the same shape;
+        pixels where ``valid`` (same shape) is False are left out (padding that is not part of a photo)."""
         maps, masks = _validated(maps, masks)
         bins = self._bin_index(maps)
-        # one pass for both classes: anomalous pixels count in bins [num_bins, 2 * num_bins)
+        # one pass for both classes: anomalous pixels count in bins [num_bins, 2 * num_bins), left-out ones after
         np.add(bins, self.num_bins, out=bins, where=masks)
-        counts = np.bincount(bins.ravel(), minlength=2 * self.num_bins)
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool).reshape(masks.shape)
+            bins[~valid] = 2 * self.num_bins
+            masks = masks & valid
+        counts = np.bincount(bins.ravel(), minlength=2 * self.num_bins + 1)
         self.normal += counts[: self.num_bins]
-        self.anomalous += counts[self.num_bins :]
+        self.anomalous += counts[self.num_bins : 2 * self.num_bins]
         pro_step = self.num_bins // self.pro_num_thresholds
         # image by image, so any split of the images into update() calls sums the float weights in
         # the same order and gives bit-identical results
@@ -209,26 +214,28 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(np.trapezoid(ys, xs))
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray, **kwargs) -> dict[str, float]:
-    """Pixel metrics of in-memory maps (N, H, W) or (H, W), binned over [maps.min(), maps.max()].
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = None, **kwargs) -> dict[str, float]:
+    """Pixel metrics of in-memory maps (N, H, W) or (H, W), binned over [maps.min(), maps.max()] of
+    the ``valid`` pixels (all when None).
 
     ``kwargs`` go to :class:`PixelMetrics`. The maps are fed a few million pixels at a time, so the
     temporaries stay bounded however many images there are. A constant map gets a unit-wide range
     (every pixel in the bottom bin, i.e. all scores tied).
     """
     maps, masks = _validated(maps, masks)
-    if maps.size == 0:
+    valid = np.ones(masks.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(masks.shape)
+    if not valid.any():
         raise ValueError("pixel metrics need at least one pixel")
-    lo, hi = float(maps.min()), float(maps.max())
+    lo, hi = float(maps[valid].min()), float(maps[valid].max())
     acc = PixelMetrics((lo, hi if hi > lo else lo + 1.0), **kwargs)
     step = max(1, _CHUNK_PIXELS // max(1, maps[0].size))
     for start in range(0, len(maps), step):
-        acc.update(maps[start : start + step], masks[start : start + step])
+        acc.update(maps[start : start + step], masks[start : start + step], valid[start : start + step])
     return acc.compute()
 
 
 def published_au_pro(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 200,
-                     fpr_limit: float = 0.3) -> float:
+                     fpr_limit: float = 0.3, valid: np.ndarray | None = None) -> float:
     """AU-PRO integrated as the published MuSc code does, on in-memory maps (N, H, W) or (H, W).
 
     Thresholds are ``np.arange(lo, hi, (hi - lo) / num_thresholds)`` over the maps' range (so the
@@ -236,12 +243,15 @@ def published_au_pro(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 
     in the module docstring. Only the points with FPR < ``fpr_limit`` are kept, their FPRs are
     min-max rescaled to [0, 1] and the trapezoid area under PRO over them is the result: the curve
     is neither cut at the limit nor started at FPR 0, and 200 steps resolve it coarsely. NaN when
-    the kept points span no FPR range (the published code divides by zero there).
+    the kept points span no FPR range (the published code divides by zero there). Pixels where
+    ``valid`` is False are left out.
     """
     maps, masks = _validated(maps, masks)
-    if not masks.any() or masks.all():
+    valid = np.ones(masks.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(masks.shape)
+    masks = masks & valid
+    if not masks.any() or masks.sum() == valid.sum():
         raise ValueError("AU-PRO needs both anomalous and normal pixels")
-    lo, hi = float(maps.min()), float(maps.max())
+    lo, hi = float(maps[valid].min()), float(maps[valid].max())
     if hi == lo:
         return float("nan")
     thresholds = np.arange(lo, hi, (hi - lo) / num_thresholds)
@@ -249,9 +259,9 @@ def published_au_pro(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 
     normal = np.zeros(len(thresholds) + 1, dtype=np.int64)
     region_weight = np.zeros(len(thresholds) + 1, dtype=np.float64)
     num_regions = 0
-    for score_map, mask in zip(maps, masks):
+    for score_map, mask, inside in zip(maps, masks, valid):
         passed = np.searchsorted(thresholds, score_map, side="left")
-        normal += np.bincount(passed[~mask], minlength=len(normal))
+        normal += np.bincount(passed[~mask & inside], minlength=len(normal))
         if mask.any():
             regions, count = ndimage.label(mask, structure=REGION_STRUCTURE)
             region_of_pixel = regions[mask]
@@ -270,18 +280,19 @@ def published_au_pro(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 
 
 def category_metrics(
     image_scores: np.ndarray, image_labels: np.ndarray, maps: np.ndarray, masks: np.ndarray,
-    au_pro: AuProRule = "histogram",
+    au_pro: AuProRule = "histogram", valid: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The seven metrics of one category, plus "mad", their mean.
 
     A category where no image has an anomalous pixel (e.g. anomalies without masks) has no defined
     pixel metric: they are NaN rather than an error, so the rest of a benchmark still reports, and
     "mad" is then the mean of the image metrics alone. Image metrics still need both classes.
-    ``au_pro`` "published" replaces the histogram AU-PRO with ``published_au_pro``.
+    ``au_pro`` "published" replaces the histogram AU-PRO with ``published_au_pro``. Pixels where
+    ``valid`` is False (padding) are in no pixel metric.
     """
-    pixel = pixel_metrics(maps, masks) if np.asarray(masks).any() else None
+    pixel = pixel_metrics(maps, masks, valid) if np.asarray(masks).any() else None
     if pixel is not None and au_pro == "published":
-        pixel["au_pro"] = published_au_pro(maps, masks)
+        pixel["au_pro"] = published_au_pro(maps, masks, valid=valid)
     return metrics_row(image_metrics(image_scores, image_labels), pixel)
 
 

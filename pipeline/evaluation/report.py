@@ -33,6 +33,13 @@ class HeatMap:
     caption: str
 
 
+def _resize_fact(resize: dict[str, Any]) -> str:
+    """The ``dataset.resize`` policy and the range of aspect ratios it was applied to."""
+    ranges = resize["aspect_ratio_range"].values()
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    return f"{resize['policy']} (dataset.resize), test images of aspect ratio (width / height) {low:.2f} to {high:.2f}"
+
+
 def write_evaluation_report(summary: dict[str, Any], scores: dict[str, tuple[np.ndarray, np.ndarray]],
                             heatmaps: dict[str, list[HeatMap]], out_dir: Path) -> Path:
     """Write ``out_dir/report.html`` from ``metrics.json``'s content (``summary``), each category's
@@ -59,7 +66,7 @@ def write_evaluation_report(summary: dict[str, Any], scores: dict[str, tuple[np.
     dataset = config["dataset"]
     facts = [("backbone", summary["backbone"]), ("dataset", f"{dataset['root']} ({dataset['layout']})"),
              ("scorer", config["scorer"]), ("divide_num", str(config["divide_num"])),
-             ("protocol", summary["protocol"]),
+             ("protocol", summary["protocol"]), ("images made square", _resize_fact(summary["resize"])),
              *provenance_facts(summary["code_version"], summary["versions"])]
     warning = ("The backbone's weights are random: these metrics show that the evaluation works, not what the "
                "method achieves.") if summary["random_init"] else None

@@ -122,7 +122,9 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     ``sources`` the objects of its scored batches."""
     start = time.perf_counter()
     by_uri = {r["uri"]: r for r in records}
-    results = [b for b in (read_scored_batch(s, ctx.storage_options) for s in sources) if b.uris]
+    batches = [read_scored_batch(s, ctx.storage_options) for s in sources]
+    results = [b for b in batches if b.uris]
+    use = next((b.references for b in batches if b.references is not None), None)  # the same in every subset
     scored_uris = [u for r in results for u in r.uris]
     scores = np.concatenate([r.score for r in results]) if results else np.zeros(0)
     reference_scores = np.concatenate([r.reference_scores for r in results]) if results else np.zeros(0)
@@ -131,7 +133,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
     common = {"backbone": ctx.backbone, "scores_meaningful": ctx.scores_meaningful, "config_hash": ctx.config_hash,
               "run_id": ctx.layout.run_id}
     metrics = None
-    warnings: list[str] = []
+    warnings: list[str] = [] if use is None else use.warnings()
     if results:
         ranks, percentiles = rank_in_group(scores)
         flags = ctx.flag.apply(scores, reference_scores)
@@ -173,10 +175,12 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
             status, error = record["status"], record["error"]
             if status == STATUS_OK and readable < 2:
                 status = STATUS_GROUP_TOO_SMALL
-                error = f"group has {readable} readable image(s); MuSc compares images and needs at least 2"
+                error = (f"group has {readable} readable image(s) and no usable references; MuSc compares images "
+                         "and needs at least 2")
             elif status == STATUS_OK:
                 status = STATUS_SUBSET_TOO_SMALL
-                error = "the other images of its subset did not decode; MuSc compares images and needs at least 2"
+                error = ("the other images of its subset did not decode and it has no usable references; MuSc "
+                         "compares images and needs at least 2")
             row = {"status": status, "error": error, "scored_at": now}
         out.append({**row, **common, "uri": record["uri"], "label": record["label"]})
     scores_uri = write_group_scores(ctx.layout.scores(group), out, ctx.storage_options)
@@ -191,6 +195,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         "score_range": [vmin, vmax] if results else None,  # the heat maps' colour scale
         # the references' leave-one-out scores (one per reference per subset): what good parts score tonight
         "reference_scores": [float(v) for v in reference_scores],
+        "references": None if use is None else use.counts(),  # listed, used, left out and why
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

@@ -145,7 +145,9 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
-        "references": facts.references,
+        "references": None if facts.references is None else {  # listed per group, and what each group used
+            **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
+                                                  if s.get("references")}},
         "config": redact(config_to_dict(cfg)),
         "versions": versions(),
     }

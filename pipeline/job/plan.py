@@ -43,6 +43,7 @@ class SubsetPlan:
     shard_ids: tuple[int, ...]
     size: int  # images listed in the subset (some may turn out unreadable)
     reference_shard_ids: tuple[int, ...] = ()  # the group's references: reference-only members
+    group_shard_ids: tuple[int, ...] = ()  # every input shard of the group: a reference equal to one is not used
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: i
     ``references``: per group, known-good URIs that join each of its subsets as reference-only members.
 
     Groups are in name order, images in URI order inside each subset and shard; a group of one image
-    gets a shard but no subset (nothing to compare it with).
+    gets a shard, and a subset only when it has references (else nothing to compare it with).
     """
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
@@ -100,8 +101,11 @@ def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: i
     plan = RunPlan()
     for group in sorted(by_group):
         members = sorted(by_group[group], key=lambda r: r.uri)
-        if max_subset_size is None or len(members) < 2:
+        known_good = [InputRecord(uri, group) for uri in sorted((references or {}).get(group, []))]
+        if max_subset_size is None or len(members) + len(known_good) < 2:
             units: list[tuple[int | None, list[InputRecord]]] = [(None, members)]
+        elif len(members) < 2:  # one image and its references
+            units = [(0, members)]
         else:
             splits = split_by_max_size(len(members), max_subset_size, group_seed(seed, group))
             units = [(i, [members[j] for j in indices]) for i, indices in enumerate(splits)]
@@ -109,9 +113,9 @@ def plan_run(records: Sequence[InputRecord], shard_size: int, max_subset_size: i
         plan.shards_of_group[group].extend(i for ids in shard_ids for i in ids)
         if units[0][0] is None:
             continue
-        known_good = [InputRecord(uri, group) for uri in sorted((references or {}).get(group, []))]
         reference_ids = _add_shards(plan, group, None, known_good, shard_size) if known_good else ()
-        plan.subsets[group].extend(SubsetPlan(group, subset_id, ids, len(unit), reference_ids)
+        group_ids = tuple(plan.shards_of_group[group])
+        plan.subsets[group].extend(SubsetPlan(group, subset_id, ids, len(unit), reference_ids, group_ids)
                                    for (subset_id, unit), ids in zip(units, shard_ids))
     return plan
 

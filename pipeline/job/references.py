@@ -5,8 +5,10 @@ A prefix (``references``) is listed and grouped like the inputs; each group take
 lowest-scoring images of its last K successful runs under ``output.prefix``: rows with status ok that
 were never flagged, read from those runs' scores Parquet, at most ``reference_images``. Either way
 tonight's inputs are never references (an image matched against itself scores 0 and would hide its
-defects), and the result records which images, and for earlier nights from which runs, so the
-manifest and a resumed run can name them.
+defects): by URI here, and by content once the bytes are read (a copy under another name, and a
+reference that does not decode, are left out with a warning by the scoring tasks, ``subsets``). The
+result records which images, and for earlier nights from which runs, so the manifest and a resumed
+run can name them.
 """
 
 from __future__ import annotations

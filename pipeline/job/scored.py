@@ -4,14 +4,14 @@ A zero-shot scorer writes one object per subset; a trained detector writes one p
 shard's records, failed images included). Both hold, per scored image, its URI,
 the raw and final image scores and the low-resolution patch-score grid; the group stage reads them
 back as ``ScoredBatch`` and never needs to know who scored. A subset scored with references also
-keeps their leave-one-out scores (schema metadata, JSON), which are never rows.
+keeps their leave-one-out scores and which of them were used (schema metadata, JSON), never as rows.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +22,33 @@ import pyarrow.parquet as pq
 
 from ..storage import read_bytes, write_parquet
 from .scores_table import STATUS_OK
+
+
+@dataclass(frozen=True)
+class ReferenceUse:
+    """What became of a group's listed references: used, or left out (not decoded; a copy of an input)."""
+
+    listed: int
+    used: list[str]
+    undecodable: dict[str, str]  # uri -> why it did not decode
+    copies: dict[str, str]  # uri -> the input of the group with the same bytes
+
+    def counts(self) -> dict[str, int]:
+        """The manifest's per-group record: how many were listed, used, and left out for each reason."""
+        return {"listed": self.listed, "used": len(self.used), "undecodable": len(self.undecodable),
+                "copies_of_inputs": len(self.copies)}
+
+    def warnings(self) -> list[str]:
+        """One line per reason that left references out, naming the files."""
+        lines = []
+        if self.undecodable:
+            named = "; ".join(f"{uri} ({why})" for uri, why in sorted(self.undecodable.items()))
+            lines.append(f"{len(self.undecodable)} of {self.listed} references not used, they did not decode: {named}")
+        if self.copies:
+            named = "; ".join(f"{uri} = {inp}" for uri, inp in sorted(self.copies.items()))
+            lines.append(f"{len(self.copies)} of {self.listed} references not used, byte-identical to an input "
+                         f"tonight (it would hide that input's defects): {named}")
+        return lines
 
 
 @dataclass
@@ -35,6 +62,7 @@ class ScoredBatch:
     patch_scores: np.ndarray  # (n, h, w) float32
     scored_at: datetime
     reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the references' own (leave-one-out)
+    references: ReferenceUse | None = None  # which of the group's references took part
 
 
 def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
@@ -50,12 +78,14 @@ def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
 
 def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa.Array],
                        storage_options: dict[str, Any] | None = None,
-                       reference_scores: np.ndarray | None = None) -> None:
+                       reference_scores: np.ndarray | None = None, references: ReferenceUse | None = None) -> None:
     """One subset's scores (``scored_columns``) as one Parquet object, written whole, with the
-    references' leave-one-out scores when it was scored with references."""
+    references' leave-one-out scores when it was scored with references, and which were used."""
     meta = {"group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()}
     if reference_scores is not None:
         meta["reference_scores"] = json.dumps([float(v) for v in reference_scores])
+    if references is not None:
+        meta["references"] = json.dumps(asdict(references))
     table = pa.table(batch).replace_schema_metadata(meta)
     write_parquet(uri, table, storage_options, compression="zstd")
 
@@ -75,4 +105,5 @@ def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -
         patch_scores=np.array(table.column("patch_scores").combine_chunks().to_numpy_ndarray()),  # writable copy
         scored_at=datetime.fromisoformat(meta["scored_at"]),
         reference_scores=np.asarray(json.loads(meta.get("reference_scores", "[]")), dtype=np.float64),
+        references=ReferenceUse(**json.loads(meta["references"])) if "references" in meta else None,
     )

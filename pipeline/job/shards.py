@@ -21,31 +21,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..data.images import UnreadableImage, fetch_image
+from ..data.images import UnreadableImage, fetch_image_and_digest
 from ..reporting.progress import Progress
 from ..settings import ExtractionConfig
 from ..storage import exists
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 
-# the shard's per-image columns besides the features
-RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error")
+# the shard's per-image columns besides the features (sha256: of the image's bytes, None when unreadable)
+RECORD_COLUMNS = ("uri", "group", "label", "mask_uri", "status", "error", "sha256")
 
 
 def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[str, Any] | None = None,
                  resize: int | None = None) -> dict:
     """Read and decode a shard's images (resized to ``image_size``, or to ``resize`` and centre-cropped
     to ``image_size``). A missing or undecodable image is recorded with its reason; a storage failure
-    that persists (network, credentials) fails the shard, so that a re-run retries it."""
+    that persists (network, credentials) fails the shard, so that a re-run retries it. Each record
+    gains the SHA-256 of its bytes (``sha256``; None when unreadable), which finds a reference that
+    is a copy of an input."""
     images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
-    errors = []
+    errors, records = [], []
     for i, record in enumerate(shard["records"]):
+        digest = None
         try:
-            images[i] = fetch_image(record["uri"], image_size, resize, storage_options)
+            images[i], digest = fetch_image_and_digest(record["uri"], image_size, resize, storage_options)
             errors.append("")
         except UnreadableImage as err:
             errors.append(str(err)[:500])
-    return {**shard, "images": images, "errors": errors}
+        records.append({**record, "sha256": digest})
+    return {**shard, "records": records, "images": images, "errors": errors}
 
 
 def records_table(records: list[dict[str, Any]], errors: list[str], backbone: str) -> pa.Table:
@@ -57,6 +61,7 @@ def records_table(records: list[dict[str, Any]], errors: list[str], backbone: st
         "mask_uri": pa.array([r["mask_uri"] for r in records], pa.string()),
         "status": pa.array([STATUS_OK if not e else STATUS_DECODE_ERROR for e in errors], pa.string()),
         "error": pa.array([e or None for e in errors], pa.string()),
+        "sha256": pa.array([r.get("sha256") for r in records], pa.string()),
     }).replace_schema_metadata({"backbone": backbone})
 
 
@@ -66,7 +71,8 @@ def read_shard_records(uri: str, storage_options: dict[str, Any] | None = None) 
     with fs.open(path, "rb") as fh:
         parquet = pq.ParquetFile(fh)
         backbone = (parquet.schema_arrow.metadata or {}).get(b"backbone", b"").decode()
-        return parquet.read(columns=list(RECORD_COLUMNS)).to_pylist(), backbone
+        columns = [c for c in RECORD_COLUMNS if c in parquet.schema_arrow.names]  # sha256: not in older shards
+        return parquet.read(columns=columns).to_pylist(), backbone
 
 
 def read_records(uris: list[str], storage_options: dict[str, Any] | None = None) -> list[dict]:

@@ -1,18 +1,23 @@
 """The zero-shot scoring strategy (MuSc, PatchEAD): one Ray task per planned subset of a group.
 
-Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so nothing
-else is read), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
+Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so no other
+features are read; a group with references also has the record columns of its other shards read, for
+the inputs' content hashes), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
 RsCIN on the raw score scale, so scores of different subsets of a group compare) and writes one
-scored-batch object whole. A subset left with fewer than 2 readable images writes an empty batch:
-its readable image gets the status ``subset_too_small``. A re-run skips subsets whose object exists;
-a retried task rewrites the same object, so nothing duplicates. A group's references (extracted once,
-in shards of their own) join every subset as reference-only members; their leave-one-out scores are
-kept in the subset object beside, never among, the rows.
+scored-batch object whole. A subset left with fewer than 2 readable images and references together
+writes an empty batch: its readable image gets the status ``subset_too_small`` (``group_too_small``
+for a group of one). A re-run skips subsets whose object exists; a retried task rewrites the same
+object, so nothing duplicates. A group's references (extracted once, in shards of their own) join
+every subset as reference-only members; their leave-one-out scores are kept in the subset object
+beside, never among, the rows. A reference that did not decode, or whose bytes equal an input's of
+the group (matched against itself, that input would score 0 and hide its defect), is left out of
+every subset of the group; the subset object records which and why (``ReferenceUse``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,25 +30,57 @@ from .extract import read_feature_shard, run_feature_stage
 from .faults import crash_point
 from .layout import RunLayout, shard_uri
 from .plan import RunPlan, SubsetPlan
-from .scored import scored_columns, write_scored_batch
+from .scored import ReferenceUse, scored_columns, write_scored_batch
 from .scores_table import STATUS_OK
+from .shards import read_records
 
 
-def gather_features(plan: SubsetPlan, features_prefix: str, storage_options: dict[str, Any] | None = None,
-                    shard_ids: tuple[int, ...] | None = None) -> tuple[list[str], Features | None]:
-    """The URIs and features of the readable images of the subset's own shards (or of ``shard_ids``:
-    its references'), read whole; None when no image decoded."""
-    uris: list[str] = []
-    parts = []
-    for shard_id in plan.shard_ids if shard_ids is None else shard_ids:
+def _read_shards(plan: SubsetPlan, shard_ids: tuple[int, ...], features_prefix: str,
+                 storage_options: dict[str, Any] | None) -> list[tuple[list[dict[str, Any]], Features]]:
+    """The records and features of the group's shards ``shard_ids``, read whole."""
+    shards = []
+    for shard_id in shard_ids:
         table, feats = read_feature_shard(shard_uri(features_prefix, shard_id), storage_options)
         if set(table.column("group").to_pylist()) != {plan.group}:
             raise RuntimeError(f"shard {shard_id} does not hold group {plan.group!r} alone (written by another plan?)")
-        ok = np.flatnonzero(np.asarray(table.column("status").to_pylist()) == STATUS_OK)
-        if len(ok):
-            uris.extend(table.column("uri").take(ok).to_pylist())
-            parts.append(feats.select(ok))
+        shards.append((table.to_pylist(), feats))
+    return shards
+
+
+def _selected(shards: list[tuple[list[dict[str, Any]], Features]],
+              keep: Callable[[dict[str, Any]], bool]) -> tuple[list[str], Features | None]:
+    """The URIs and features of the rows ``keep`` accepts; None when there is none."""
+    uris: list[str] = []
+    parts = []
+    for rows, feats in shards:
+        kept = [i for i, row in enumerate(rows) if keep(row)]
+        if kept:
+            uris.extend(rows[i]["uri"] for i in kept)
+            parts.append(feats.select(np.asarray(kept)))
     return uris, Features.cat(parts) if parts else None
+
+
+def gather_features(plan: SubsetPlan, features_prefix: str,
+                    storage_options: dict[str, Any] | None = None) -> tuple[list[str], Features | None]:
+    """The URIs and features of the readable images of the subset's own shards; None when no image decoded."""
+    return _selected(_read_shards(plan, plan.shard_ids, features_prefix, storage_options),
+                     lambda row: row["status"] == STATUS_OK)
+
+
+def gather_references(plan: SubsetPlan, features_prefix: str,
+                      storage_options: dict[str, Any] | None = None) -> tuple[Features | None, ReferenceUse | None]:
+    """The group's usable references (decoded, and no byte-identical copy of an input of the group) and
+    what became of each listed one; (None, None) for a group without references."""
+    if not plan.reference_shard_ids:
+        return None, None
+    inputs = {row["sha256"]: row["uri"] for row in read_records(
+        [shard_uri(features_prefix, s) for s in plan.group_shard_ids], storage_options) if row.get("sha256")}
+    shards = _read_shards(plan, plan.reference_shard_ids, features_prefix, storage_options)
+    rows = [row for shard_rows, _ in shards for row in shard_rows]
+    undecodable = {r["uri"]: r["error"] for r in rows if r["status"] != STATUS_OK}
+    copies = {r["uri"]: inputs[r["sha256"]] for r in rows if r["status"] == STATUS_OK and r.get("sha256") in inputs}
+    uris, features = _selected(shards, lambda row: row["uri"] not in undecodable and row["uri"] not in copies)
+    return features, ReferenceUse(len(rows), uris, undecodable, copies)
 
 
 def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer: ScorerSettings,
@@ -51,9 +88,10 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
     """Score one subset and write its result object; returns a small summary for the driver."""
     start = time.perf_counter()
     uris, features = gather_features(plan, features_prefix, storage_options)
-    _, references = gather_features(plan, features_prefix, storage_options, plan.reference_shard_ids)
+    references, use = gather_references(plan, features_prefix, storage_options)
     reference_scores = None
-    if len(uris) < 2:  # nothing to compare with: an empty batch marks the subset done
+    scored = len(uris) if uris and len(uris) + (0 if references is None else len(references)) >= 2 else 0
+    if not scored:  # nothing to compare with: an empty batch marks the subset done
         columns = scored_columns([], np.zeros(0), np.zeros(0), np.zeros((0, 1, 1), np.float32))
     else:
         result = score_features(features, scorer, device, references)
@@ -61,8 +99,7 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
                                  result.patch_scores.numpy())
         reference_scores = None if result.reference_scores is None else result.reference_scores.numpy()
     crash_point("score_subset")
-    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options, reference_scores)
-    scored = len(uris) if len(uris) >= 2 else 0
+    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options, reference_scores, use)
     return {"group": plan.group, "subset_id": plan.subset_id, "images": scored, "seconds": time.perf_counter() - start}
 
 

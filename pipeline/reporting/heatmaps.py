@@ -5,7 +5,8 @@ rank in the group, flag and policy), a colour bar labelled with the group's scor
 map of a group shares it, so maps compare by eye and a false positive does not look like a hit),
 and, when a ground-truth mask is known, its outline on both panels. Drawn with matplotlib's
 object API on the Agg canvas (no pyplot state, safe in Ray workers and threads). Small inputs are
-drawn at least ``MIN_PANEL`` pixels wide so the text stays readable.
+drawn at least ``MIN_PANEL`` pixels wide so the text stays readable. Names in any script draw with
+an installed font that has their glyphs (``fonts``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+
+from .fonts import font_family, quiet_missing_glyphs
 
 MIN_PANEL = 320  # pixels per panel at least
 COLORMAP = "inferno"  # perceptually ordered, readable in greyscale print
@@ -93,12 +96,13 @@ class HeatmapRenderer:
             outline.remove()
         self.outlines = [ax.contour(mask.astype(float), levels=[0.5], colors=OUTLINE, linewidths=1.5)
                          for ax in self.panels] if mask is not None and mask.any() else []
-        first, second = caption.lines()
-        self.titles[0].set_text(first)
-        self.titles[1].set_text(second)
+        for title, line in zip(self.titles, caption.lines()):
+            title.set_text(line)
+            title.set_fontfamily(font_family(line))
         self.titles[1].set_color("#b00000" if caption.alert else "black")
         buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 3})
+        with quiet_missing_glyphs():
+            self.figure.savefig(buffer, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 3})
         return buffer.getvalue()
 
 

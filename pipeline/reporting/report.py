@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import jinja2
 import numpy as np
 
+from .fonts import font_family, quiet_missing_glyphs
+
 _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
@@ -157,12 +159,13 @@ def histogram_png(scores: np.ndarray, cut: float | None, title: str, labels: np.
     if cut is not None:
         ax.axvline(cut, color="#b00000", linestyle="--", linewidth=1.2)
         ax.text(cut, ax.get_ylim()[1] * 0.95, " flagged", color="#b00000", fontsize=7, va="top")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, fontfamily=font_family(title))  # a group name, in any script
     ax.set_xlabel("score", fontsize=8)
     ax.set_ylabel("images", fontsize=8)
     ax.tick_params(labelsize=7)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    with quiet_missing_glyphs():
+        fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -12,10 +12,25 @@ from .scorers import MuscConfig, PatchEADConfig
 
 
 @dataclass
+class EvalDatasetConfig(DatasetConfig):
+    """The evaluated dataset, and how its images become the square model input."""
+
+    resize: Literal["squash", "pad", "refuse"] = setting(
+        "How test images that are not square become the square model input (their masks follow, so pixel "
+        "metrics stay on the defects). 'squash': resized to the square, as the published MuSc code does and "
+        "as earlier versions did (a part looks narrower or wider by its aspect ratio). 'pad': centred on a "
+        "black square first (shapes kept; the padding is left out of the pixel metrics, but its edge can "
+        "still raise the image score of a padded image when few others are padded alike). 'refuse': squash, but "
+        "refuse a category whose aspect ratios differ by more than 1.25x (crop them or evaluate separately).",
+        default="squash",
+    )
+
+
+@dataclass
 class EvalConfig(Section):
     """`python -m pipeline.evaluation`: MuSc or PatchEAD on a benchmark dataset, paper-style metrics table."""
 
-    dataset: DatasetConfig = setting("Which dataset to evaluate.", default_factory=DatasetConfig)
+    dataset: EvalDatasetConfig = setting("Which dataset to evaluate.", default_factory=EvalDatasetConfig)
     synthetic: SyntheticConfig = setting("Optional synthetic data generation.", default_factory=SyntheticConfig)
     backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
     scorer: Literal["musc", "patchead"] = setting(

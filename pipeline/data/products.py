@@ -4,9 +4,10 @@ defects, lighting and noise are composited by ``synthetic``.
 Textured surfaces fill the frame (``weave``, ``wood``, ``tile``); parts lie on a plain background
 (``disc``, ``plate``, and ``tire``, a rotationally symmetric part whose tread repeats all round, so
 that keypoint matching finds as many wrong rotations as right ones). ``board`` is a fixtured
-product: a circuit board held in the same place in every photo, with vias and chips at fixed
-places of a lattice whose other places are bare; ``board_posed`` is the same board placed by hand
-(turned and shifted), where the same position in two photos is no longer the same place on the part.
+product: a circuit board held in the same place in every photo, rows of vias and rows of chips at
+fixed places of a lattice, a few of which the fixture leaves bare; ``board_posed`` is the same board
+placed by hand (turned and shifted), where the same position in two photos is no longer the same
+place on the part.
 """
 
 from __future__ import annotations

@@ -291,8 +291,8 @@ def _board(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray], degree
 
 
 def _board_posed(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> Scene:
-    """The same board placed by hand: turned by up to 10 degrees and shifted by up to 5% of the size."""
-    return _board(rng, grid, degrees=10.0, shift=0.05)
+    """The same board placed by hand: turned by up to 20 degrees and shifted by up to 8% of the size."""
+    return _board(rng, grid, degrees=20.0, shift=0.08)
 
 
 RENDERERS = {"weave": _weave, "wood": _wood, "disc": _disc, "plate": _plate, "tire": _tire, "tile": _tile,

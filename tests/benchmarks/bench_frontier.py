@@ -10,7 +10,7 @@ conf/eval_mvtec_mobilenetv2.yaml, so the patch grid is 32x32; one batch per data
 - ``bottle``: MVTec AD bottle, all 83 test images (../shared/data/mvtec_ad);
 - ``fixtured``: the generated ``board`` in its fixture, ``--images`` good and as many with a scratch or
   a burn spot;
-- ``posed``: the same board placed by hand (``board_posed``, turned up to 10 degrees, shifted up to 5%),
+- ``posed``: the same board placed by hand (``board_posed``, turned up to 20 degrees, shifted up to 8%),
   same defects;
 - ``misplaced``: the fixtured board, the defective half each with one of its own structures at a place
   of the fixture that has none (every patch of it has look-alikes: only matching by position sees it).

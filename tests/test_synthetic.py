@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.products import BOARD_BARE, BOARD_LAYOUT, board_pitch
 from pipeline.data.synthetic import (
     DEFAULT_CATEGORIES,
     DEFECT_KINDS,
@@ -72,7 +73,8 @@ def test_mvtec_layout_with_masks_exactly_for_defects(dataset, category):
 
 def test_every_defect_kind_appears(dataset):
     written = {p.name for c in DEFAULT_CATEGORIES for p in (dataset / c / "test").iterdir()} - {"good"}
-    assert written == set(DEFECT_KINDS)
+    assert written == {kind for c in DEFAULT_CATEGORIES for kind in DEFECTS[c]}
+    assert {kind for kinds in DEFECTS.values() for kind in kinds} == set(DEFECT_KINDS)
 
 
 @pytest.mark.parametrize("category,kind", [(c, k) for c, kinds in DEFECTS.items() for k in kinds])
@@ -138,3 +140,50 @@ def test_bad_arguments_are_named():
         render_image("disc", 32, 0)
     with pytest.raises(ValueError, match="'hole' is not drawn on 'disc'"):
         render_image("disc", 64, 0, "hole")
+
+
+def _structures(image: np.ndarray) -> np.ndarray:
+    """The board's vias and chips: every pixel that is not the green substrate."""
+    r, g = image[..., 0].astype(int), image[..., 1].astype(int)
+    return g < r + 30
+
+
+def _place(size: int, row: int, col: int) -> tuple[int, int]:
+    """Pixel (x, y) of a fixture place of the unposed board."""
+    rows, cols = BOARD_LAYOUT.shape
+    return (round(size / 2 + (col - cols // 2) * board_pitch(size)),
+            round(size / 2 + (row - rows // 2) * board_pitch(size)))
+
+
+def test_fixtured_board_is_pixel_aligned_across_seeds_and_the_posed_one_is_not():
+    fixtured = [_structures(render_image("board", SIZE, seed)[0]) for seed in range(3)]
+    posed = [_structures(render_image("board_posed", SIZE, seed)[0]) for seed in range(3)]
+    for a, b in zip(fixtured, fixtured[1:]):
+        assert (a ^ b).mean() < 0.01  # antialiased edges under noise at most
+    for a, b in zip(posed, posed[1:]):
+        assert (a ^ b).mean() > 0.1
+    assert 0.2 < fixtured[0].mean() < 0.5
+    for row, col in BOARD_BARE:  # the fixture's bare places are bare in every photo
+        x, y = _place(SIZE, row, col)
+        assert not any(s[y - 3:y + 4, x - 3:x + 4].any() for s in fixtured)
+
+
+def test_misplaced_structure_lies_where_the_fixture_has_none_and_copies_a_normal_one():
+    bare = {_place(SIZE, row, col) for row, col in BOARD_BARE}
+    pitch = round(board_pitch(SIZE))
+    half = pitch // 2
+    for seed in range(4):
+        image, mask = render_image("board", SIZE, seed, "misplaced_structure")
+        normal = render_image("board", SIZE, seed)[0]
+        assert not (mask & _structures(normal)).any()
+        ys, xs = np.nonzero(mask)
+        x, y = round(xs.mean()), round(ys.mean())
+        assert min(abs(x - bx) + abs(y - by) for bx, by in bare) <= 1
+        assert (_structures(image) == (_structures(normal) | mask)).mean() > 0.999
+
+        def crop(picture: np.ndarray, cx: int) -> np.ndarray:
+            return picture[y - half:y + half, cx - half:cx + half].astype(float).mean(axis=-1).ravel()
+
+        # the same structure one place along its row: a copy of it, up to texture, light and noise
+        assert np.corrcoef(crop(image, x), crop(image, x + pitch))[0, 1] > 0.9
+        assert np.corrcoef(crop(image, x), crop(normal, x))[0, 1] < 0.5  # and unlike the bare place

@@ -3,12 +3,16 @@ defects, lighting and noise are composited by ``synthetic``.
 
 Textured surfaces fill the frame (``weave``, ``wood``, ``tile``); parts lie on a plain background
 (``disc``, ``plate``, and ``tire``, a rotationally symmetric part whose tread repeats all round, so
-that keypoint matching finds as many wrong rotations as right ones).
+that keypoint matching finds as many wrong rotations as right ones). ``board`` is a fixtured
+product: a circuit board held in the same place in every photo, rows of vias and rows of chips at
+fixed places of a lattice, a few of which the fixture leaves bare; ``board_posed`` is the same board
+placed by hand (turned and shifted), where the same position in two photos is no longer the same
+place on the part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +29,9 @@ class Scene:
     outline: np.ndarray  # (S, S) bool: the product's silhouette, its holes filled
     light: np.ndarray  # (S, S, 3) multiplicative lighting
     noise: np.ndarray  # (S, S, 3) additive sensor noise
-
+    # fixtured products: the unlit image with one more of the product's structures drawn, by the same
+    # renderer, at a place of the fixture that has none (picked by the generator): a misplaced structure
+    add_structure: Callable[[np.random.Generator], np.ndarray] | None = None
 
 
 def draw_pose(rng: np.random.Generator, size: int, degrees: float, shift: float) -> tuple[float, float, float]:
@@ -57,14 +63,15 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: tuple[int, int]) -
 
 
 def _scene(rng: np.random.Generator, image: np.ndarray, behind: np.ndarray,
-           product: np.ndarray, outline: np.ndarray) -> Scene:
+           product: np.ndarray, outline: np.ndarray,
+           add_structure: Callable[[np.random.Generator], np.ndarray] | None = None) -> Scene:
     """Add the per-photo lighting (exposure, white balance, slow falloff) and sensor noise."""
     size = image.shape[0]
     gain = rng.uniform(0.95, 1.05) * rng.uniform(0.98, 1.02, size=3)
     falloff = 1.0 + 0.03 * _smooth_noise(rng, size, (3, 3))
     light = (gain[None, None, :] * falloff[..., None]).astype(np.float32)
     noise = 2.5 * rng.standard_normal((size, size, 3), dtype=np.float32)
-    return Scene(image, behind, product, outline, light, noise)
+    return Scene(image, behind, product, outline, light, noise, add_structure)
 
 
 def _colour(base: Sequence[float], shade: np.ndarray) -> np.ndarray:
@@ -203,4 +210,90 @@ def _tile(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> Scen
     return _scene(rng, image, behind, full, full)
 
 
-RENDERERS = {"weave": _weave, "wood": _wood, "disc": _disc, "plate": _plate, "tire": _tire, "tile": _tile}
+# The board's fixture, rows top to bottom: V a via (plated hole), C a chip. Rows of vias and rows of
+# chips repeat past the frame, so that every structure's neighbourhood looks like every other's of its
+# kind but near the few places the fixture leaves bare (``BOARD_BARE``: far apart, inside the frame).
+BOARD_LATTICE = np.array([list("VVVVVVVVV" if row % 2 == 0 else "CCCCCCCCC") for row in range(9)])
+BOARD_BARE = ((2, 2), (3, 6), (6, 3))
+BOARD_LAYOUT = BOARD_LATTICE.copy()
+BOARD_LAYOUT[tuple(np.array(BOARD_BARE).T)] = "."
+
+
+def _over(image: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``colour`` painted over ``image`` with per-pixel coverage ``alpha`` (S, S) in [0, 1]."""
+    return image * (1.0 - alpha[..., None]) + colour * alpha[..., None]
+
+
+def _coverage(signed_distance: np.ndarray) -> np.ndarray:
+    """Antialiased coverage of a shape from its signed distance in pixels (negative inside)."""
+    return np.clip(0.5 - signed_distance, 0.0, 1.0).astype(np.float32)
+
+
+def _box(ox: np.ndarray, oy: np.ndarray, half_w: float, half_h: float) -> np.ndarray:
+    """Signed distance to an axis-aligned box centred at the origin."""
+    qx, qy = np.abs(ox) - half_w, np.abs(oy) - half_h
+    return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
+
+
+def board_pitch(size: int) -> float:
+    """Distance in pixels between neighbouring places of the board's fixture lattice: size / 8, a
+    whole number of patches at the usual strides (8, 14, 16 at 256, 224, 256 px), so that every
+    structure sits at the same phase of the patch grid."""
+    return size / 8
+
+
+def _board(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray], degrees: float = 0.0,
+           shift: float = 0.0) -> Scene:
+    """A close-up of a green circuit board: vias and chips at the fixture's places (``BOARD_LAYOUT``).
+
+    Fixtured (no pose bounds), every structure lands on the same pixels in every photo; substrate
+    weave, copper tone, lighting and noise vary. Structures are drawn per pixel from the nearest
+    lattice place, antialiased, so one added at a bare place is rendered exactly like the others.
+    """
+    x, y = grid
+    size = x.shape[0]
+    cx, cy = size / 2 + rng.uniform(-shift, shift, size=2) * size
+    angle = np.deg2rad(rng.uniform(-degrees, degrees))
+    lx = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
+    ly = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
+    outline = np.maximum(np.abs(lx), np.abs(ly)) < 0.6 * size  # the tray shows only where the board is turned
+    tray = _colour((48, 50, 54), 1.0 + 0.05 * _smooth_noise(rng, size, (4, 4)))
+    period, phase = size / 36.0, rng.uniform(0, 1, size=2)
+    weave = np.sin(2 * np.pi * (lx / period + phase[0])) * np.sin(2 * np.pi * (ly / period + phase[1]))
+    substrate = _colour((38, 105, 62), (1.0 + 0.05 * weave + 0.04 * _smooth_noise(rng, size, (8, 8))))
+    tone = np.float32(rng.uniform(0.95, 1.05))
+    ring, drill = np.float32([205, 170, 85]) * tone, np.float32([18, 18, 16])
+    body, terminal = np.float32([22, 22, 24]), np.float32([200, 200, 205]) * tone
+    pitch, rows, cols = board_pitch(size), *BOARD_LAYOUT.shape
+    col, row = np.rint(lx / pitch).astype(int) + cols // 2, np.rint(ly / pitch).astype(int) + rows // 2
+    ox, oy = lx - (col - cols // 2) * pitch, ly - (row - rows // 2) * pitch
+    on_lattice = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    radius = np.hypot(ox, oy)
+    half_w, half_h, end = 0.04 * size, 0.022 * size, 0.012 * size
+    base = np.where(outline[..., None], substrate, tray)
+
+    def draw(layout: np.ndarray) -> np.ndarray:
+        kind = np.where(on_lattice, layout[row.clip(0, rows - 1), col.clip(0, cols - 1)], ".")
+        via, chip = (kind == "V").astype(np.float32), (kind == "C").astype(np.float32)
+        image = _over(base, ring, via * _coverage(radius - 0.035 * size))
+        image = _over(image, drill, via * _coverage(radius - 0.015 * size))
+        image = _over(image, body, chip * _coverage(_box(ox, oy, half_w, half_h)))
+        image = _over(image, terminal, chip * _coverage(_box(np.abs(ox) - (half_w - end), oy, end, half_h)))
+        return image.astype(np.float32)
+
+    def misplaced(defect_rng: np.random.Generator) -> np.ndarray:
+        place = BOARD_BARE[defect_rng.integers(len(BOARD_BARE))]
+        layout = BOARD_LAYOUT.copy()
+        layout[place] = BOARD_LATTICE[place]  # the structure the lattice would have there
+        return draw(layout)
+
+    return _scene(rng, draw(BOARD_LAYOUT), tray, outline, outline, misplaced)
+
+
+def _board_posed(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray]) -> Scene:
+    """The same board placed by hand: turned by up to 20 degrees and shifted by up to 8% of the size."""
+    return _board(rng, grid, degrees=20.0, shift=0.08)
+
+
+RENDERERS = {"weave": _weave, "wood": _wood, "disc": _disc, "plate": _plate, "tire": _tire, "tile": _tile,
+             "board": _board, "board_posed": _board_posed}

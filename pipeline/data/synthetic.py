@@ -3,8 +3,11 @@
 Four demo products: two textured surfaces (``weave``, a woven fabric; ``wood``, a grained board) and
 two parts on a plain background (``disc``, a bottle-cap-like round part with a printed mark;
 ``plate``, a brushed metal plate with four holes and a slot); on request also ``tire`` (a
-rotationally symmetric part) and ``tile`` (a grey stone texture cropped at varying scales), drawn
-in ``products``. Normal images of a product vary the way photos of
+rotationally symmetric part), ``tile`` (a grey stone texture cropped at varying scales), and the
+fixtured ``board`` with its hand-placed twin ``board_posed``, drawn in ``products``. The board's
+``misplaced_structure`` is one of its own vias or chips drawn by its renderer at a place of the
+fixture that has none: every patch of it has look-alikes on every board, so only a comparison by
+position can find it. Normal images of a product vary the way photos of
 one product do: small shifts and rotations, texture phase and period, lighting and sensor noise.
 An optional extra ``pose`` turns and shifts every product further, as parts placed by hand are.
 
@@ -35,15 +38,19 @@ DEFECTS: dict[str, tuple[str, ...]] = {
     "plate": ("hole", "missing_part", "color"),
     "tire": ("scratch", "spot", "missing_part"),
     "tile": ("scratch", "spot", "hole"),
+    "board": ("misplaced_structure", "scratch", "spot"),
+    "board_posed": ("misplaced_structure", "scratch", "spot"),
 }
-# the demo's products; ``tire`` and ``tile`` are generated on request (the alignment benchmark)
+# the demo's products; the others are generated on request (the alignment and frontier benchmarks)
 DEFAULT_CATEGORIES = ("weave", "wood", "disc", "plate")
-DEFECT_KINDS = ("scratch", "spot", "hole", "missing_part", "extra_part", "color")
+DEFECT_KINDS = ("scratch", "spot", "hole", "missing_part", "extra_part", "color", "misplaced_structure")
 MIN_IMAGE_SIZE = 64
 
 # Colours (unlit RGB) a defect takes on each product, chosen to stand out from the product.
-_SCRATCH = {"wood": (240, 230, 205), "disc": (228, 230, 238), "tire": (200, 200, 196), "tile": (250, 250, 250)}
-_SPOT = {"weave": (150, 40, 25), "wood": (40, 30, 28), "tire": (190, 170, 130), "tile": (20, 20, 20)}
+_SCRATCH = {"wood": (240, 230, 205), "disc": (228, 230, 238), "tire": (200, 200, 196), "tile": (250, 250, 250),
+            "board": (215, 150, 90), "board_posed": (215, 150, 90)}  # board: copper laid bare
+_SPOT = {"weave": (150, 40, 25), "wood": (40, 30, 28), "tire": (190, 170, 130), "tile": (20, 20, 20),
+         "board": (25, 18, 12), "board_posed": (25, 18, 12)}  # board: a burn mark
 _TINT = {"weave": (60, 95, 200), "wood": (85, 145, 135), "plate": (205, 105, 35)}
 
 
@@ -239,6 +246,9 @@ def _draw_defect(rng: np.random.Generator, scene: Scene, category: str, kind: st
         region = _blob(rng, size, centre, area, 0.35) & ~scene.outline
         material = scene.image[scene.product].mean(axis=0) * rng.uniform(0.55, 0.7)
         fill = material + fill_noise
+    elif kind == "misplaced_structure":  # drawn by the product's renderer: no seam, every patch a look-alike
+        fill = scene.add_structure(rng)
+        region = (fill != image).any(axis=-1)
     elif kind == "color":
         area = rng.uniform(0.02, 0.09) * size**2
         shape = _place_inside(rng, scene, 1.5 * np.sqrt(area), lambda c: _blob(rng, size, c, area, 0.35))

@@ -6,6 +6,7 @@ Credentials and endpoints come from the usual places (environment, AWS profile, 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -75,6 +76,8 @@ def is_transient(err: BaseException) -> bool:
     """A storage failure that may pass when tried again (network, timeouts, throttling); a missing
     object, denied access or missing credentials will not."""
     if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, OSError) and err.errno == errno.ELOOP:  # a symbolic link loop stays one
         return False
     if isinstance(err, OSError):  # ConnectionError and TimeoutError included
         return True

@@ -561,3 +561,35 @@ def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_ass
     assert counts["groups_skipped"] == 1  # group a is finished, group b is redone
     assert resumed.exit_code == 1 and not (run / "_SUCCESS").exists() and counts["rows_written"] == 4
     assert resumed.failures == [f"scores table: inputs without a row: 4 (e.g. {tmp_path}/in/a/0.png)"]
+
+
+def test_a_group_that_decodes_nothing_and_a_link_loop_are_rows_and_the_night_finishes(ray_local, tmp_path):
+    """Issue 22 items 2 and 3: a folder of 3 corrupt files lost its group ("Expected a non-empty
+    ndarray": a subset with no decoded image) and no resume ever finished; `loop.png -> loop.png`
+    among the inputs was an ELOOP traceback that sank the night. Each is now a decode_error row."""
+    copy_images(tmp_path, [f"a/{i}.png" for i in range(4)] + ["half/0.png"])
+    bad, half = tmp_path / "in" / "bad", tmp_path / "in" / "half"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("not an image")
+    (bad / "truncated.png").write_bytes((half / "0.png").read_bytes()[:100])
+    (half / "1.png").write_bytes(b"")  # one readable image left: nothing to compare it with
+    (tmp_path / "in" / "a" / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out), "keep_features": True},
+                     run_id="corrupt")
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
+    statuses = {r["uri"][len(str(tmp_path / "in")) + 1:]: r["status"] for r in rows}
+    assert statuses == {**{f"a/{i}.png": "ok" for i in range(4)}, "a/loop.png": "decode_error",
+                        **{f"bad/{n}.png": "decode_error" for n in ("empty", "text", "truncated")},
+                        "half/0.png": "group_too_small", "half/1.png": "decode_error"}
+
+    run = out / "runs" / "corrupt"  # a night killed while group bad was finalised resumes and finishes
+    for path in (run / "_SUCCESS", run / "groups" / "bad.json", *(run / "subsets" / "bad").iterdir()):
+        path.unlink()
+    resumed = run_job(cfg)
+    assert resumed.exit_code == 0, resumed.failures
+    counts = resumed.manifest["counts"]
+    assert counts["groups_skipped"] == 2 and counts["subsets_skipped"] == 2 and counts["rows_written"] == 10

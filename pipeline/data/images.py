@@ -8,6 +8,7 @@ published MuSc code resizes them (``MaskResize``).
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 from collections.abc import Callable
@@ -84,6 +85,10 @@ def _fetched(uri: str, storage_options: dict[str, Any] | None, decode: Callable[
         data = read_bytes(uri, storage_options)
     except FileNotFoundError:
         raise UnreadableImage("FileNotFoundError: no such file or object") from None
+    except OSError as err:  # a link loop (loop.png -> loop.png) is one unreadable input, not a storage failure
+        if err.errno != errno.ELOOP:
+            raise
+        raise UnreadableImage("OSError: a symbolic link loop (too many levels of symbolic links)") from None
     try:
         return decode(io.BytesIO(data))
     except MemoryError:

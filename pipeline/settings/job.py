@@ -14,6 +14,7 @@ from .scorers import MuscConfig, PatchEADConfig
 
 # detectors that score a group's images against each other (no checkpoint; subsets of feature shards)
 ZERO_SHOT_DETECTORS = ("musc", "patchead")
+MISSING_SAMPLE = 200  # manifest entries preflight looks up (inputs.max_missing_fraction)
 
 
 @dataclass
@@ -27,8 +28,18 @@ class InputsConfig(Section):
     )
     manifest: str | None = setting(
         "A Parquet or CSV table with a 'uri' column and optional 'group', 'label' (0/1, enables metrics) "
-        "and 'mask_uri' columns.",
+        "and 'mask_uri' columns. Relative entries name files beside the manifest (below its folder or prefix).",
         default=None,
+    )
+    max_missing_fraction: float = setting(
+        "With manifest: before any work, preflight looks for an evenly spread sample of the manifest's images "
+        f"(at most {MISSING_SAMPLE}; all of a smaller manifest) and refuses the night in one line when more than "
+        "this fraction of them is missing (relative entries that point nowhere, a bucket not synced yet); the "
+        "few that go missing otherwise become decode_error rows. 1: never refuse.",
+        default=0.5,
+        ge=0,
+        le=1,
+        run_only=True,
     )
     group_template: str | None = setting(
         "With uris: a path template below the listing root, e.g. '{line}/{product}/{name}'; every field "

@@ -116,6 +116,37 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     tmp.replace(target)
 
 
+def create_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+    """Write an object whole, only where none exists; False when one does. Atomic locally (a hard link
+    of a complete temporary file) and on S3 (a conditional PUT, If-None-Match); other stores are
+    checked, then written."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if is_remote(uri):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete an object (or a prefix with everything below it) if it exists."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def write_parquet(uri: str, table: pa.Table, storage_options: dict[str, Any] | None = None,
                   compression: str = "snappy") -> None:
     """A table as one Parquet object, written whole (``write_bytes``)."""

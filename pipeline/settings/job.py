@@ -205,6 +205,23 @@ class JobConfig(Section):
         default=None,
         run_only=True,
     )
+    lease_timeout_s: float = setting(
+        "The driver working on a run holds runs/<run_id>/lease.json and renews it every quarter of this. Another "
+        "driver on the same run id is refused (one line, exit 2) while the lease is younger than this, and takes "
+        "it over with a warning once it is older: a killed driver blocks its run id this long at most.",
+        default=600.0,
+        gt=0,
+        run_only=True,
+    )
+    resource_wait_s: float = setting(
+        "How long the job waits for the Ray resources it asks for at once (an extraction actor and a decoding "
+        "task; a scoring task) to be free on the cluster before it stops in one line naming what it asked for "
+        "and what the cluster has (exit 2, nothing written; e.g. another night holds them). Also the longest the "
+        "first stage waits for its actors to start (then the stage fails, exit 1).",
+        default=600.0,
+        gt=0,
+        run_only=True,
+    )
     storage_options: dict[str, Any] = setting(
         "Passed to fsspec for every URI (s3fs: endpoint_url, client_kwargs.region_name, ...). Leave "
         "credentials to the environment, an AWS profile or the instance role; values are never logged.",

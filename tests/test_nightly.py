@@ -624,9 +624,9 @@ def test_resources_held_by_another_night_are_waited_for_then_one_line(ray_local,
     ray.get(other_night.ready(), timeout=60)
     try:
         started = time.monotonic()
-        with pytest.raises(JobError, match=r"did not have the resources this job asks for free within 1s "
-                                           r"\(resource_wait_s\): it asks for CPU 1.5 at once .* the cluster has "
-                                           r"CPU 2, CPU 0 of them free"):
+        refusal = (r"did not grant the resources this job asks for within 1s \(resource_wait_s\): its first stage "
+                   r".* asks for \{CPU 1\} \+ \{CPU 0.5\} at once; the cluster has CPU 2, CPU 0 of them free")
+        with pytest.raises(JobError, match=refusal):
             run_job(cfg)
         assert 1 <= time.monotonic() - started < 30 and not out.exists()
     finally:

@@ -2,14 +2,18 @@
 
 Two nights on a 2-CPU cluster hung forever: each held one CPU for its extraction actor, and the
 decoding and scoring tasks of both waited for a CPU that neither would free. Before it writes
-anything the job now waits, at most ``resource_wait_s``, until the cluster has free what it asks
-for at once; then it stops in one line naming both. That is exit 2 (a ``JobError``): nothing of
-the run was written, and the same command works once the cluster is free or the config asks for
-less. Ray Data's wait for the first stage's actors to start gets the same limit; past it the stage
-fails (exit 1), as any stage that cannot finish does.
+anything the job now reserves what each stage asks for at once (the first stage: an extraction
+actor and a decoding task; then a scoring task) as a placement group, which an autoscaling cluster
+scales up for as it does for any pending demand, and releases it again once granted. A reservation
+not granted within ``resource_wait_s`` stops the job in one line naming what it asked for and what
+the cluster has: exit 2 (a ``JobError``), because nothing of the run was written and the same
+command works once the cluster is free or the config asks for less. Ray Data's wait for the first
+stage's actors to start gets the same limit; past it the stage fails (exit 1), as any stage that
+cannot finish does.
 
-What remains: two drivers that pass the wait in the same moment can still both start their actors
-on a cluster that fits one; the second's actor pool then times out instead of hanging.
+What remains: the reservation is released before the stage starts, so two drivers that are granted
+theirs one after the other can still both start their actors on a cluster that fits one; the
+second's actor pool then times out instead of hanging.
 """
 
 from __future__ import annotations
@@ -20,41 +24,41 @@ import time
 from ..settings import JobConfig
 from .preflight import JobError
 
-POLL_S = 1.0  # how often the free resources are looked at while waiting
 
-
-def demand(cfg: JobConfig) -> dict[str, float]:
-    """What the job asks for at once, per resource: an extraction actor with a decoding task beside it, or
-    a scoring task, whichever is more."""
+def demands(cfg: JobConfig) -> dict[str, list[dict[str, float]]]:
+    """What each stage asks for at once, as placement-group bundles (one per actor or task)."""
     ex, sc = cfg.extraction, cfg.scoring
-    first = {"CPU": ex.num_cpus_per_actor + ex.num_cpus_per_decode_task, "GPU": ex.num_gpus_per_actor}
-    scoring = {"CPU": float(sc.num_cpus_per_task), "GPU": sc.num_gpus_per_task}
-    return {k: max(first[k], scoring[k]) for k in first if max(first[k], scoring[k]) > 0}
+    asked = {"first stage (extraction.num_cpus_per_actor, num_gpus_per_actor, num_cpus_per_decode_task)": [
+                 {"CPU": ex.num_cpus_per_actor, "GPU": ex.num_gpus_per_actor}, {"CPU": ex.num_cpus_per_decode_task}],
+             "scoring (scoring.num_cpus_per_task, num_gpus_per_task)": [
+                 {"CPU": sc.num_cpus_per_task, "GPU": sc.num_gpus_per_task}]}
+    return {stage: [{k: float(v) for k, v in b.items() if v > 0} for b in bundles] for stage, bundles in asked.items()}
 
 
-def _listed(resources: dict[str, float], keys: list[str]) -> str:
-    return ", ".join(f"{k} {resources.get(k, 0.0):g}" for k in keys)
+def _listed(resources: dict[str, float]) -> str:
+    """CPUs (also none) and GPUs (where there are any) of a bundle or a cluster."""
+    return ", ".join(f"{k} {resources.get(k, 0.0):g}" for k in ("CPU", "GPU") if k == "CPU" or k in resources)
 
 
 def wait_for_resources(cfg: JobConfig) -> None:
-    """Return once the cluster has ``demand(cfg)`` free; a JobError after ``resource_wait_s``."""
+    """Return once the cluster has granted each stage's bundles; a JobError after ``resource_wait_s``."""
     import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
 
-    asked = demand(cfg)
     deadline = time.monotonic() + cfg.resource_wait_s
-    while True:
-        free = ray.available_resources()
-        if all(free.get(k, 0.0) >= v - 1e-9 for k, v in asked.items()):
-            return
-        if time.monotonic() >= deadline:
-            keys = list(asked)
-            raise JobError(f"the Ray cluster did not have the resources this job asks for free within "
-                           f"{cfg.resource_wait_s:g}s (resource_wait_s): it asks for {_listed(asked, keys)} at once "
-                           f"(extraction.num_cpus_per_actor + num_cpus_per_decode_task, num_gpus_per_actor; "
-                           f"scoring.num_cpus_per_task); the cluster has {_listed(ray.cluster_resources(), keys)}, "
-                           f"{_listed(free, keys)} of them free (another job holds the rest): run it when that "
-                           "job is done, or ask for less")
-        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+    for stage, bundles in demands(cfg).items():
+        group = placement_group(bundles, strategy="PACK")
+        try:
+            ready, _ = ray.wait([group.ready()], timeout=max(0.0, deadline - time.monotonic()))
+            free = ray.available_resources()
+        finally:
+            remove_placement_group(group)
+        if not ready:
+            asked = " + ".join(f"{{{_listed(b)}}}" for b in bundles)
+            raise JobError(f"the Ray cluster did not grant the resources this job asks for within "
+                           f"{cfg.resource_wait_s:g}s (resource_wait_s): its {stage} asks for {asked} at once; the "
+                           f"cluster has {_listed(ray.cluster_resources())}, {_listed(free)} of them free (another "
+                           "job holds the rest?): run it when that job is done, or ask for less")
 
 
 def limit_actor_wait(cfg: JobConfig) -> None:

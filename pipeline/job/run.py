@@ -47,7 +47,7 @@ from .layout import RunLayout, shard_uri
 from .lease import RunLease
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
-from .preflight import JobError, preflight
+from .preflight import JobError, check_present, preflight
 from .references import resolve_references
 from .resources import limit_actor_wait, wait_for_resources
 from .report import write_run_report
@@ -178,6 +178,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     so = cfg.storage_options
     if exists(layout.success, so):
         return _completed(layout, so)
+    check_present(records, cfg)
     lease = RunLease(layout.lease, layout.run_id, cfg.lease_timeout_s, so)
     lease.refuse_if_held()
     # a resumed run keeps the references it started with: its shards were planned with them

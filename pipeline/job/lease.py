@@ -73,16 +73,22 @@ class RunLease:
             held = self.holder()
             if held is not None:
                 log.warning("run_id %s: taking over the lease of driver %s, not renewed for %.0fs (lease_timeout_s "
-                            "%g): it was killed", self.run_id, held["owner"], time.time() - held["renewed_at"],
-                            self.timeout_s)
+                            "%g): that driver was killed or lost", self.run_id, held["owner"],
+                            time.time() - held["renewed_at"], self.timeout_s)
             write_bytes(self.uri, self._body(), self.storage_options)
             self.refuse_if_held()  # another driver took it over at the same moment and wrote after us
         self._renewer = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._renewer.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.timeout_s / 4) and self.lost_reason() is None:
-            write_bytes(self.uri, self._body(), self.storage_options)
+        while not self._stop.wait(self.timeout_s / 4):
+            try:
+                if self.lost_reason() is not None:
+                    return
+                write_bytes(self.uri, self._body(), self.storage_options)
+            except Exception as err:  # noqa: BLE001 - storage trouble: the next renewal tries again
+                log.warning("run_id %s: lease %s not renewed (%s: %s); trying again in %gs", self.run_id, self.uri,
+                            type(err).__name__, err, self.timeout_s / 4)
 
     def lost_reason(self) -> str | None:
         """Why this driver no longer holds the lease (another driver took it over), or None."""

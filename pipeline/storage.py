@@ -6,6 +6,7 @@ Credentials and endpoints come from the usual places (environment, AWS profile, 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -76,6 +77,8 @@ def is_transient(err: BaseException) -> bool:
     object, denied access or missing credentials will not."""
     if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
+    if isinstance(err, OSError) and err.errno == errno.ELOOP:  # a symbolic link loop stays one
+        return False
     if isinstance(err, OSError):  # ConnectionError and TimeoutError included
         return True
     names = " ".join(cls.__name__ for cls in type(err).__mro__)  # botocore, aiohttp: not imported here
@@ -111,6 +114,37 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(target)
+
+
+def create_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+    """Write an object whole, only where none exists; False when one does. Atomic locally (a hard link
+    of a complete temporary file) and on S3 (a conditional PUT, If-None-Match); other stores are
+    checked, then written."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if is_remote(uri):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete an object (or a prefix with everything below it) if it exists."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def write_parquet(uri: str, table: pa.Table, storage_options: dict[str, Any] | None = None,

@@ -9,8 +9,10 @@ from pipeline.data.inputs import (
     DEFAULT_GROUP,
     GroupTemplate,
     InputError,
+    InputRecord,
     list_images,
     read_manifest,
+    write_manifest,
 )
 
 
@@ -100,6 +102,33 @@ def test_manifest_errors(tmp_path):
         read_manifest(str(bad))
 
 
+def test_relative_entries_name_files_beside_the_manifest(tmp_path, monkeypatch, s3_bucket):
+    """Issue 22 item 1: relative entries were read against the working directory, so under `ray job
+    submit --working-dir` (a copy without demo_data/) every image of the demo manifest was missing."""
+    night = tmp_path / "night"
+    night.mkdir()
+    (night / "manifest.csv").write_text("uri,mask_uri\nimages/a.png,masks/a.png\n./images/b.png,\n/abs/c.png,\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    records = read_manifest(str(night / "manifest.csv"))
+    assert [r.uri for r in records] == ["/abs/c.png", f"{night}/images/a.png", f"{night}/images/b.png"]
+    assert records[1].mask_uri == f"{night}/masks/a.png"
+    monkeypatch.chdir(tmp_path)  # a relative manifest: its entries stay relative to where the program runs
+    assert [r.uri for r in read_manifest("night/manifest.csv")][1:] == ["night/images/a.png", "night/images/b.png"]
+
+    # written relative to the manifest's folder (or absolute outside it), so the folder can move
+    write_manifest([InputRecord("night/images/a.png", "g", 1, "night/masks/a.png"), InputRecord("x.png", "g")],
+                   "night/copy.csv")
+    assert (night / "copy.csv").read_text().splitlines()[1:] == ['"images/a.png","g",1,"masks/a.png"',
+                                                                 f'"{tmp_path}/x.png","g",,']
+    assert [r.uri for r in read_manifest("night/copy.csv")] == [f"{tmp_path}/x.png", "night/images/a.png"]
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(f"{s3_bucket}/night/manifest.csv", b"uri\nimages/a.png\ns3://other/b.png\n")
+    assert [r.uri for r in read_manifest(f"s3://{s3_bucket}/night/manifest.csv")] == [
+        "s3://other/b.png", f"s3://{s3_bucket}/night/images/a.png"]
+
+
 def test_two_spellings_of_one_file_are_one_image(tmp_path):
     """img//a.png and img/./a.png are the same file: listing both would score it against itself."""
     manifest = tmp_path / "manifest.csv"
@@ -121,7 +150,7 @@ def test_csv_manifest_columns_are_text_so_group_007_is_not_group_7(tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("uri,group,label,mask_uri\na.png,007,1,m.png\nb.png,7,0,\nc.png,7.0, ,\n")
     records = read_manifest(str(manifest))
-    assert [(r.group, r.label, r.mask_uri) for r in records] == [("007", 1, "m.png"), ("7", 0, None),
+    assert [(r.group, r.label, r.mask_uri) for r in records] == [("007", 1, f"{tmp_path}/m.png"), ("7", 0, None),
                                                                  ("7.0", None, None)]
 
 

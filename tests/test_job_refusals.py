@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.data.synthetic import generate_dataset
-from pipeline.job.preflight import JobError, preflight
+from pipeline.job.preflight import JobError, check_present, preflight
 from pipeline.job.run import main
 from pipeline.settings import JobConfig, config_from_dict
 
@@ -122,3 +122,20 @@ def test_a_trained_detectors_encoder_weights_are_checked_in_preflight(inputs, tm
     err = refused(tmp_path, capsys, *common)
     assert f"detector_checkpoint {checkpoint}/model.safetensors: truncated" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_whose_images_are_missing_is_refused_before_any_work(inputs, tmp_path, capsys):
+    """Issue 22 item 1: a manifest whose entries all pointed nowhere was extracted and scored as a night
+    of errors. More than inputs.max_missing_fraction of it missing is one line; fewer are rows."""
+    manifest = tmp_path / "night" / "manifest.csv"
+    manifest.parent.mkdir()
+    present = sorted(str(p) for p in inputs.rglob("*.png"))
+    manifest.write_text("uri\n" + "".join(f"images/{i}.png\n" for i in range(5)) + "".join(f"{p}\n" for p in present))
+    out = tmp_path / "out"
+    err = refused(tmp_path, capsys, f"inputs.manifest={manifest}", f"output.prefix={out}")
+    missing = f"{manifest.parent}/images/0.png"
+    assert f"inputs.manifest {manifest}: 5 of 9 images looked up are missing (e.g. {missing}" in err
+    assert "restore them or correct the manifest" in err and not out.exists()
+    allowed = config_from_dict(JobConfig, {"inputs": {"manifest": str(manifest), "max_missing_fraction": 0.6},
+                                           "output": {"prefix": str(out)}, "backbone": BACKBONE})
+    check_present(preflight(allowed)[0], allowed)  # 5 of 9 is not more than 0.6: the missing ones become rows

@@ -2,6 +2,7 @@
 cluster against the local S3 server, checked row by row and against the engine called directly."""
 
 import json
+import time
 
 import numpy as np
 import pyarrow.dataset as pds
@@ -19,8 +20,10 @@ from pipeline.engine.maps import anomaly_maps
 from pipeline.engine.scorers import score_features
 from pipeline.evaluation.metrics import category_metrics
 from pipeline.job.identity import config_hash
-from pipeline.job.manifest import redact
+from pipeline.job.lease import RunLease
+from pipeline.job.manifest import format_summary, redact
 from pipeline.job.plan import plan_run
+from pipeline.job.preflight import JobError
 from pipeline.job.run import main, run_job
 from pipeline.settings import ConfigError, JobConfig, config_from_dict, load_config
 
@@ -581,3 +584,70 @@ def test_a_run_resumed_with_other_inputs_is_refused_and_rows_are_counted_not_ass
     assert counts["groups_skipped"] == 1  # group a is finished, group b is redone
     assert resumed.exit_code == 1 and not (run / "_SUCCESS").exists() and counts["rows_written"] == 4
     assert resumed.failures == [f"scores table: inputs without a row: 4 (e.g. {tmp_path}/in/a/0.png)"]
+
+
+def test_a_group_that_decodes_nothing_and_a_link_loop_are_rows_and_the_night_finishes(ray_local, tmp_path):
+    """Issue 22 items 2 and 3: a folder of 3 corrupt files lost its group ("Expected a non-empty
+    ndarray": a subset with no decoded image) and no resume ever finished; `loop.png -> loop.png`
+    among the inputs was an ELOOP traceback that sank the night. Each is now a decode_error row.
+    Item 4 on the same run: a finished night is never rewritten, a run id another driver holds is refused."""
+    copy_images(tmp_path, [f"a/{i}.png" for i in range(4)] + ["half/0.png"])
+    bad, half = tmp_path / "in" / "bad", tmp_path / "in" / "half"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("not an image")
+    (bad / "truncated.png").write_bytes((half / "0.png").read_bytes()[:100])
+    (half / "1.png").write_bytes(b"")  # one readable image left: nothing to compare it with
+    (tmp_path / "in" / "a" / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out), "keep_features": True},
+                     run_id="corrupt")
+    report = run_job(cfg)
+    assert report.exit_code == 0, report.failures
+    rows = pds.dataset(str(out / "scores"), partitioning="hive").to_table().to_pylist()
+    statuses = {r["uri"][len(str(tmp_path / "in")) + 1:]: r["status"] for r in rows}
+    assert statuses == {**{f"a/{i}.png": "ok" for i in range(4)}, "a/loop.png": "decode_error",
+                        **{f"bad/{n}.png": "decode_error" for n in ("empty", "text", "truncated")},
+                        "half/0.png": "group_too_small", "half/1.png": "decode_error"}
+
+    run = out / "runs" / "corrupt"
+    records = {name: (run / name).read_bytes() for name in ("manifest.json", "report.html")}
+    again = run_job(cfg)  # item 4: a second driver on the finished night finds it complete and writes nothing
+    assert again.exit_code == 0 and "SUCCEEDED" in format_summary(again).splitlines()[0]
+    assert {name: (run / name).read_bytes() for name in records} == records and not (run / "lease.json").exists()
+
+    # a night killed while group bad was finalised resumes and finishes, but not while a driver works on it
+    for path in (run / "_SUCCESS", run / "groups" / "bad.json", *(run / "subsets" / "bad").iterdir()):
+        path.unlink()
+    other = RunLease(str(run / "lease.json"), "corrupt", 600.0)
+    other.acquire()
+    with pytest.raises(JobError, match=rf"run_id corrupt is being worked on by another driver \({other.owner}"):
+        run_job(cfg)
+    other.release()
+    assert not (run / "groups" / "bad.json").exists()
+    assert (run / "manifest.json").read_bytes() == records["manifest.json"]
+    resumed = run_job(cfg)
+    assert resumed.exit_code == 0, resumed.failures
+    counts = resumed.manifest["counts"]
+    assert counts["groups_skipped"] == 2 and counts["subsets_skipped"] == 2 and counts["rows_written"] == 10
+
+
+def test_resources_held_by_another_night_are_waited_for_then_one_line(ray_local, tmp_path):
+    """Issue 22 item 11: two nights on a 2-CPU cluster hung forever, each holding a CPU for its extraction
+    actor. A job now waits resource_wait_s for what it asks for at once, then stops before writing anything."""
+    import ray
+
+    copy_images(tmp_path, ["a/0.png", "a/1.png", "a/2.png"])
+    out = tmp_path / "out"
+    cfg = job_config(inputs={"uris": [str(tmp_path / "in")]}, output={"prefix": str(out)}, resource_wait_s=1)
+    other_night = ray.util.placement_group([{"CPU": 2}])  # holds both CPUs of the test cluster
+    ray.get(other_night.ready(), timeout=60)
+    try:
+        started = time.monotonic()
+        refusal = (r"did not grant the resources this job asks for within 1s \(resource_wait_s\): its first stage "
+                   r".* asks for \{CPU 1\} \+ \{CPU 0.5\} at once; the cluster has CPU 2, CPU 0 of them free")
+        with pytest.raises(JobError, match=refusal):
+            run_job(cfg)
+        assert 1 <= time.monotonic() - started < 30 and not out.exists()
+    finally:
+        ray.util.remove_placement_group(other_night)

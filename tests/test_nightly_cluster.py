@@ -3,6 +3,7 @@ against the local S3 server. Also: workers killed mid-run, and a failed run resu
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ import pyarrow.fs
 import pytest
 import s3fs
 from conftest import CORRUPT_FILES
+
+from pipeline.data.inputs import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -41,6 +44,8 @@ def ray_cluster(s3_server, tmp_path_factory):
 
     The head runs under ``ray start --block`` in its own process group, and only that group is
     stopped afterwards: ``ray stop`` would end every Ray instance on the machine, other users' too.
+    Every port is a free one: with the job agent's default (52365) taken by another cluster on the
+    machine, no job could be submitted ("No available agent to submit job").
     """
     import ray
 
@@ -50,7 +55,7 @@ def ray_cluster(s3_server, tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     start = [str(RAY), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}",
-             f"--ray-client-server-port={free_port()}"]
+             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"]
     # a loopback-only test cluster: no token auth, so the CLI needs no token file from the head
     os.environ["RAY_AUTH_MODE"] = "disabled"
     log = (temp / "head.log").open("w")
@@ -203,30 +208,58 @@ def test_a_failed_run_fails_loudly_and_resumes_by_run_id(ray_cluster, workdir, s
     assert_one_row_per_input(scores_rows(out), s3_batch)
 
 
-def readme_local_submit() -> str:
-    """The README's local-cluster ``ray job submit`` line, as written."""
-    lines = [line for line in (REPO / "README.md").read_text().splitlines()
-             if line.startswith("ray job submit --working-dir . -- python jobs/musc.py --config conf/local.yaml")]
-    assert len(lines) == 1, "README.md must show one local-cluster ray job submit of conf/local.yaml"
-    return lines[0]
+def readme_block(*words: str) -> str:
+    """The README's one ```bash block that contains every one of ``words``, as written (found by its
+    content, so the block may move within README.md)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    found = [b for b in blocks if all(w in b for w in words)]
+    assert len(found) == 1, f"README.md must show one bash block with {words}"
+    return found[0]
+
+
+def part_rows(project: Path, run_id: str) -> list[dict]:
+    """The scores rows one run wrote (its part files), read as a BI tool reads them."""
+    parts = sorted(str(p) for p in (project / "outputs" / "nightly" / "scores").glob(f"*/*/part-{run_id}.parquet"))
+    return pds.dataset(parts, format="parquet").to_table().to_pylist()
 
 
 def test_the_readmes_local_ray_job_submit_runs_as_written(ray_cluster, tmp_path):
-    """Issue 14: on a fresh machine the entrypoint's `python` was not the project's, and local outputs
-    landed in Ray's temporary copy of the working directory."""
+    """Issue 14: the entrypoint's `python` was not the project's, and local outputs landed in Ray's copy of
+    the working directory. Issue 22 item 1: after the quick start, the README's local ray job submit scored
+    nothing (exit 1, 0 rows): the demo manifest listed paths relative to the project, which Ray's copy of
+    the working directory lacks. So the blocks run in the README's order in a fresh copy of the project:
+    the quick start's job half (infra/install.sh builds the virtual environment this test already runs
+    in: minutes and the network), then the cluster block's lines as written, but for `ray start --head`
+    (the test's cluster is started that way, on free ports) and `ray stop` (which would end every Ray
+    instance on the machine): RAY_ADDRESS points the submit at the test's cluster."""
     project = tmp_path / "project"
     for name in ("pipeline", "jobs", "conf"):
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**activated_environment(), "RAY_ADDRESS": ray_cluster}
-    command = readme_local_submit()
-    done = until_accepted(["bash", "-c", command], cwd=project, env=env, timeout=900)
+    (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    quick_start = readme_block("jobs/musc.py --config conf/local.yaml", "infra/install.sh").strip()
+    install, job = quick_start.split(" && ")
+    assert install == "bash infra/install.sh", quick_start
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(["bash", "-c", job], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    inputs = sorted(str(project / r.uri) for r in read_manifest(str(project / "demo_data/nightly/manifest.csv")))
+    assert len(inputs) == 64
+
+    block = readme_block("ray start --head", "ray job submit")
+    lines = [ln for ln in block.splitlines() if not re.match(r"ray (start|stop)\b", ln)]
+    assert len(lines) == len(block.splitlines()) - 2 and lines[0].startswith("source .venv/bin/activate")
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    done = until_accepted(["bash", "-c", "\n".join(lines)], cwd=project, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "SUCCEEDED" in done.stdout and "64 in, 64 scored" in done.stdout
-    assert len(list((project / "outputs" / "nightly" / "runs").glob("*/_SUCCESS"))) == 1  # where the user is
-    assert len(list((project / "demo_data" / "nightly" / "images").rglob("*.png"))) >= 64
+    runs = sorted(p.parent.name for p in (project / "outputs" / "nightly" / "runs").glob("*/_SUCCESS"))
+    assert len(runs) == 2  # where the user is: the quick start's run and the cluster's (another manifest path)
+    for run_id in runs:
+        assert sorted(os.path.abspath(project / r["uri"]) for r in part_rows(project, run_id)) == inputs
 
-    relative = command.split(" output.prefix=")[0]  # the same without the absolute paths
-    refused = until_accepted(["bash", "-c", relative], cwd=project, env=env, timeout=300)
+    submit_line = next(ln for ln in lines if ln.startswith("ray job submit"))
+    relative = submit_line.split(" output.prefix=")[0]  # the same without the absolute paths
+    refused = until_accepted(["bash", "-c", f"{lines[0]}\n{relative}"], cwd=project, env=env, timeout=300)
     assert refused.returncode != 0
     assert "error: output.prefix outputs/nightly is relative: under ray job submit --working-dir" in refused.stdout
     assert "output.prefix=$PWD/outputs/nightly" in refused.stdout

@@ -8,6 +8,7 @@ published MuSc code resizes them (``MaskResize``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import re
@@ -124,6 +125,10 @@ def _read(uri: str, storage_options: dict[str, Any] | None) -> bytes:
         return read_bytes(uri, storage_options)
     except FileNotFoundError:
         raise UnreadableImage("FileNotFoundError: no such file or object") from None
+    except OSError as err:  # a link loop (loop.png -> loop.png) is one unreadable input, not a storage failure
+        if err.errno != errno.ELOOP:
+            raise
+        raise UnreadableImage("OSError: a symbolic link loop (too many levels of symbolic links)") from None
 
 
 def _decoded(data: bytes, decode: Callable[[BinaryIO], T]) -> T:

@@ -11,9 +11,10 @@ to group by) is part of the group key. Without a template the group is the paren
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import fsspec
@@ -110,6 +111,25 @@ def normalise_uri(uri: str) -> str:
     return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
+def beside(entry: str, manifest: str) -> str:
+    """A manifest's entry as a URI: a relative one (no protocol, no leading '/') lies below the
+    manifest's folder, as a file that lists files means, wherever the program runs (a copy of the
+    working directory under ``ray job submit``); on object storage, below the manifest's prefix."""
+    if "://" in entry or entry.startswith("/") or "/" not in manifest:
+        return entry
+    return f"{manifest.rsplit('/', 1)[0]}/{entry}"
+
+
+def relative_to_manifest(path: str, manifest: str) -> str:
+    """The entry ``beside`` turns back into ``path`` (relative to the working directory): a relative
+    local path below a local manifest's folder is written relative to it, one elsewhere absolute,
+    so that the folder of images and its manifest can move together."""
+    if is_remote(path) or os.path.isabs(path) or is_remote(manifest):
+        return path
+    below = os.path.relpath(path, os.path.dirname(manifest) or ".")
+    return os.path.abspath(path) if below.split(os.sep, 1)[0] == ".." else below
+
+
 def _read_table(uri: str, storage_options: dict[str, Any] | None) -> pa.Table:
     """A manifest's table. CSV columns are read as text: type guessing turned group 007 into 7."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
@@ -138,6 +158,7 @@ def _label(value: Any, where: str) -> int | None:
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> list[InputRecord]:
     """Records from a Parquet or CSV manifest: ``uri`` required; ``group``, ``label``, ``mask_uri`` optional.
+    Relative entries name files beside the manifest (``beside``).
 
     Local paths are normalised (``normalise_uri``) before the duplicate check, so one file cannot be
     scored twice under two spellings."""
@@ -149,10 +170,10 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
         if not row["uri"]:
             raise InputError(f"manifest {uri} row {i}: empty uri")
         group, mask_uri = row.get("group"), row.get("mask_uri")
-        records.append(InputRecord(uri=normalise_uri(str(row["uri"])),
+        records.append(InputRecord(uri=normalise_uri(beside(str(row["uri"]), uri)),
                                    group=str(group) if group not in (None, "") else DEFAULT_GROUP,
                                    label=_label(row.get("label"), f"manifest {uri} row {i}"),
-                                   mask_uri=normalise_uri(str(mask_uri)) if mask_uri else None))
+                                   mask_uri=normalise_uri(beside(str(mask_uri), uri)) if mask_uri else None))
     if not records:
         raise InputError(f"manifest {uri} lists no images")
     twice = sorted(u for u, n in Counter(r.uri for r in records).items() if n > 1)
@@ -172,7 +193,10 @@ def records_from_dataset(root: str, layout: str = "mvtec", split: str = "test") 
 
 
 def write_manifest(records: list[InputRecord], uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Write records as a manifest ``read_manifest`` reads back: Parquet for ``.parquet``, else CSV."""
+    """Write records as a manifest ``read_manifest`` reads back: Parquet for ``.parquet``, else CSV.
+    Relative local paths are written relative to the manifest's folder (``relative_to_manifest``)."""
+    records = [replace(r, uri=relative_to_manifest(r.uri, uri),
+                       mask_uri=r.mask_uri and relative_to_manifest(r.mask_uri, uri)) for r in records]
     table = pa.Table.from_pylist([asdict(r) for r in records], schema=pa.schema([
         ("uri", pa.string()), ("group", pa.string()), ("label", pa.int8()), ("mask_uri", pa.string()),
     ]))

@@ -1,4 +1,6 @@
-"""How patch features are stored in feature shards: fp16, or int8 per token with one fp16 scale each.
+"""How arrays are stored in the job's Parquet objects: tensor columns of any row count (zero
+included: a subset or shard in which no image decoded), and patch features as fp16, or int8 per
+token with one fp16 scale each.
 
 Patch tokens dominate the bytes of a run (ViT-L-14-336 at 518 px: 4 stages x 1,369 tokens x 1,024
 channels, 11.2 MB per image in fp16). ``int8`` keeps, for every token of a stage (one image, one
@@ -11,9 +13,30 @@ in the README ("Scaling").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pyarrow as pa
 
 FEATURE_DTYPES = ("fp16", "int8")
+
+
+def tensor_column(values: np.ndarray) -> pa.ExtensionArray:
+    """(N, ...) values as a fixed-shape tensor column; pyarrow's own conversion refuses N = 0."""
+    values = np.ascontiguousarray(values)
+    if len(values):
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(values)
+    value_type = pa.from_numpy_dtype(values.dtype)
+    storage = pa.array([], pa.list_(value_type, math.prod(values.shape[1:])))
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(value_type, values.shape[1:]), storage)
+
+
+def tensor_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A tensor column's (N, ...) values; also for zero rows (a filter that kept none leaves no chunk,
+    which pyarrow cannot convert)."""
+    if column.num_chunks == 0 or len(column) == 0:
+        return np.zeros((0, *column.type.shape), column.type.value_type.to_pandas_dtype())
+    return column.combine_chunks().to_numpy_ndarray()
 
 
 def quantize_tokens(stage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,14 +22,10 @@ from ..engine.backbones import Backbone, build_backbone
 from ..engine.features import Features
 from ..settings import BackboneConfig, ExtractionConfig
 from ..storage import read_bytes, write_parquet
-from .codec import decode_stage, encode_stage
+from .codec import decode_stage, encode_stage, tensor_column, tensor_values
 from .faults import crash_point
 from .layout import shard_uri
 from .shards import ShardActor, records_table, run_shard_actors
-
-
-def _tensor_column(values: np.ndarray) -> pa.ExtensionArray:
-    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
 
 
 def shard_table(records: list[dict[str, Any]], errors: list[str], features: Features, backbone: str,
@@ -40,12 +36,12 @@ def shard_table(records: list[dict[str, Any]], errors: list[str], features: Feat
     Failed images keep their row (status != ok) with zero features so every input stays visible.
     """
     table = records_table(records, errors, backbone)
-    table = table.append_column("embedding", _tensor_column(features.embedding.numpy().astype(np.float32)))
+    table = table.append_column("embedding", tensor_column(features.embedding.numpy().astype(np.float32)))
     for i, stage in enumerate(features.stages):
         for suffix, values in encode_stage(stage.numpy(), feature_dtype).items():
-            table = table.append_column(f"stage_{i}{suffix}", _tensor_column(values))
+            table = table.append_column(f"stage_{i}{suffix}", tensor_column(values))
     if features.attention is not None:  # ViTs: CLS attention for foreground masks
-        table = table.append_column("attention", _tensor_column(features.attention.numpy().astype(np.float32)))
+        table = table.append_column("attention", tensor_column(features.attention.numpy().astype(np.float32)))
     return table.replace_schema_metadata({"backbone": backbone})
 
 
@@ -59,7 +55,7 @@ def read_feature_shard(uri: str, storage_options: dict[str, Any] | None = None,
     if rows is not None:
         table = table.take(pa.array(rows, pa.int64()))
     def array(name: str) -> np.ndarray:
-        return table.column(name).combine_chunks().to_numpy_ndarray()
+        return tensor_values(table.column(name))
 
     def tensor(name: str) -> torch.Tensor:
         return torch.from_numpy(array(name).astype(np.float32))

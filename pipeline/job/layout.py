@@ -6,6 +6,7 @@ Under ``output.prefix``::
     heatmaps/run_date=<d>/group_name=<g>/run_id=<run_id>/<name>.png  reviewers' heat maps
     metrics/run_date=<d>/part-<run_id>.parquet                        the engine's metrics per group
     runs/<run_id>/run.json                                            the run's identity (config hash, date)
+    runs/<run_id>/lease.json                                          the working driver's lease (``lease``)
     runs/<run_id>/features/shard-00000.parquet                        zero-shot: records and features per shard
     runs/<run_id>/subsets/<g>/subset-00000.parquet                    zero-shot: scores of one subset
     runs/<run_id>/detections/shard-00000.parquet                      trained detector: records and scores per shard
@@ -80,6 +81,10 @@ class RunLayout:
     @property
     def record(self) -> str:
         return join_uri(self.run_prefix, "run.json")
+
+    @property
+    def lease(self) -> str:
+        return join_uri(self.run_prefix, "lease.json")
 
     @property
     def manifest(self) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
+import numpy as np
 from fsspec.utils import glob_translate
 
 from ..data.demo import ensure_dataset
@@ -29,7 +31,7 @@ from ..data.inputs import (
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
 from ..engine.weights import WeightsError, check_weights, check_weights_file
 from ..errors import UserError
-from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
+from ..settings import MISSING_SAMPLE, ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
 from ..storage import check_bucket, check_outlives_working_dir, check_writable, exists, is_remote, join_uri
 from .layout import RunLayout
 
@@ -69,6 +71,26 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
     if len({r.uri for r in records}) != len(records):
         raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
     return records
+
+
+def check_present(records: list[InputRecord], cfg: JobConfig) -> None:
+    """A manifest whose images are (nearly) all missing is refused before any work: looked up in an evenly
+    spread sample (``MISSING_SAMPLE``), 16 at a time, it would otherwise be a night of decode_error rows.
+    Listed inputs exist by construction. Checked once the run is known not to be finished (its images may
+    be archived since)."""
+    if cfg.inputs.manifest is None:
+        return
+    picks = sorted({round(i) for i in np.linspace(0, len(records) - 1, min(len(records), MISSING_SAMPLE))})
+    so = cfg.storage_options
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        found = list(pool.map(lambda i: exists(records[i].uri, so), picks))
+    missing = [records[i].uri for i, ok in zip(picks, found) if not ok]
+    if len(missing) > cfg.inputs.max_missing_fraction * len(picks):
+        hint = "; delete it to generate the demo data again" if cfg.demo.enabled else ""
+        raise InputError(f"inputs.manifest {cfg.inputs.manifest}: {len(missing)} of {len(picks)} images looked up "
+                         f"are missing (e.g. {missing[0]}; relative entries name files beside the manifest): "
+                         f"restore them or correct the manifest{hint} (inputs.max_missing_fraction "
+                         f"{cfg.inputs.max_missing_fraction})")
 
 
 def lists_outputs(source: str, output_prefix: str, storage_options: dict | None = None) -> bool:

@@ -30,8 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-import fsspec
-
+from ..data.inputs import InputRecord
 from ..reporting.progress import Progress
 from ..settings import (
     ZERO_SHOT_DETECTORS,
@@ -39,16 +38,18 @@ from ..settings import (
     JobConfig,
     run_program,
 )
-from ..storage import StorageError, exists, read_bytes, write_bytes
+from ..storage import StorageError, exists, read_bytes, remove, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
 from .identity import config_hash, open_run, write_run_record
 from .layout import RunLayout, shard_uri
+from .lease import RunLease
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
-from .preflight import JobError, preflight
+from .preflight import JobError, check_present, preflight
 from .references import resolve_references
+from .resources import limit_actor_wait, wait_for_resources
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
@@ -159,9 +160,16 @@ def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | 
     return DetectorScoring(cfg, layout, detector_cfg, references)
 
 
+def _completed(layout: RunLayout, storage_options: dict) -> JobReport:
+    """A finished run is never redone nor rewritten: its manifest is the summary."""
+    manifest = json.loads(read_bytes(layout.manifest, storage_options))
+    print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)
+    return JobReport(0, manifest)
+
+
 def run_job(cfg: JobConfig) -> JobReport:
     """Run (or resume) the whole job; raises JobError/ConfigError/InputError/StorageError/WeightsError
-    before any work when the configuration cannot work."""
+    before any work when the configuration cannot work, or another driver works on the run."""
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     records, detector_cfg = preflight(cfg)
@@ -169,9 +177,10 @@ def run_job(cfg: JobConfig) -> JobReport:
     layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
     if exists(layout.success, so):
-        manifest = json.loads(read_bytes(layout.manifest, so))
-        print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)
-        return JobReport(0, manifest)
+        return _completed(layout, so)
+    check_present(records, cfg)
+    lease = RunLease(layout.lease, layout.run_id, cfg.lease_timeout_s, so)
+    lease.refuse_if_held()
     # a resumed run keeps the references it started with: its shards were planned with them
     recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
     references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
@@ -179,6 +188,28 @@ def run_job(cfg: JobConfig) -> JobReport:
     if new_record is not None:
         new_record["references"] = references
     strategy = _strategy(cfg, layout, detector_cfg, None if references is None else references["per_group"])
+    started_ray = _init_ray(cfg.ray_address)
+    try:  # nothing of the run is written before its resources are free and its lease is this driver's
+        wait_for_resources(cfg)
+        lease.acquire()
+    except BaseException:
+        _stop_ray(started_ray)
+        raise
+    try:
+        if exists(layout.success, so):  # another driver finished it in the meantime
+            _stop_ray(started_ray)
+            return _completed(layout, so)
+        return _run(cfg, records, chash, layout, new_record, references, strategy, lease, started_ray,
+                    started_at, t0)
+    finally:
+        lease.release()
+
+
+def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayout, new_record: dict | None,
+         references: dict | None, strategy: ScoringStrategy, lease: RunLease, started_ray: bool,
+         started_at: datetime, t0: float) -> JobReport:
+    """The run's stages under this driver's lease; its records are written only while it holds the lease."""
+    so = cfg.storage_options
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
     first_stage: dict[str, Any] = {}
@@ -186,8 +217,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     counts: dict[str, int] = {}
     task_seconds: dict[str, float] = {}
     backbone = ""
-    started_ray = _init_ray(cfg.ray_address)
-    try:  # the run's first objects, once Ray is reachable
+    try:  # the run's first objects
         if new_record is not None:
             write_run_record(layout, new_record, so)
         write_text_group_marker(layout, so)
@@ -203,6 +233,7 @@ def run_job(cfg: JobConfig) -> JobReport:
         subsets = sum(len(s) for s in plan.subsets.values())
         print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
               f"{len(plan.shards)} shards", file=sys.stderr)
+        limit_actor_wait(cfg)
         first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
@@ -223,11 +254,17 @@ def run_job(cfg: JobConfig) -> JobReport:
         failures.append(f"stage failed: {_first_line(err)}")
     finally:
         _stop_ray(started_ray)
+    taken = lease.lost_reason() or ("another driver completed this run meanwhile; this driver's results are not "
+                                    "recorded" if exists(layout.success, so) else None)
+    if taken is not None:
+        failures.append(taken)
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
                      references)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
+    if taken is not None:  # the run's records are the other driver's
+        return JobReport(1, manifest)
     try:
         write_run_report(manifest, summaries, layout, so)
     except Exception as err:  # noqa: BLE001 - the report is derived from the outputs; it never fails a run
@@ -237,9 +274,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     if failures:
         return JobReport(1, manifest)
     if not cfg.output.keep_features:
-        fs, path = fsspec.core.url_to_fs(strategy.shards_prefix, **so)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        remove(strategy.shards_prefix, so)
     write_bytes(layout.success, b"", so)
     return JobReport(0, manifest)
 

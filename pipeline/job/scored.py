@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..storage import read_bytes, write_parquet
+from .codec import tensor_column, tensor_values
 from .scores_table import STATUS_OK
 
 
@@ -72,7 +73,7 @@ def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
         "uri": pa.array(uris, pa.string()),
         "score_raw": pa.array(np.asarray(score_raw, dtype=np.float64)),
         "score": pa.array(np.asarray(score, dtype=np.float64)),
-        "patch_scores": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(patch_scores, np.float32)),
+        "patch_scores": tensor_column(np.asarray(patch_scores, np.float32)),
     }
 
 
@@ -102,7 +103,7 @@ def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -
         uris=table.column("uri").to_pylist(),
         score_raw=table.column("score_raw").to_numpy(),
         score=table.column("score").to_numpy(),
-        patch_scores=np.array(table.column("patch_scores").combine_chunks().to_numpy_ndarray()),  # writable copy
+        patch_scores=np.array(tensor_values(table.column("patch_scores"))),  # writable copy
         scored_at=datetime.fromisoformat(meta["scored_at"]),
         reference_scores=np.asarray(json.loads(meta.get("reference_scores", "[]")), dtype=np.float64),
         references=ReferenceUse(**json.loads(meta["references"])) if "references" in meta else None,

@@ -16,6 +16,7 @@ from .detectors import (
 )
 from .evaluation import EvalConfig
 from .job import (
+    MISSING_SAMPLE,
     ZERO_SHOT_DETECTORS,
     ExtractionConfig,
     FlaggingConfig,
@@ -43,7 +44,7 @@ from .sweep import SEARCH_TYPES, PseudoLabelConfig, SchedulerConfig, SweepConfig
 __all__ = [
     "AlignmentConfig", "BackboneConfig", "ConfigError", "DatasetConfig", "DetectorConfig", "DinomalyConfig",
     "EvalConfig", "ExtractionConfig", "FieldError", "FlaggingConfig", "ForegroundConfig", "InputsConfig",
-    "JobConfig", "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES",
+    "JobConfig", "MISSING_SAMPLE", "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES",
     "SOWAConfig", "SchedulerConfig", "ScoringConfig", "Section", "SweepConfig", "SyntheticConfig",
     "TrainingConfig", "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "config_from_dict",
     "config_to_dict", "describe", "identity_view", "load_config", "run_program", "setting", "validate", "with_values",

@@ -14,6 +14,7 @@ from .scorers import MuscConfig, PatchEADConfig
 
 # detectors that score a group's images against each other (no checkpoint; subsets of feature shards)
 ZERO_SHOT_DETECTORS = ("musc", "patchead")
+MISSING_SAMPLE = 200  # manifest entries preflight looks up (inputs.max_missing_fraction)
 
 
 @dataclass
@@ -27,8 +28,18 @@ class InputsConfig(Section):
     )
     manifest: str | None = setting(
         "A Parquet or CSV table with a 'uri' column and optional 'group', 'label' (0/1, enables metrics) "
-        "and 'mask_uri' columns.",
+        "and 'mask_uri' columns. Relative entries name files beside the manifest (below its folder or prefix).",
         default=None,
+    )
+    max_missing_fraction: float = setting(
+        "With manifest: before any work, preflight looks for an evenly spread sample of the manifest's images "
+        f"(at most {MISSING_SAMPLE}; all of a smaller manifest) and refuses the night in one line when more than "
+        "this fraction of them is missing (relative entries that point nowhere, a bucket not synced yet); the "
+        "few that go missing otherwise become decode_error rows. 1: never refuse.",
+        default=0.5,
+        ge=0,
+        le=1,
+        run_only=True,
     )
     group_template: str | None = setting(
         "With uris: a path template below the listing root, e.g. '{line}/{product}/{name}'; every field "
@@ -192,6 +203,24 @@ class JobConfig(Section):
         "Ray cluster to use: null connects to the cluster the job was submitted to (ray job submit sets "
         "RAY_ADDRESS) or starts Ray locally; 'auto' or 'ray://host:10001' connect explicitly.",
         default=None,
+        run_only=True,
+    )
+    lease_timeout_s: float = setting(
+        "The driver working on a run holds runs/<run_id>/lease.json and renews it every quarter of this. Another "
+        "driver on the same run id is refused (one line, exit 2) while the lease is younger than this, and takes "
+        "it over with a warning once it is older: a killed driver blocks its run id this long at most.",
+        default=600.0,
+        gt=0,
+        run_only=True,
+    )
+    resource_wait_s: float = setting(
+        "How long the job waits, before it writes anything, for the Ray resources each stage asks for at once (an "
+        "extraction actor and a decoding task; a scoring task; reserved briefly as a placement group, which an "
+        "autoscaling cluster scales up for) before it stops in one line naming what it asked for and what the "
+        "cluster has (exit 2; e.g. another night holds them). Also the longest the first stage waits for its "
+        "actors to start (then the stage fails, exit 1).",
+        default=600.0,
+        gt=0,
         run_only=True,
     )
     storage_options: dict[str, Any] = setting(

@@ -31,7 +31,7 @@ HARMLESS_STORAGE_KEYS = frozenset({
     "anon", "requester_pays", "version_aware", "default_block_size", "default_cache_type", "max_concurrency",
     "use_listings_cache", "listings_expiry_time", "skip_instance_cache",
 })
-_URI_USER = re.compile(r"(?<=://)[^/@\s]+@")  # scheme://user:secret@host
+_URI_USER = re.compile(r"(?<=://)[^/\s]*@")  # scheme://user:secret@host (up to the last @ of the authority)
 MAX_LISTED = 10  # warnings printed in the summary; the manifest has them all
 
 
@@ -48,8 +48,9 @@ class JobReport:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A config (as plain data) fit for manifests and logs: every ``storage_options`` mapping keeps only
-    harmless keys (nested mappings included) and URIs lose their ``user:secret@`` part."""
+    """Plain data (a config, a whole manifest) fit for files and logs: every ``storage_options`` mapping
+    keeps only harmless keys (nested mappings included), and every text anywhere, kept storage options
+    included (``endpoint_url: https://user:secret@host``), loses the ``user:secret@`` part of its URIs."""
     if key == "storage_options" and isinstance(value, dict):
         return _harmless_only(value)
     if isinstance(value, dict):
@@ -61,9 +62,9 @@ def redact(value: Any, key: str = "") -> Any:
 
 def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:
     """Storage options with every value not under an allow-listed key redacted; mappings are walked
-    so that their keys stay visible."""
+    so that their keys stay visible, and kept values are redacted like any other text."""
     return {k: _harmless_only(v) if isinstance(v, dict)
-            else v if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
+            else redact(v) if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
 
 
 # the metrics table (fractions 0-1): typed up front, so a metric undefined in every group is still a double
@@ -115,7 +116,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
     first, extraction, counts, timings = facts.first_stage, facts.first_stage_summary, facts.counts, facts.timings
     extracted = extraction.get("images", 0)
     scored_now = counts.get("images_scored", 0)
-    return {
+    return redact({  # URIs anywhere (outputs, references, warnings) may carry user:secret@
         "run_id": layout.run_id, "run_date": layout.run_date, "config_hash": config_hash,
         "status": "failed" if facts.failures else "succeeded", "failures": facts.failures,
         "warnings": [w for s in facts.summaries.values() for w in s.get("warnings", [])],
@@ -146,9 +147,9 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
         "references": facts.references,
-        "config": redact(config_to_dict(cfg)),
+        "config": config_to_dict(cfg),
         "versions": versions(),
-    }
+    })
 
 
 def format_summary(report: JobReport) -> str:

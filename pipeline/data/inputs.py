@@ -45,7 +45,7 @@ class InputError(UserError, ValueError):
     """The inputs cannot be listed or read; the message names the URI or column."""
 
 
-def _static_root(pattern: str) -> str:
+def static_root(pattern: str) -> str:
     """The part of a glob before its first wildcard, cut back to a whole path segment."""
     first = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
     return pattern[: pattern.rfind("/", 0, first) + 1] if first < len(pattern) else pattern.rstrip("/") + "/"
@@ -79,7 +79,7 @@ def list_images(source: str, group_template: str | None = None,
     """Every image under a prefix or matching a glob, sorted by URI, with its group."""
     fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
     has_wildcard = any(ch in path for ch in "*?[")
-    root = _static_root(path)
+    root = static_root(path)
     if not fs.exists(root.rstrip("/") or "/"):
         raise InputError(f"input location not found: {source} (bucket or prefix {root!r} does not exist)")
     found = fs.glob(path) if has_wildcard else fs.find(path)

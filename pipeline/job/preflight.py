@@ -24,6 +24,7 @@ from ..data.inputs import (
     list_images,
     read_manifest,
     records_from_dataset,
+    static_root,
     write_manifest,
 )
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
@@ -73,11 +74,15 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
 
 def lists_outputs(source: str, output_prefix: str, storage_options: dict | None = None) -> bool:
     """Whether listing ``source`` (a prefix or glob of inputs.uris) would find the heat maps written
-    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob."""
+    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob.
+    Local paths are compared resolved (symbolic links, ``..``): ``in/x -> in`` puts ``in/x/out`` in ``in``."""
     fs, pattern = fsspec.core.url_to_fs(source, **(storage_options or {}))
     out_fs, out = fsspec.core.url_to_fs(output_prefix, **(storage_options or {}))
     if fs.protocol != out_fs.protocol:
         return False
+    if not is_remote(source):
+        root = static_root(pattern)
+        pattern, out = os.path.realpath(root) + "/" + pattern[len(root):], os.path.realpath(out)
     pattern, out = pattern.rstrip("/"), out.rstrip("/")
     if not any(ch in pattern for ch in "*?["):
         return out == pattern or out.startswith(pattern + "/")

@@ -11,8 +11,8 @@ to group by) is part of the group key. Without a template the group is the paren
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -139,8 +139,8 @@ def _label(value: Any, where: str) -> int | None:
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> list[InputRecord]:
     """Records from a Parquet or CSV manifest: ``uri`` required; ``group``, ``label``, ``mask_uri`` optional.
 
-    Local paths are normalised (``normalise_uri``) before the duplicate check, so one file cannot be
-    scored twice under two spellings."""
+    Local paths are normalised (``normalise_uri``); one file listed under two spellings is refused
+    (``refuse_duplicates``), so it cannot be scored twice."""
     table = _read_table(uri, storage_options)
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
@@ -155,11 +155,37 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
                                    mask_uri=normalise_uri(str(mask_uri)) if mask_uri else None))
     if not records:
         raise InputError(f"manifest {uri} lists no images")
-    twice = sorted(u for u, n in Counter(r.uri for r in records).items() if n > 1)
-    if twice:
-        raise InputError(f"manifest {uri} lists {len(twice)} image(s) more than once (two spellings of one "
-                         f"local path count as one), e.g. {twice[0]}")
+    refuse_duplicates([str(row["uri"]) for row in table.to_pylist()], f"manifest {uri}")
     return sorted(records, key=lambda r: r.uri)
+
+
+def refuse_duplicates(uris: list[str], where: str) -> None:
+    """One file listed under two names (``a/000.png`` and ``a/../a/000.png``, ``img//a.png``, a symbolic
+    link to a listed file) would be scored against itself, which hides its defects: refused in one line
+    naming both spellings. Local paths are compared resolved; object-store keys as written (``a//b``
+    and ``a/b`` are two objects there)."""
+    folders: dict[str, str] = {}  # resolved folders: one realpath per folder, one lstat per file
+    first_name: dict[str, str] = {}
+    twice = []
+    for spelling in uris:
+        key = spelling if is_remote(spelling) else _resolved(spelling, folders)
+        if key in first_name:
+            twice.append((first_name[key], spelling))
+        else:
+            first_name[key] = spelling
+    if twice:
+        raise InputError(f"{where} lists {len(twice)} image(s) more than once (two names of one file count as "
+                         f"one: overlapping globs, '..', '//', symbolic links), e.g. {twice[0][0]} and "
+                         f"{twice[0][1]}; list each image once")
+
+
+def _resolved(uri: str, folders: dict[str, str]) -> str:
+    """A local file's real path (``os.path.realpath``), its folder's resolution cached in ``folders``."""
+    folder, name = os.path.split(uri.removeprefix("file://"))
+    if folder not in folders:
+        folders[folder] = os.path.realpath(folder or ".")
+    path = os.path.join(folders[folder], name)
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def records_from_dataset(root: str, layout: str = "mvtec", split: str = "test") -> list[InputRecord]:

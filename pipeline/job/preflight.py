@@ -19,11 +19,11 @@ from fsspec.utils import glob_translate
 
 from ..data.demo import ensure_dataset
 from ..data.inputs import (
-    InputError,
     InputRecord,
     list_images,
     read_manifest,
     records_from_dataset,
+    refuse_duplicates,
     static_root,
     write_manifest,
 )
@@ -67,8 +67,7 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
             raise JobError(f"output.prefix {cfg.output.prefix} lies where inputs.uris {uri} lists images: the "
                            "next run would score this run's heat maps; put the outputs outside the inputs")
         records.extend(list_images(uri, cfg.inputs.group_template, so))
-    if len({r.uri for r in records}) != len(records):
-        raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
+    refuse_duplicates([r.uri for r in records], "inputs.uris")
     return records
 
 

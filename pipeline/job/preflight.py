@@ -3,8 +3,9 @@
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
 reason when it cannot be used; a local output location must be writable and must not lie where the
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
-are opened far enough to know they are whole and a configured Ray address must answer (the
-references are resolved in ``references``). Demo data is generated first when asked for.
+are opened far enough to know they are whole, the backbone's layers and image size must fit its
+network, and a configured Ray address must answer (the references are resolved in ``references``).
+Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..data.inputs import (
     write_manifest,
 )
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
+from ..engine.stages import check_backbone
 from ..engine.weights import WeightsError, check_weights, check_weights_file
 from ..errors import UserError
 from ..settings import ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
@@ -112,6 +114,7 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
     check_outlives_working_dir(written)
     if cfg.detector in ZERO_SHOT_DETECTORS:  # weights first: a refusal writes nothing, not even demo data
         check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
+        check_backbone(cfg.backbone)
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)

@@ -22,7 +22,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import is_remote, write_bytes, write_parquet
+from ..storage import canonical_uri, is_remote, write_bytes, write_parquet
 from .benchmarks import list_categories, read_split
 from .images import IMAGE_EXTENSIONS
 
@@ -100,14 +100,9 @@ def list_images(source: str, group_template: str | None = None,
 
 
 def normalise_uri(uri: str) -> str:
-    """One spelling per local file: ``file://`` dropped, ``//`` and ``/./`` collapsed (``..`` is kept:
-    through a symbolic link it may lead elsewhere). Object-store keys are left as they are, because
-    there ``a//b`` and ``a/b`` name different objects."""
-    if is_remote(uri):
-        return uri
-    path = uri.removeprefix("file://")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
+    """One spelling per local file (``canonical_uri``: ``file://`` dropped, ``//`` and ``/./`` collapsed).
+    Object-store keys are left as they are, because there ``a//b`` and ``a/b`` name different objects."""
+    return uri if is_remote(uri) else canonical_uri(uri)
 
 
 def _read_table(uri: str, storage_options: dict[str, Any] | None) -> pa.Table:

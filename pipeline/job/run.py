@@ -43,7 +43,7 @@ from ..storage import StorageError, exists, read_bytes, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
-from .identity import config_hash, open_run, write_run_record
+from .identity import config_hash, open_run, warn_same_night_runs, write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
 from .plan import RunPlan, plan_run
@@ -168,6 +168,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     chash = config_hash(cfg)
     layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
+    warn_same_night_runs(layout, records, so)
     if exists(layout.success, so):
         manifest = json.loads(read_bytes(layout.manifest, so))
         print(f"run {layout.run_id} already completed ({manifest['finished_at']}); nothing to do", file=sys.stderr)

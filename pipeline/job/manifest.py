@@ -6,7 +6,6 @@ timings and throughput; ``format_summary`` is what the job prints at the end.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..errors import REDACTED, without_credentials
 from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
 from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
@@ -21,7 +21,6 @@ from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
 
-REDACTED = "<redacted>"
 # storage_options keys that say where and how storage is reached, never who is asking: the manifest
 # keeps them. Every other value under storage_options is redacted, whatever its name (guessing secret
 # names missed connection_string, passwd and headers.Authorization).
@@ -31,7 +30,6 @@ HARMLESS_STORAGE_KEYS = frozenset({
     "anon", "requester_pays", "version_aware", "default_block_size", "default_cache_type", "max_concurrency",
     "use_listings_cache", "listings_expiry_time", "skip_instance_cache",
 })
-_URI_USER = re.compile(r"(?<=://)[^/\s]*@")  # scheme://user:secret@host (up to the last @ of the authority)
 MAX_LISTED = 10  # warnings printed in the summary; the manifest has them all
 
 
@@ -57,7 +55,7 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    return _URI_USER.sub(f"{REDACTED}@", value) if isinstance(value, str) else value
+    return without_credentials(value) if isinstance(value, str) else value
 
 
 def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:

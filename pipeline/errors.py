@@ -4,12 +4,22 @@ A ``UserError`` is a mistake the user can fix (a config key, a missing bucket, w
 its message is one line naming the fix, the program prints it and exits with 2 before any work.
 Exit 1 is left for a stage that failed beyond its retries; anything else is a bug and keeps its
 traceback. Each layer's error type (``ConfigError``, ``StorageError``, ``WeightsError``, ...)
-derives from it, so the programs catch one type.
+derives from it, so the programs catch one type. What is printed or stored never carries the
+``user:secret@`` part of a URI (``without_credentials``).
 """
 
 from __future__ import annotations
 
+import re
+
 EXIT_USER_ERROR = 2
+REDACTED = "<redacted>"
+_URI_USER = re.compile(r"(?<=://)[^/\s]*@")  # scheme://user:secret@host, up to the last @ of the authority
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the ``user:secret@`` part of every URI in it redacted."""
+    return _URI_USER.sub(f"{REDACTED}@", text)
 
 
 class UserError(Exception):

@@ -36,6 +36,19 @@ def is_remote(uri: str) -> bool:
     return protocol not in ("file", "local")
 
 
+def canonical_uri(uri: str) -> str:
+    """One spelling of a location, for a run's identity: ``in``, ``in/``, ``./in`` and ``file://in`` are one
+    local folder (``file://``, ``//``, ``/./`` and a trailing slash dropped), ``s3://b/in`` and ``s3://b/in/``
+    one prefix (a trailing slash dropped: both list the same objects). ``..`` is kept (through a symbolic
+    link it may lead elsewhere), and so is a remote ``//`` (``a//b`` and ``a/b`` are two object keys)."""
+    if is_remote(uri):
+        scheme, _, rest = uri.partition("://")
+        return f"{scheme}://{rest.rstrip('/')}" if rest.rstrip("/") else uri
+    path = uri.removeprefix("file://")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
+
+
 def fetch_to_local(uri: str, cache_dir: str | Path, storage_options: dict[str, Any] | None = None) -> Path:
     """Return a local path for ``uri``, copying a remote object once into ``cache_dir``.
 

@@ -1,13 +1,15 @@
 """Backbones: stage taps, position-embedding resizing, weight loading and its refusals."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.engine.backbones import build_backbone, evenly_divided_stages
+from pipeline.engine.backbones import build_backbone
+from pipeline.engine.stages import evenly_divided_stages
 from pipeline.engine.weights import WeightsError, read_state_dict
 from pipeline.settings import BackboneConfig
 
@@ -145,3 +147,36 @@ def test_bf16_on_cpu_runs_the_network_in_bf16_close_to_fp32(family, name):
 def test_unknown_model_name_is_named(family):
     with pytest.raises(ValueError, match="unknown .*no-such-net"):
         build_backbone(BackboneConfig(family=family, name="no-such-net", random_init=True))
+
+
+@pytest.mark.parametrize("family, name, changes, says", [
+    ("timm_cnn", "convnext_tiny", {"layers": [1, 4]}, "backbone.layers [1, 4] out of range: convnext_tiny has 4 "
+                                                      "feature levels (0-3, strides [4, 8, 16, 32])"),
+    ("timm_cnn", "resnet18", {"layers": [4], "image_size": 32}, "image_size 32 is too small for resnet18's stride 32"),
+    ("timm_vit", "vit_tiny_patch16_224", {"layers": [2, 12]}, "layers [2, 12] out of range: vit_tiny_patch16_224 "
+                                                              "has 12 blocks (0-11)"),
+    ("timm_vit", "vit_tiny_patch16_224", {"image_size": 100}, "image_size 100 is not a multiple of "
+                                                              "vit_tiny_patch16_224's patch size 16; use e.g. 96"),
+    ("open_clip", "ViT-B-16", {"layers": [11, 12]}, "backbone.layers [11, 12] out of range: ViT-B-16 has 12 blocks"),
+    ("open_clip", "RN50", {}, "backbone.name: open_clip model 'RN50' is not a ViT"),
+    ("open_clip", "no-such-net", {}, "backbone.name: unknown open_clip model 'no-such-net'"),
+    ("timm_vit", "no-such-net", {}, "backbone.name: unknown timm model 'no-such-net'"),
+])
+def test_layers_and_image_size_are_checked_against_the_network_without_weights(family, name, changes, says):
+    """backbone.layers=[9] on a 4-level CNN passed every check and failed in each extraction actor."""
+    from pipeline.engine.stages import BackboneError, check_backbone
+
+    cfg = BackboneConfig(family=family, name=name, random_init=True, **changes)
+    with pytest.raises(BackboneError, match=re.escape(says)):
+        check_backbone(cfg)
+    with pytest.raises(BackboneError, match=re.escape(says)):  # the backbone itself says the same
+        build_backbone(cfg)
+
+
+def test_backbones_that_fit_pass_the_check():
+    from pipeline.engine.stages import check_backbone
+
+    for family, name, changes in (("timm_cnn", "convnext_tiny", {"layers": [0, 3]}), ("timm_cnn", "resnet18", {}),
+                                  ("timm_vit", "vit_tiny_patch16_224", {"layers": [11], "image_size": 96}),
+                                  ("open_clip", "ViT-L-14-336", {"image_size": 518})):
+        check_backbone(BackboneConfig(family=family, name=name, random_init=True, **changes))

@@ -75,3 +75,35 @@ def test_the_documented_duckdb_query_runs_on_a_jobs_output(ray_local, tmp_path):
     metrics = duckdb.sql(f"SELECT group_name, image_auroc FROM read_parquet('{out}/metrics/**/*.parquet', "
                          "hive_partitioning = true)").fetchall()
     assert {g for g, _ in metrics} == set(groups) and all(0 <= v <= 1 for _, v in metrics if v is not None)
+
+
+def test_the_athena_view_reads_one_run_per_night_and_group(tmp_path):
+    """inputs.uris [.../in] and [.../in/] scored one night twice: every row counted twice. The view
+    musc.scores_latest, run by DuckDB over the same files (Athena's max_by is DuckDB's too), keeps the
+    rows of the run that scored each group of each night last."""
+    duckdb = pytest.importorskip("duckdb")
+    from datetime import datetime, timezone
+
+    from pipeline.job.layout import RunLayout
+    from pipeline.job.scores_table import write_group_scores, write_text_group_marker
+
+    out = str(tmp_path / "musc")
+    runs = (("a", "2026-11-22", ["007", "line 1/cap A"], 1), ("b", "2026-11-22", ["007"], 2),
+            ("c", "2026-11-23", ["007"], 0))
+    for run_id, night, groups, hour in runs:
+        layout = RunLayout(out, run_id, night)
+        write_text_group_marker(layout)
+        scored_at = datetime(2026, 11, 23, hour, tzinfo=timezone.utc)
+        for group in groups:
+            rows = [dict.fromkeys(SCORES_SCHEMA.names) | {"uri": f"{group}/{i}.png", "run_id": run_id,
+                                                          "status": "ok", "scored_at": scored_at} for i in range(3)]
+            write_group_scores(layout.scores(group), rows)
+    text = (REPO / "infra" / "athena" / "tables.sql").read_text()
+    view = re.search(r"CREATE OR REPLACE VIEW musc.scores_latest AS\n(.*?);", text, re.S)[1]
+    table = (f"read_parquet('{out}/scores/**/*.parquet', hive_partitioning = true, "
+             "hive_types = {'run_date': DATE, 'group_name': VARCHAR})")
+    query = view.replace("musc.scores_all", table)
+    rows = duckdb.sql(f"SELECT CAST(run_date AS VARCHAR), group_name, run_id, count(*) FROM ({query}) "
+                      "GROUP BY ALL ORDER BY ALL").fetchall()
+    assert rows == [("2026-11-22", "007", "b", 3), ("2026-11-22", "line 1/cap A", "a", 3),
+                    ("2026-11-23", "007", "c", 3)]

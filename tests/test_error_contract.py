@@ -141,3 +141,27 @@ def test_relative_local_outputs_under_a_working_dir_are_refused(program, key, tm
     err = refused(program, capsys, f"{key}=outputs/x")
     assert f"{key} outputs/x is relative: under ray job submit --working-dir" in err and f"{key}=$PWD/outputs/x" in err
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("program, args, says", [
+    ("job", ["backbone.family=timm_cnn", "backbone.name=convnext_tiny", "backbone.layers=[1,4]"],
+     "backbone.layers [1, 4] out of range: convnext_tiny has 4 feature levels"),
+    ("evaluation", ["backbone.image_size=200"],
+     "backbone.image_size 200 is not a multiple of ViT-B-16's patch size 16"),
+    ("sweep", ["detector.vitad.encoder.layers=[2,5,8,12]"],
+     "detector.vitad.encoder.layers [2, 5, 8, 12] out of range: vit_tiny_patch16_224 has 12 blocks"),
+])
+def test_layers_the_backbone_does_not_have_are_one_line_before_any_work(program, args, says, tmp_path, capsys,
+                                                                        monkeypatch):
+    """backbone.layers=[9] on a 4-level CNN passed the checks, started Ray, wrote run.json, then raised
+    IndexError in every extraction actor (exit 1); the evaluation wrote its data first, then a traceback."""
+    monkeypatch.chdir(tmp_path)  # the shipped configs' relative demo data and outputs would land here
+    err = refused(program, capsys, *args, *(["storage_path=tune"] if program == "sweep" else []))
+    assert says in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refusal_never_prints_the_password_of_a_uri(capsys):
+    """An error names the value the user gave; a URI's user:secret@ stays out of consoles and job logs."""
+    err = refused("job", capsys, "run_id=https://reader:S3CRET@images.example.com/night")
+    assert "S3CRET" not in err and "https://<redacted>@images.example.com/night" in err

@@ -133,7 +133,8 @@ def test_two_spellings_of_one_file_are_one_image(tmp_path):
     """img//a.png and img/./a.png are the same file: listing both would score it against itself."""
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"uri\n{tmp_path}/img//a.png\n{tmp_path}/img/./a.png\n{tmp_path}/img/b.png\n")
-    with pytest.raises(InputError, match=f"1 image\\(s\\) more than once.*e.g. {tmp_path}/img/a.png"):
+    with pytest.raises(InputError, match=f"1 image\\(s\\) more than once.*e.g. {tmp_path}/img//a.png and "
+                                         f"{tmp_path}/img/./a.png; list each image once"):
         read_manifest(str(manifest))
     manifest.write_text(f"uri,mask_uri\nfile://{tmp_path}/img//a.png,{tmp_path}/masks/./a.png\n"
                         f"{tmp_path}/img/b.png,\n")
@@ -144,6 +145,34 @@ def test_two_spellings_of_one_file_are_one_image(tmp_path):
     pq.write_table(remote, tmp_path / "remote.parquet")
     assert [r.uri for r in read_manifest(str(tmp_path / "remote.parquet"))] == ["s3://b/img//a.png",
                                                                                 "s3://b/img/a.png"]
+
+
+def test_one_file_under_dot_dot_or_a_symbolic_link_is_refused(tmp_path, monkeypatch):
+    """a/000.png and a/../a/000.png were scored against each other (0.05 against 0.38-0.40 for the rest),
+    which hid that image's defect; a link to a listed file, or one folder listed twice, is the same file."""
+    monkeypatch.chdir(tmp_path)  # the relative spelling names the same file wherever it is resolved from
+    (tmp_path / "a").mkdir()
+    for name in ("000.png", "001.png"):
+        (tmp_path / "a" / name).write_bytes(b"x")
+    (tmp_path / "b").symlink_to(tmp_path / "a")  # b/.. is tmp_path, so b/../a is a again
+    (tmp_path / "a" / "link.png").symlink_to(tmp_path / "a" / "001.png")
+    manifest = tmp_path / "manifest.csv"
+    for first, second in ((f"{tmp_path}/a/000.png", f"{tmp_path}/a/../a/000.png"),
+                          (f"{tmp_path}/a/000.png", f"{tmp_path}/b/000.png"),
+                          (f"{tmp_path}/a/001.png", f"{tmp_path}/a/link.png"),
+                          ("a/000.png", f"{tmp_path}/a/000.png")):
+        manifest.write_text(f"uri\n{first}\n{second}\n")
+        with pytest.raises(InputError, match=f"lists 1 image\\(s\\) more than once.*e.g. {first} and {second};"):
+            read_manifest(str(manifest))
+    manifest.write_text(f"uri\n{tmp_path}/a/000.png\n{tmp_path}/b/../a/001.png\n")  # two files, one via ..
+    assert len(read_manifest(str(manifest))) == 2
+    from pipeline.data.inputs import refuse_duplicates
+
+    listed = [r.uri for r in list_images(str(tmp_path / "a"))]  # 000, 001 and link.png
+    with pytest.raises(InputError, match=f"inputs.uris lists 1 image.*e.g. {tmp_path}/a/001.png and {tmp_path}/a/link"):
+        refuse_duplicates(listed, "inputs.uris")
+    with pytest.raises(InputError, match="inputs.uris lists 4 image"):  # a and the link b to it: 3 more names
+        refuse_duplicates(listed + [r.uri for r in list_images(str(tmp_path / "b"))], "inputs.uris")
 
 
 def test_csv_manifest_columns_are_text_so_group_007_is_not_group_7(tmp_path):

@@ -55,6 +55,18 @@ def test_outputs_where_the_inputs_are_listed_are_refused(inputs):
     assert len(preflight(outside)[0]) == 4
 
 
+def test_outputs_inside_the_inputs_through_a_symbolic_link_are_refused(inputs, tmp_path):
+    """in/x -> in made output.prefix in/x/out pass the check: the next night listed its heat maps."""
+    (inputs / "x").symlink_to(inputs)
+    (tmp_path / "up").mkdir()
+    for uris, prefix in (([str(inputs)], f"{inputs}/x/out"), ([f"{inputs}/**/*.png"], f"{inputs}/x/out"),
+                         ([str(inputs)], f"{tmp_path}/up/../in/out")):
+        cfg = config_from_dict(JobConfig, {"inputs": {"uris": uris}, "output": {"prefix": prefix},
+                                           "backbone": BACKBONE})
+        with pytest.raises(JobError, match=f"output.prefix {prefix} lies where inputs.uris"):
+            preflight(cfg)
+
+
 def test_output_locations_that_cannot_be_written_are_one_line(inputs, tmp_path, capsys):
     (tmp_path / "report.txt").write_text("a regular file")
     err = refused(tmp_path, capsys, f"inputs.uris=[{inputs}]", f"output.prefix={tmp_path}/report.txt/musc")

@@ -67,3 +67,32 @@ def test_weights_in_s3_with_credentials_only_in_storage_options(storage_options,
         "storage_options"]
     assert options["key"] == options["secret"] == "<redacted>"
     assert options["client_kwargs"] == storage_options["client_kwargs"]
+
+
+def test_credentials_in_allowed_keys_and_uris_never_reach_the_manifest(tmp_path):
+    """endpoint_url is allow-listed, so `https://user:SECRET@host` there (or under client_kwargs) was
+    written to manifest.json verbatim; the outputs and references sections kept URIs unredacted too."""
+    from datetime import datetime, timezone
+
+    from pipeline.job.layout import RunLayout
+    from pipeline.job.manifest import JobReport, RunFacts, build_manifest, format_summary
+
+    secret = "p@ss:W0rd"  # an @ inside the password must not leave its tail behind
+    cfg = config_from_dict(JobConfig, {
+        "inputs": {"uris": [f"s3://reader:{secret}@in/night/"]}, "output": {"prefix": f"s3://w:{secret}@out/musc"},
+        "storage_options": {"endpoint_url": f"https://minio:{secret}@minio.example:9000", "anon": False,
+                            "client_kwargs": {"endpoint_url": f"http://user:{secret}@h:9000/x@y",
+                                              "region_name": "eu-west-1"}},
+        "backbone": {"random_init": True}})
+    layout = RunLayout(cfg.output.prefix, "r1", "2026-11-22")
+    facts = RunFacts(1, "extraction", {}, {}, {}, {}, {}, [], "b", False, datetime.now(timezone.utc), 1.0,
+                     {"source": f"s3://g:{secret}@good/", "per_group": {"g": [f"s3://g:{secret}@good/a.png"]},
+                      "run_of": {}})
+    manifest = build_manifest(cfg, layout, "0" * 64, facts, None)
+    text = json.dumps(manifest) + format_summary(JobReport(0, manifest))
+    assert "W0rd" not in text and "p@ss" not in text
+    options = manifest["config"]["storage_options"]
+    assert options["endpoint_url"] == "https://<redacted>@minio.example:9000" and options["anon"] is False
+    assert options["client_kwargs"] == {"endpoint_url": "http://<redacted>@h:9000/x@y", "region_name": "eu-west-1"}
+    assert manifest["outputs"]["scores"] == "s3://<redacted>@out/musc/scores"
+    assert manifest["references"]["per_group"]["g"] == ["s3://<redacted>@good/a.png"]

@@ -67,6 +67,21 @@ PARTITIONED BY (run_date date, group_name string)
 STORED AS PARQUET
 LOCATION 's3://factory-quality/musc/scores/';
 
+-- One run per night and group. The same night scored twice under this prefix (a changed config, a
+-- run_id given by hand; the job warns "was already scored with the same inputs by run ...") leaves one
+-- part file per run in the night's partitions, and queries over musc.scores_all count those images once
+-- per run. This view keeps, for every night and group, the rows of the run that scored the group last
+-- (a group's rows are written whole once the group finished, so a failed run's unfinished groups are
+-- never picked). Query it like musc.scores_all: SELECT ... FROM musc.scores_latest WHERE run_date = ...
+CREATE OR REPLACE VIEW musc.scores_latest AS
+SELECT s.*
+FROM musc.scores_all s
+JOIN (
+  SELECT run_date, group_name, max_by(run_id, scored_at) AS run_id
+  FROM musc.scores_all
+  GROUP BY run_date, group_name
+) latest ON s.run_date = latest.run_date AND s.group_name = latest.group_name AND s.run_id = latest.run_id;
+
 -- The engine's metrics per labelled group and run (fractions 0-1).
 CREATE EXTERNAL TABLE IF NOT EXISTS musc.metrics (
   group_name string,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -23,7 +22,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import is_remote, write_bytes, write_parquet
+from ..storage import canonical_uri, is_remote, write_bytes, write_parquet
 from .benchmarks import list_categories, read_split
 from .images import IMAGE_EXTENSIONS
 
@@ -46,7 +45,7 @@ class InputError(UserError, ValueError):
     """The inputs cannot be listed or read; the message names the URI or column."""
 
 
-def _static_root(pattern: str) -> str:
+def static_root(pattern: str) -> str:
     """The part of a glob before its first wildcard, cut back to a whole path segment."""
     first = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
     return pattern[: pattern.rfind("/", 0, first) + 1] if first < len(pattern) else pattern.rstrip("/") + "/"
@@ -80,7 +79,7 @@ def list_images(source: str, group_template: str | None = None,
     """Every image under a prefix or matching a glob, sorted by URI, with its group."""
     fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
     has_wildcard = any(ch in path for ch in "*?[")
-    root = _static_root(path)
+    root = static_root(path)
     if not fs.exists(root.rstrip("/") or "/"):
         raise InputError(f"input location not found: {source} (bucket or prefix {root!r} does not exist)")
     found = fs.glob(path) if has_wildcard else fs.find(path)
@@ -101,14 +100,9 @@ def list_images(source: str, group_template: str | None = None,
 
 
 def normalise_uri(uri: str) -> str:
-    """One spelling per local file: ``file://`` dropped, ``//`` and ``/./`` collapsed (``..`` is kept:
-    through a symbolic link it may lead elsewhere). Object-store keys are left as they are, because
-    there ``a//b`` and ``a/b`` name different objects."""
-    if is_remote(uri):
-        return uri
-    path = uri.removeprefix("file://")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
+    """One spelling per local file (``canonical_uri``: ``file://`` dropped, ``//`` and ``/./`` collapsed).
+    Object-store keys are left as they are, because there ``a//b`` and ``a/b`` name different objects."""
+    return uri if is_remote(uri) else canonical_uri(uri)
 
 
 def beside(entry: str, manifest: str) -> str:
@@ -160,8 +154,8 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
     """Records from a Parquet or CSV manifest: ``uri`` required; ``group``, ``label``, ``mask_uri`` optional.
     Relative entries name files beside the manifest (``beside``).
 
-    Local paths are normalised (``normalise_uri``) before the duplicate check, so one file cannot be
-    scored twice under two spellings."""
+    Local paths are normalised (``normalise_uri``); one file listed under two spellings is refused
+    (``refuse_duplicates``), so it cannot be scored twice."""
     table = _read_table(uri, storage_options)
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
@@ -176,11 +170,37 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
                                    mask_uri=normalise_uri(beside(str(mask_uri), uri)) if mask_uri else None))
     if not records:
         raise InputError(f"manifest {uri} lists no images")
-    twice = sorted(u for u, n in Counter(r.uri for r in records).items() if n > 1)
-    if twice:
-        raise InputError(f"manifest {uri} lists {len(twice)} image(s) more than once (two spellings of one "
-                         f"local path count as one), e.g. {twice[0]}")
+    refuse_duplicates([beside(str(row["uri"]), uri) for row in table.to_pylist()], f"manifest {uri}")
     return sorted(records, key=lambda r: r.uri)
+
+
+def refuse_duplicates(uris: list[str], where: str) -> None:
+    """One file listed under two names (``a/000.png`` and ``a/../a/000.png``, ``img//a.png``, a symbolic
+    link to a listed file) would be scored against itself, which hides its defects: refused in one line
+    naming both spellings. Local paths are compared resolved; object-store keys as written (``a//b``
+    and ``a/b`` are two objects there)."""
+    folders: dict[str, str] = {}  # resolved folders: one realpath per folder, one lstat per file
+    first_name: dict[str, str] = {}
+    twice = []
+    for spelling in uris:
+        key = spelling if is_remote(spelling) else _resolved(spelling, folders)
+        if key in first_name:
+            twice.append((first_name[key], spelling))
+        else:
+            first_name[key] = spelling
+    if twice:
+        raise InputError(f"{where} lists {len(twice)} image(s) more than once (two names of one file count as "
+                         f"one: overlapping globs, '..', '//', symbolic links), e.g. {twice[0][0]} and "
+                         f"{twice[0][1]}; list each image once")
+
+
+def _resolved(uri: str, folders: dict[str, str]) -> str:
+    """A local file's real path (``os.path.realpath``), its folder's resolution cached in ``folders``."""
+    folder, name = os.path.split(uri.removeprefix("file://"))
+    if folder not in folders:
+        folders[folder] = os.path.realpath(folder or ".")
+    path = os.path.join(folders[folder], name)
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def records_from_dataset(root: str, layout: str = "mvtec", split: str = "test") -> list[InputRecord]:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.backbones import build_backbone, evenly_divided_stages
+from ..engine.backbones import build_backbone
+from ..engine.stages import evenly_divided_stages
 from ..settings import ViTADConfig
 from .layers import Block
 from .losses import max_of_average_pooled, reconstruction_loss

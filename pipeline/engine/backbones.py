@@ -28,6 +28,7 @@ from torch import nn
 
 from ..settings import BackboneConfig
 from .features import Features
+from .stages import DEFAULT_CNN_LEVELS, check_backbone, cnn_stages, create_timm_model, vit_stages
 from .weights import configured_weights, fetch_weights, load_weights_strict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -65,14 +66,6 @@ class _InputCapture:
 
     def __exit__(self, *exc) -> None:
         self.handle.remove()
-
-
-def evenly_divided_stages(depth: int, num_stages: int = 4) -> list[int]:
-    """0-based block indices that end ``num_stages`` equal stages (24 blocks -> [5, 11, 17, 23])."""
-    if depth % num_stages:
-        raise ValueError(f"{depth} blocks cannot be divided into {num_stages} equal stages; set backbone.layers")
-    step = depth // num_stages
-    return [step * (i + 1) - 1 for i in range(num_stages)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,21 +173,6 @@ def _tokens_to_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(b, c, grid, grid)
 
 
-def _check_patch_multiple(image_size: int, patch: int, name: str) -> int:
-    if image_size % patch:
-        raise ValueError(f"backbone.image_size {image_size} is not a multiple of {name}'s patch size {patch}")
-    return image_size // patch
-
-
-def _create_timm_model(name: str, **kwargs) -> nn.Module:
-    """A timm model with random weights (weights are loaded by us, never from a hub)."""
-    import timm
-
-    if not timm.is_model(name.split(".")[0]):
-        raise ValueError(f"unknown timm model '{name}'")
-    return timm.create_model(name, pretrained=False, **kwargs)
-
-
 def create_open_clip(cfg: BackboneConfig, with_text: bool = False) -> nn.Module:
     """An open_clip model with the configured weights.
 
@@ -229,12 +207,8 @@ class OpenClipViT(Backbone):
         if visual is None:
             visual = create_open_clip(cfg).visual
         patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else visual.patch_size
-        self.grid = _check_patch_multiple(cfg.image_size, patch, cfg.name)
+        self.grid, self.layers = vit_stages(cfg, len(visual.transformer.resblocks), patch)
         self._resize_position_embedding(visual, self.grid)
-        depth = len(visual.transformer.resblocks)
-        self.layers = cfg.layers or evenly_divided_stages(depth)
-        if max(self.layers) >= depth:
-            raise ValueError(f"backbone.layers {self.layers} out of range for {depth} blocks")
         self.stage_dims = [int(visual.transformer.width)] * len(self.layers)
         self.visual = visual.eval().requires_grad_(False)
 
@@ -265,20 +239,15 @@ class TimmViT(Backbone):
     """DINO / DINOv2 ViT from timm; prefix (CLS, register) tokens are dropped from the stages."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        model = _create_timm_model(cfg.name, num_classes=0)
+        model = create_timm_model(cfg.name, num_classes=0)
         cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
         cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
         super().__init__(cfg, cfg_mean, cfg_std)
         state = configured_weights(cfg)
         if state is not None:
             load_weights_strict(model, state, cfg.weights or "", allow_unused=True)
-        patch = model.patch_embed.patch_size[0]
-        self.grid = _check_patch_multiple(cfg.image_size, patch, cfg.name)
+        self.grid, self.layers = vit_stages(cfg, len(model.blocks), model.patch_embed.patch_size[0])
         model.set_input_size(img_size=(cfg.image_size, cfg.image_size))
-        depth = len(model.blocks)
-        self.layers = cfg.layers or evenly_divided_stages(depth)
-        if max(self.layers) >= depth:
-            raise ValueError(f"backbone.layers {self.layers} out of range for {depth} blocks")
         self.stage_dims = [int(model.embed_dim)] * len(self.layers)
         self.model = model.eval().requires_grad_(False)
 
@@ -295,22 +264,17 @@ class TimmCNN(Backbone):
     """timm CNN through ``features_only``; each chosen level is a stage, resampled to the finest grid."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        layers = cfg.layers or [1, 2]
-        kwargs = {"features_only": True, "out_indices": tuple(layers)}
+        kwargs = {"features_only": True, "out_indices": tuple(cfg.layers or DEFAULT_CNN_LEVELS)}
         if cfg.pad_type is not None:
             kwargs["pad_type"] = cfg.pad_type
-        model = _create_timm_model(cfg.name, **kwargs)
+        model = create_timm_model(cfg.name, **kwargs)  # out_indices checked by build_backbone first
         cfg_mean = model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
         cfg_std = model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
         super().__init__(cfg, cfg_mean, cfg_std)
-        self.layers = layers
         state = configured_weights(cfg)
         if state is not None:
             load_weights_strict(model, state, cfg.weights or "", allow_unused=True)
-        reductions = model.feature_info.reduction()
-        self.grid = cfg.image_size // min(reductions)
-        if self.grid < 2:
-            raise ValueError(f"backbone.image_size {cfg.image_size} is too small for strides {reductions}")
+        self.grid, self.layers = cnn_stages(cfg, [level["reduction"] for level in model.feature_info.info])
         self.stage_dims = [int(c) for c in model.feature_info.channels()]
         self.model = model.eval().requires_grad_(False)
 
@@ -330,7 +294,8 @@ _FAMILIES: dict[str, type[Backbone]] = {"open_clip": OpenClipViT, "timm_vit": Ti
 
 def build_backbone(cfg: BackboneConfig, storage_options: dict[str, Any] | None = None) -> Backbone:
     """Build, load and move to its device the backbone that ``cfg`` describes; remote weights are
-    fetched with ``storage_options``."""
+    fetched with ``storage_options``. Layers and image size are checked against the architecture first."""
+    check_backbone(cfg)
     fetch_weights(cfg, storage_options)
     backbone = _FAMILIES[cfg.family](cfg)
     return backbone.to(resolve_device(cfg.device))

@@ -46,6 +46,7 @@ from ..engine.scorers import score_images
 from ..engine.scores import AlignmentReport
 from ..engine.subsets import split_subsets
 from ..engine.timing import StageTimes
+from ..engine.stages import check_backbone
 from ..engine.weights import check_weights
 from ..reporting.heatmaps import Caption, HeatmapRenderer
 from ..reporting.progress import Progress
@@ -246,6 +247,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, CategoryResult]:
     """The evaluation command's whole path: optional data generation, scoring, outputs."""
     check_dataset(cfg.dataset, cfg.synthetic)
     check_weights(cfg.backbone, "backbone.weights")
+    check_backbone(cfg.backbone)
     ensure_dataset(cfg.dataset.root, cfg.synthetic)
     categories = cfg.dataset.categories or list_categories(cfg.dataset.root, cfg.dataset.layout,
                                                            split_csv=cfg.dataset.split_csv)

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
+import fsspec
+
 from ..data.inputs import InputRecord
 from ..settings import JobConfig, identity_view
-from ..storage import StorageError, exists, read_bytes, write_bytes
+from ..storage import StorageError, canonical_uri, exists, read_bytes, write_bytes
 from .layout import RunLayout
 from .plan import PLAN_VERSION
 from .preflight import JobError
 
+log = logging.getLogger(__name__)
+
 
 def config_hash(cfg: JobConfig) -> str:
-    """SHA-256 over every key that affects the results, and the version of the data plan's rules (a
-    run whose shards were cut under other rules must not be resumed)."""
-    view = {**identity_view(cfg), "plan_version": PLAN_VERSION}
+    """SHA-256 over every key that affects the results, locations in their canonical spelling (``in`` and
+    ``in/`` are one night), and the version of the data plan's rules (a run whose shards were cut under
+    other rules must not be resumed)."""
+    view = {**identity_view(cfg, canonical_uri), "plan_version": PLAN_VERSION}
     return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()
 
 
@@ -63,6 +69,38 @@ def open_run(cfg: JobConfig, chash: str, records: Sequence[InputRecord]) -> tupl
         return layout.dated(recorded["run_date"]), None
     return layout.dated(run_date), {"run_id": layout.run_id, "run_date": run_date, "config_hash": chash,
                                     "inputs": inputs, "created_at": datetime.now(timezone.utc).isoformat()}
+
+
+def same_night_runs(layout: RunLayout, records: Sequence[InputRecord],
+                    storage_options: dict | None = None) -> list[str]:
+    """Other run ids under the same output prefix that scored the same inputs for the same run date (a
+    changed config, or a run_id given by hand): BI that reads every part file counts those images once
+    per run. Every run leaves its ``types-<run_id>`` marker in the night's scores partition when it
+    starts and its inputs' fingerprint in ``run.json``: one listing and a read per run of that date."""
+    fs, folder = fsspec.core.url_to_fs(layout.text_group_marker.rsplit("/", 1)[0], **(storage_options or {}))
+    if not fs.exists(folder):
+        return []
+    fingerprint = inputs_fingerprint(records)
+    others = []
+    for name in sorted(path.rsplit("/", 1)[-1] for path in fs.ls(folder, detail=False)):
+        run_id = name.removeprefix("types-").removesuffix(".parquet")
+        record = RunLayout(layout.output_prefix, run_id).record
+        if run_id == layout.run_id or not name.startswith("types-") or not exists(record, storage_options):
+            continue
+        if json.loads(read_bytes(record, storage_options)).get("inputs", {}).get("fingerprint") == fingerprint:
+            others.append(run_id)
+    return others
+
+
+def warn_same_night_runs(layout: RunLayout, records: Sequence[InputRecord],
+                         storage_options: dict | None = None) -> None:
+    """One warning line when ``same_night_runs`` finds any: which, and how to read one run per night."""
+    others = same_night_runs(layout, records, storage_options)
+    if others:
+        log.warning("run_date %s was already scored with the same inputs by run %s under this output.prefix: "
+                    "queries over every part file count those images once per run; read the latest run per "
+                    "night and group (view musc.scores_latest in infra/athena/tables.sql) or delete the other "
+                    "run's part files", layout.run_date, ", ".join(others))
 
 
 def write_run_record(layout: RunLayout, record: dict, storage_options: dict | None = None) -> None:

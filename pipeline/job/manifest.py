@@ -6,7 +6,6 @@ timings and throughput; ``format_summary`` is what the job prints at the end.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..errors import REDACTED, without_credentials
 from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
 from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
@@ -21,7 +21,6 @@ from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
 
-REDACTED = "<redacted>"
 # storage_options keys that say where and how storage is reached, never who is asking: the manifest
 # keeps them. Every other value under storage_options is redacted, whatever its name (guessing secret
 # names missed connection_string, passwd and headers.Authorization).
@@ -31,7 +30,6 @@ HARMLESS_STORAGE_KEYS = frozenset({
     "anon", "requester_pays", "version_aware", "default_block_size", "default_cache_type", "max_concurrency",
     "use_listings_cache", "listings_expiry_time", "skip_instance_cache",
 })
-_URI_USER = re.compile(r"(?<=://)[^/@\s]+@")  # scheme://user:secret@host
 MAX_LISTED = 10  # warnings printed in the summary; the manifest has them all
 
 
@@ -48,22 +46,23 @@ class JobReport:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A config (as plain data) fit for manifests and logs: every ``storage_options`` mapping keeps only
-    harmless keys (nested mappings included) and URIs lose their ``user:secret@`` part."""
+    """Plain data (a config, a whole manifest) fit for files and logs: every ``storage_options`` mapping
+    keeps only harmless keys (nested mappings included), and every text anywhere, kept storage options
+    included (``endpoint_url: https://user:secret@host``), loses the ``user:secret@`` part of its URIs."""
     if key == "storage_options" and isinstance(value, dict):
         return _harmless_only(value)
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    return _URI_USER.sub(f"{REDACTED}@", value) if isinstance(value, str) else value
+    return without_credentials(value) if isinstance(value, str) else value
 
 
 def _harmless_only(options: dict[str, Any]) -> dict[str, Any]:
     """Storage options with every value not under an allow-listed key redacted; mappings are walked
-    so that their keys stay visible."""
+    so that their keys stay visible, and kept values are redacted like any other text."""
     return {k: _harmless_only(v) if isinstance(v, dict)
-            else v if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
+            else redact(v) if k in HARMLESS_STORAGE_KEYS or v is None else REDACTED for k, v in options.items()}
 
 
 # the metrics table (fractions 0-1): typed up front, so a metric undefined in every group is still a double
@@ -115,7 +114,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
     first, extraction, counts, timings = facts.first_stage, facts.first_stage_summary, facts.counts, facts.timings
     extracted = extraction.get("images", 0)
     scored_now = counts.get("images_scored", 0)
-    return {
+    return redact({  # URIs anywhere (outputs, references, warnings) may carry user:secret@
         "run_id": layout.run_id, "run_date": layout.run_date, "config_hash": config_hash,
         "status": "failed" if facts.failures else "succeeded", "failures": facts.failures,
         "warnings": [w for s in facts.summaries.values() for w in s.get("warnings", [])],
@@ -148,9 +147,9 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "references": None if facts.references is None else {  # listed per group, and what each group used
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
-        "config": redact(config_to_dict(cfg)),
+        "config": config_to_dict(cfg),
         "versions": versions(),
-    }
+    })
 
 
 def format_summary(report: JobReport) -> str:

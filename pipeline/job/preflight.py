@@ -3,8 +3,9 @@
 Config errors are raised while loading; here the storage is reached (every bucket, with the real
 reason when it cannot be used; a local output location must be writable and must not lie where the
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
-are opened far enough to know they are whole and a configured Ray address must answer (the
-references are resolved in ``references``). Demo data is generated first when asked for.
+are opened far enough to know they are whole, the backbone's layers and image size must fit its
+network, and a configured Ray address must answer (the references are resolved in ``references``).
+Demo data is generated first when asked for.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from fsspec.utils import glob_translate
 
 from ..data.demo import ensure_dataset
 from ..data.inputs import (
-    InputError,
     InputRecord,
     list_images,
     read_manifest,
     records_from_dataset,
+    refuse_duplicates,
+    static_root,
     write_manifest,
 )
 from ..detectors.checkpoint import META_NAME, WEIGHTS_NAME, read_checkpoint_config
+from ..engine.stages import check_backbone
 from ..engine.weights import WeightsError, check_weights, check_weights_file
 from ..errors import UserError
 from ..settings import MISSING_SAMPLE, ZERO_SHOT_DETECTORS, DetectorConfig, JobConfig
@@ -68,8 +71,7 @@ def list_inputs(cfg: JobConfig) -> list[InputRecord]:
             raise JobError(f"output.prefix {cfg.output.prefix} lies where inputs.uris {uri} lists images: the "
                            "next run would score this run's heat maps; put the outputs outside the inputs")
         records.extend(list_images(uri, cfg.inputs.group_template, so))
-    if len({r.uri for r in records}) != len(records):
-        raise InputError("inputs.uris: the globs/prefixes overlap and list some images more than once")
+    refuse_duplicates([r.uri for r in records], "inputs.uris")
     return records
 
 
@@ -95,11 +97,15 @@ def check_present(records: list[InputRecord], cfg: JobConfig) -> None:
 
 def lists_outputs(source: str, output_prefix: str, storage_options: dict | None = None) -> bool:
     """Whether listing ``source`` (a prefix or glob of inputs.uris) would find the heat maps written
-    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob."""
+    under ``output_prefix``: the output lies below the prefix, or a heat map's name matches the glob.
+    Local paths are compared resolved (symbolic links, ``..``): ``in/x -> in`` puts ``in/x/out`` in ``in``."""
     fs, pattern = fsspec.core.url_to_fs(source, **(storage_options or {}))
     out_fs, out = fsspec.core.url_to_fs(output_prefix, **(storage_options or {}))
     if fs.protocol != out_fs.protocol:
         return False
+    if not is_remote(source):
+        root = static_root(pattern)
+        pattern, out = os.path.realpath(root) + "/" + pattern[len(root):], os.path.realpath(out)
     pattern, out = pattern.rstrip("/"), out.rstrip("/")
     if not any(ch in pattern for ch in "*?["):
         return out == pattern or out.startswith(pattern + "/")
@@ -130,6 +136,7 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
     check_outlives_working_dir(written)
     if cfg.detector in ZERO_SHOT_DETECTORS:  # weights first: a refusal writes nothing, not even demo data
         check_weights(cfg.backbone, "backbone.weights", cfg.storage_options)
+        check_backbone(cfg.backbone)
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)

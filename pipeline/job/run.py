@@ -42,7 +42,7 @@ from ..storage import StorageError, exists, read_bytes, remove, write_bytes
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
-from .identity import config_hash, open_run, write_run_record
+from .identity import config_hash, open_run, warn_same_night_runs, write_run_record
 from .layout import RunLayout, shard_uri
 from .lease import RunLease
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
@@ -176,6 +176,7 @@ def run_job(cfg: JobConfig) -> JobReport:
     chash = config_hash(cfg)
     layout, new_record = open_run(cfg, chash, records)
     so = cfg.storage_options
+    warn_same_night_runs(layout, records, so)
     if exists(layout.success, so):
         return _completed(layout, so)
     check_present(records, cfg)

@@ -23,6 +23,7 @@ class BackboneConfig(Section):
         "reachable networks). Safetensors or a PyTorch state dict; never unpickles arbitrary objects. "
         "Required unless random_init is true.",
         default=None,
+        uri=True,
     )
     random_init: bool = setting(
         "Use randomly initialised weights. Only for tests and demos: every output made this way is "

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import EXIT_USER_ERROR, UserError
+from ..errors import EXIT_USER_ERROR, UserError, without_credentials
 from .schema import load_config
 
 C = TypeVar("C")
@@ -27,9 +27,10 @@ def config_from_command_line(cls: type[C], description: str, argv: list[str] | N
 
 def run_program(cls: type[C], description: str, program: Callable[[C], int], argv: list[str] | None = None) -> int:
     """Parse the command line into ``cls`` and run ``program`` on it; a ``UserError`` from either is
-    printed as ``error: <one line>`` and exits 2. ``program`` returns 0 (done) or 1 (a stage failed)."""
+    printed as ``error: <one line>`` (URIs without their ``user:secret@``) and exits 2. ``program``
+    returns 0 (done) or 1 (a stage failed)."""
     try:
         return program(config_from_command_line(cls, description, argv))
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {without_credentials(str(err))}", file=sys.stderr)
         return EXIT_USER_ERROR

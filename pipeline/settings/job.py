@@ -25,11 +25,13 @@ class InputsConfig(Section):
         "Globs or prefixes of image URIs: s3://bucket/2026-11-22/**/*.png, a local folder, any fsspec URI. "
         "A prefix without wildcards means every image below it.",
         default=None,
+        uri=True,
     )
     manifest: str | None = setting(
         "A Parquet or CSV table with a 'uri' column and optional 'group', 'label' (0/1, enables metrics) "
         "and 'mask_uri' columns. Relative entries name files beside the manifest (below its folder or prefix).",
         default=None,
+        uri=True,
     )
     max_missing_fraction: float = setting(
         "With manifest: before any work, preflight looks for an evenly spread sample of the manifest's images "
@@ -66,6 +68,7 @@ class OutputConfig(Section):
         "heatmaps/, metrics/ and runs/<run_id>/ (manifest, _SUCCESS, intermediate shards).",
         default="outputs/nightly",
         run_only=True,
+        uri=True,
     )
     heatmaps: Literal["flagged", "all", "none"] = setting(
         "Which images get a heat-map PNG (the photo beside the map over it, one colour scale per group).",
@@ -239,6 +242,7 @@ class JobConfig(Section):
     detector_checkpoint: str | None = setting(
         "Checkpoint folder of the trained detector (local or s3://, as jobs/sweep.py writes under best/).",
         default=None,
+        uri=True,
     )
     references: str | None = setting(
         "A prefix or glob of known-good images, grouped like the inputs (inputs.group_template, or one group "
@@ -247,6 +251,7 @@ class JobConfig(Section):
         "members of each subset (compared with, never scored; catches a defect on a large share of tonight's "
         "parts, README 'References'). SOWA: the few-shot memory bank. null: none.",
         default=None,
+        uri=True,
     )
     reference_images: int = setting(
         "Known-good images per group taken from references or reference_runs (SOWA paper: 1-4; MuSc: 10-50, "

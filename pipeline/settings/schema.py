@@ -20,6 +20,7 @@ import difflib
 import logging
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -47,7 +48,7 @@ class FieldError(ValueError):
 
 def setting(doc: str, *, default: Any = MISSING, default_factory: Any = MISSING, ge: float | None = None,
             gt: float | None = None, le: float | None = None, lt: float | None = None, run_only: bool = False,
-            former_name: str | None = None, hashed_if_set: bool = False) -> Any:
+            former_name: str | None = None, hashed_if_set: bool = False, uri: bool = False) -> Any:
     """A documented dataclass field.
 
     ``ge``/``gt``/``le``/``lt`` bound the value (each item of a list; None passes). ``run_only``
@@ -55,11 +56,13 @@ def setting(doc: str, *, default: Any = MISSING, default_factory: Any = MISSING,
     ``former_name`` is the key's earlier name: still accepted in files (with a warning) and used in
     the config hash, so renaming a key never changes a run's identity. ``hashed_if_set`` marks a key
     that changes results but was added after runs existed: it enters the config hash only when it
-    differs from its default, so every config that leaves it alone keeps its run id.
+    differs from its default, so every config that leaves it alone keeps its run id. ``uri`` marks a
+    location (a URI, or a list of them): the config hash covers its canonical spelling, so ``in`` and
+    ``in/`` are one run.
     """
     metadata = {"doc": doc, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
                                        if v is not None},
-                "run_only": run_only, "former_name": former_name, "hashed_if_set": hashed_if_set}
+                "run_only": run_only, "former_name": former_name, "hashed_if_set": hashed_if_set, "uri": uri}
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -301,9 +304,10 @@ def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = No
     return config_from_dict(cls, data, overrides)
 
 
-def identity_view(cfg: Any) -> dict[str, Any]:
+def identity_view(cfg: Any, spelling: Callable[[str], str] = str) -> dict[str, Any]:
     """The keys that change results, under the names they had when run identities were introduced
-    (``former_name``): what a run's config hash covers."""
+    (``former_name``), locations (``uri`` keys) in the one ``spelling`` given: what a run's config hash
+    covers."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         if f.metadata.get("run_only"):
@@ -313,7 +317,9 @@ def identity_view(cfg: Any) -> dict[str, Any]:
             if value == (f.default if f.default is not MISSING else f.default_factory()):
                 continue
         name = f.metadata.get("former_name") or f.name
-        out[name] = identity_view(value) if dataclasses.is_dataclass(value) else _plain(value)
+        if f.metadata.get("uri") and value is not None:
+            value = [spelling(v) for v in value] if isinstance(value, list) else spelling(value)
+        out[name] = identity_view(value, spelling) if dataclasses.is_dataclass(value) else _plain(value)
     return out
 
 

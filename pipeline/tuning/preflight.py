@@ -8,6 +8,7 @@ otherwise stay PENDING forever.
 from __future__ import annotations
 
 from ..data.benchmarks import check_dataset
+from ..engine.stages import check_backbone
 from ..engine.weights import WeightsError, check_weights
 from ..errors import UserError
 from ..settings import SweepConfig
@@ -19,7 +20,7 @@ class SweepError(UserError, RuntimeError):
 
 
 def check_sweep(cfg: SweepConfig) -> None:
-    """Storage, data and weights; raises SweepError, StorageError or WeightsError in one line."""
+    """Storage, data, weights and the encoder's layers; raises a one-line UserError."""
     written = [("storage_path", cfg.storage_path), ("output_prefix", cfg.output_prefix)]
     check_outlives_working_dir(written)
     for role, uri in written:
@@ -28,11 +29,13 @@ def check_sweep(cfg: SweepConfig) -> None:
     if cfg.detector.kind == "sowa":
         check_dataset(cfg.auxiliary, cfg.auxiliary_synthetic, "auxiliary")
     encoder = cfg.detector.chosen().encoder
-    key = f"detector.{cfg.detector.kind}.{'clip' if cfg.detector.kind == 'sowa' else 'encoder'}.weights"
+    section = f"detector.{cfg.detector.kind}.{'clip' if cfg.detector.kind == 'sowa' else 'encoder'}"
+    key = f"{section}.weights"
     try:
         check_weights(encoder, key, cfg.storage_options)
     except WeightsError as err:
         raise WeightsError(err if str(err).startswith(key) else f"{key}: {err}") from None
+    check_backbone(encoder, section)
 
 
 def check_trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> None:

@@ -207,6 +207,11 @@ def mutual_scores(
     n = z.shape[0]
     k_lo, k_hi = interval_bounds(n - 1, topmin_max, topmin_min)
     best = top_image_similarities(z, k_hi, tile_images, memory_budget_mb, matmul_precision, device, progress)
+    return interval_mean(best, k_lo)
+
+
+def interval_mean(best: torch.Tensor, k_lo: int) -> torch.Tensor:
+    """Eq. 2 from the kept similarities (N, M, k_hi), sorted descending: the mean distance over [k_lo, k_hi)."""
     # in place on one copy: the kept values are the largest buffer here
     distances = best[:, :, k_lo:].mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()
     return distances.mean(dim=2)

@@ -331,7 +331,7 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
     out = str(tmp_path / "out")
     cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="musc-refs",
                      references=f"{base}/golden/", reference_images=3, scoring={"max_subset_size": 4},
-                     flagging={"policy": "reference_fpr", "value": 0.0})
+                     flagging={"policy": "reference_fpr", "value": 0.0}, musc={"match_radius": "auto"})
     report = run_job(cfg)
     assert report.exit_code == 0, report.failures
     rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
@@ -353,6 +353,11 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
         for uri, score, alone in zip(uris, result.image_scores.tolist(), plain.image_scores.tolist()):
             assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
             assert abs(score - alone) > 1e-3  # the references took part
+            assert rows[uri]["match_radius"] == result.matching.radius  # auto chose per subset, as the engine
+        summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / "weave.json").read_text())
+        (chosen,) = [m for m in summary["matching"] if m["subset_id"] == rows[uris[0]]["subset_id"]]
+        assert (chosen["radius"], chosen["sampled_images"]) == (result.matching.radius, result.matching.sampled)
+        assert chosen["aligned_fraction"] == pytest.approx(result.matching.as_dict()["aligned_fraction"], abs=0.01)
     for group in ("weave", "disc"):
         summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / f"{group}.json").read_text())
         assert len(summary["reference_scores"]) == 3 * summary["subsets"]  # every reference, every subset

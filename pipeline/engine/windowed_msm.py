@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .msm import interval_bounds, interval_mean, resolve_matmul_dtype
+from .msm import interval_bounds, interval_mean, resolve_matmul_dtype, tile_budget_bytes
 
 # On CPU a batched matmul costs ~20 us per (position, block) whatever the block's size, so blocks of
 # many images are much faster (bench_matching.py: 2.4 -> 4.2 GFLOP/s at radius 1 from 40 to 64 images
@@ -72,12 +72,7 @@ def window_flops(h: int, w: int, radius: int, c: int) -> int:
 def windowed_tile_images(n: int, m: int, device: torch.device, memory_budget_mb: int | None = None) -> int:
     """Images per tile side so that a tile pair's buffers fit the budget (as ``msm.auto_tile_images``:
     ``memory_budget_mb``, else a quarter of free CUDA memory, else a cache-sized tile on CPU)."""
-    if memory_budget_mb is not None:
-        budget = memory_budget_mb * 2**20
-    elif device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 4
-    else:
-        budget = CPU_TILE_BYTES
+    budget = tile_budget_bytes(device, memory_budget_mb, CPU_TILE_BYTES)
     # three (M, bI, bJ) buffers plus the top-k merge's concatenation and result
     side = math.isqrt(int(budget / (m * 4 * 5)))
     return max(1, min(n, side))

@@ -35,6 +35,7 @@ class ScoredBatch:
     patch_scores: np.ndarray  # (n, h, w) float32
     scored_at: datetime
     reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the references' own (leave-one-out)
+    matching: dict[str, Any] | None = None  # MuSc: the subset's matching (MatchChoice.as_dict); None otherwise
 
 
 def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
@@ -50,12 +51,14 @@ def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
 
 def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa.Array],
                        storage_options: dict[str, Any] | None = None,
-                       reference_scores: np.ndarray | None = None) -> None:
+                       reference_scores: np.ndarray | None = None, matching: dict[str, Any] | None = None) -> None:
     """One subset's scores (``scored_columns``) as one Parquet object, written whole, with the
-    references' leave-one-out scores when it was scored with references."""
+    references' leave-one-out scores when it was scored with references and MuSc's ``matching``."""
     meta = {"group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()}
     if reference_scores is not None:
         meta["reference_scores"] = json.dumps([float(v) for v in reference_scores])
+    if matching is not None:
+        meta["matching"] = json.dumps(matching)
     table = pa.table(batch).replace_schema_metadata(meta)
     write_parquet(uri, table, storage_options, compression="zstd")
 
@@ -75,4 +78,5 @@ def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -
         patch_scores=np.array(table.column("patch_scores").combine_chunks().to_numpy_ndarray()),  # writable copy
         scored_at=datetime.fromisoformat(meta["scored_at"]),
         reference_scores=np.asarray(json.loads(meta.get("reference_scores", "[]")), dtype=np.float64),
+        matching=json.loads(meta["matching"]) if "matching" in meta else None,
     )

@@ -18,21 +18,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from bench_msm import _rss_kb, best_time
 
 from pipeline.engine.msm import mutual_scores
 from pipeline.engine.windowed_msm import window_flops, windowed_mutual_scores
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def _run(z: torch.Tensor, side: int, radius: int) -> torch.Tensor:
@@ -54,15 +46,6 @@ def peak_mib(n: int, side: int, c: int, radius: int) -> float:
     out = subprocess.run([sys.executable, __file__, "--child", str(n), str(side), str(c), str(radius)],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -129,3 +129,22 @@ def test_auto_chooses_a_radius_for_a_fixtured_batch_and_full_matching_for_a_pose
     result = score_features(Features([stage], F.normalize(torch.ones(8, 4), dim=1)), cfg)
     assert result.matching.radius == 0 and result.matching.as_dict()["matcher"] == "windowed"
     assert "radius 0 (auto" in result.matching.line()
+
+
+def test_a_subset_whose_shards_hold_two_grids_is_refused_at_its_start_and_writes_nothing(tmp_path):
+    """The job cannot know feature sizes before extraction: the subset task refuses in one line."""
+    from pipeline.job.extract import shard_table
+    from pipeline.job.layout import shard_uri
+    from pipeline.job.plan import SubsetPlan
+    from pipeline.job.subsets import score_subset
+    from pipeline.storage import write_parquet
+
+    prefix = str(tmp_path / "features")
+    for shard_id, side in ((0, 4), (1, 5)):
+        records = [{"uri": f"g/{shard_id}{i}.png", "group": "g", "label": None, "mask_uri": None} for i in range(2)]
+        features = Features([torch.randn(2, 3, side, side)], F.normalize(torch.ones(2, 4), dim=1))
+        write_parquet(shard_uri(prefix, shard_id), shard_table(records, ["", ""], features, "test"))
+    result = tmp_path / "subset-00000.parquet"
+    with pytest.raises(ValueError, match=r"different patch grids \(4x4 and 5x5\)"):
+        score_subset(SubsetPlan("g", 0, (0, 1), 4), prefix, str(result), MuscConfig(match_radius=1))
+    assert not result.exists()

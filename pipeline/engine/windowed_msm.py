@@ -6,8 +6,9 @@ For fixtured parts a patch's look-alikes sit at the same place in every image, a
 structure at a place where the fixture has none has no look-alike there (full matching finds one
 elsewhere on the part). It costs (2r+1)^2 / M of full matching's products.
 
-The kernel keeps full matching's structure (``msm``): image tiles I x J, each unordered pair once,
-a running top-k of the per-image nearest similarities, the same interval average. Tokens are laid
+The kernel keeps full matching's structure (``msm``): image tiles I x J, each unordered pair once
+(a tile against itself: half the window, below; at radius 0 its pairs twice), a running top-k of the
+per-image nearest similarities, the same interval average. Tokens are laid
 out position-major (M, N, C), so for a window offset d = (dy, dx) the patches of J at p + d for a
 run of positions p are one contiguous slice, and one batched matmul over positions (bI x C times
 C x bJ per position) gives, for every p, the similarity of I's patch p with J's patch p + d. The
@@ -71,7 +72,7 @@ def window_flops(h: int, w: int, radius: int, c: int) -> int:
 
 def windowed_tile_images(n: int, m: int, device: torch.device, memory_budget_mb: int | None = None) -> int:
     """Images per tile side so that a tile pair's buffers fit the budget (as ``msm.auto_tile_images``:
-    ``memory_budget_mb``, else a quarter of free CUDA memory, else a cache-sized tile on CPU)."""
+    ``memory_budget_mb``, else a quarter of free CUDA memory, else ``CPU_TILE_BYTES``)."""
     budget = tile_budget_bytes(device, memory_budget_mb, CPU_TILE_BYTES)
     # three (M, bI, bJ) buffers plus the top-k merge's concatenation and result
     side = math.isqrt(int(budget / (m * 4 * 5)))

@@ -73,7 +73,10 @@ class AutoMatchConfig(Section):
         default=6, ge=2,
     )
     min_aligned_fraction: float = setting(
-        "Fraction of the nearest patches that must lie within a radius for it to be chosen.",
+        "Fraction of the nearest patches that must lie within a radius for it to be chosen. Measured "
+        "(bench_auto_match.py, mobilenetv2, 256 px, 32x32 grid): fixtured generated parts 0.75-0.92 within 2 "
+        "cells, posed ones 0.47-0.49; a plain background or a uniform surface lowers it, as its patches have "
+        "look-alikes anywhere.",
         default=0.6, gt=0, le=1,
     )
     radii: list[int] = setting("Candidate radii, the smallest safe one wins.", default_factory=lambda: [0, 1, 2],

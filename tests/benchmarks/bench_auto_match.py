@@ -1,7 +1,8 @@
 """Which matching does ``match_radius: auto`` choose, and what does it cost or gain? Fixtured and posed
 products, and MVTec bottle when present, each as one batch.
 
-    PYTHONPATH=$PWD .venv/bin/python tests/benchmarks/bench_auto_match.py --weights ../shared/weights/mobilenetv2_100_imagenet_from_tflite.safetensors
+    PYTHONPATH=$PWD .venv/bin/python tests/benchmarks/bench_auto_match.py \
+        --weights ../shared/weights/mobilenetv2_100_imagenet_from_tflite.safetensors [--seeds 1] [--q 0.6]
 
 Per dataset: the statistic auto measures (fraction of full matching's nearest patches within 0/1/2
 cells of their own, ``matching.nearest_displacement_fractions``), then image / pixel AUROC (%) and

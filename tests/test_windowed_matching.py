@@ -72,6 +72,7 @@ def test_each_unordered_pair_is_in_one_block_and_tiles_follow_the_budget():
     cpu = torch.device("cpu")
     assert windowed_tile_images(500, 1024, cpu, memory_budget_mb=20) == 32  # 5 x 4 bytes x M x 32^2 = 20 MiB
     assert windowed_tile_images(8, 1024, cpu, memory_budget_mb=1000) == 8
+    assert windowed_tile_images(64, 4096, cpu, memory_budget_mb=256) == 32  # 57 fit: two equal tiles, not 57 + 7
 
 
 def test_features_on_different_grids_are_refused_naming_both():

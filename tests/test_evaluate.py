@@ -46,6 +46,8 @@ def test_evaluation_command_separates_and_localises_synthetic_defects(tmp_path, 
     assert "features:" in printed.err  # progress output
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["random_init"] is True
+    assert summary["matching"]["weave"] == [{"matcher": "full", "radius": None}]  # the subset's matching, recorded
+    assert "  matching: full" in printed.err
     for category in ("weave", "wood"):
         row = summary["per_category"][category]
         assert row["image_auroc"] >= 0.95, (category, row)

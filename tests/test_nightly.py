@@ -340,7 +340,7 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
     out = str(tmp_path / "out")
     cfg = job_config(inputs={"manifest": s3_batch["manifest"]}, output={"prefix": out}, run_id="musc-refs",
                      references=f"{base}/golden/", reference_images=5, scoring={"max_subset_size": 4},
-                     flagging={"policy": "reference_fpr", "value": 0.0})
+                     flagging={"policy": "reference_fpr", "value": 0.0}, musc={"match_radius": "auto"})
     report = run_job(cfg)
     assert report.exit_code == 0, report.failures
     rows = {r["uri"]: r for r in pds.dataset(f"{out}/scores", partitioning="hive").to_table().to_pylist()}
@@ -362,6 +362,7 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
     backbone = build_backbone(cfg.backbone)
     for group in ("weave", "disc", "solo"):  # each subset against the group's usable references
         refs = backbone.extract(np.stack([load_image(str(golden / group / f"{i:03d}.png"), size) for i in range(3)]))
+        summary = json.loads((tmp_path / "out" / "runs" / "musc-refs" / "groups" / f"{group}.json").read_text())
         for subset in pds.dataset(f"{out}/runs/musc-refs/subsets/{group}").files:
             uris = pds.dataset(subset).to_table().column("uri").to_pylist()
             feats = backbone.extract(np.stack([load_image(str(s3_batch["root"]) + u[len(s3_batch["prefix"]):], size)
@@ -369,6 +370,10 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
             result = score_features(feats, cfg.scorer_settings(), "cpu", refs)
             for uri, score in zip(uris, result.image_scores.tolist()):
                 assert rows[uri]["score"] == pytest.approx(score, rel=2e-2, abs=2e-3)
+                assert rows[uri]["match_radius"] == result.matching.radius  # auto chose per subset, as the engine
+            (chosen,) = [m for m in summary["matching"] if m["subset_id"] == rows[uris[0]]["subset_id"]]
+            assert (chosen["radius"], chosen["sampled_images"]) == (result.matching.radius, result.matching.sampled)
+            assert chosen["aligned_fraction"] == pytest.approx(result.matching.as_dict()["aligned_fraction"], abs=0.01)
             if len(uris) > 1:
                 plain = score_features(feats, cfg.scorer_settings(), "cpu")
                 assert all(abs(a - b) > 1e-3 for a, b in zip(result.image_scores, plain.image_scores))  # refs took part

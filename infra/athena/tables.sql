@@ -25,7 +25,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS musc.scores (
   run_id string,
   scored_at timestamp,
   status string,
-  error string
+  error string,
+  match_radius int
 )
 PARTITIONED BY (run_date date, group_name string)
 STORED AS PARQUET
@@ -61,7 +62,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS musc.scores_all (
   run_id string,
   scored_at timestamp,
   status string,
-  error string
+  error string,
+  match_radius int
 )
 PARTITIONED BY (run_date date, group_name string)
 STORED AS PARQUET

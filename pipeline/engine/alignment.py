@@ -261,4 +261,5 @@ def to_original_frames(result: BatchScores, alignments: list[Alignment], report:
     """Scores of aligned images with their patch maps moved back onto each input image, and the
     batch's alignment report."""
     maps = np.stack([a.map_back(m.numpy()) for a, m in zip(alignments, result.patch_scores)])
-    return BatchScores(torch.as_tensor(maps), result.image_scores_raw, result.image_scores, alignment=report)
+    return BatchScores(torch.as_tensor(maps), result.image_scores_raw, result.image_scores, alignment=report,
+                       matching=result.matching)

@@ -30,6 +30,11 @@ class Features:
         if not parts:
             raise ValueError("no features to concatenate")
         n_stages = len(parts[0].stages)
+        grids = {tuple(p.stages[0].shape[-2:]) for p in parts}
+        if len(grids) > 1:  # mutual scoring compares patches of one grid (windowed matching: cell by cell)
+            a, b = sorted(grids)[:2]
+            raise ValueError(f"features on different patch grids ({a[0]}x{a[1]} and {b[0]}x{b[1]}) cannot be "
+                             "scored together: extract every image of a batch at one image size")
         has_attention = all(p.attention is not None for p in parts)
         return Features(
             [torch.cat([p.stages[i] for p in parts]) for i in range(n_stages)],

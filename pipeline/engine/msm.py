@@ -39,18 +39,22 @@ def interval_bounds(n_others: int, topmin_max: float, topmin_min: float = 0.0) -
     return k_lo, k_hi
 
 
+def tile_budget_bytes(device: torch.device, memory_budget_mb: int | None, cpu_bytes: int) -> int:
+    """Bytes a tile may use: ``memory_budget_mb`` when given, a quarter of free memory on CUDA, else ``cpu_bytes``."""
+    if memory_budget_mb is not None:
+        return memory_budget_mb * 2**20
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 4
+    return cpu_bytes
+
+
 def auto_tile_images(n: int, m: int, device: torch.device, memory_budget_mb: int | None = None) -> int:
     """Images per tile side so the (tile*M) x (tile*M) similarity tile fits the budget.
 
     Budget: ``memory_budget_mb`` when given; on CUDA a quarter of the free memory; on CPU a
     cache-sized tile (larger tiles are slower there, the max-reductions become memory bound).
     """
-    if memory_budget_mb is not None:
-        budget = memory_budget_mb * 2**20
-    elif device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 4
-    else:
-        budget = CPU_TILE_BYTES
+    budget = tile_budget_bytes(device, memory_budget_mb, CPU_TILE_BYTES)
     # fp32 tile plus its two max-reductions (each at most a 1/M fraction of it)
     side = math.isqrt(int(budget / (4 * (1 + 2 / max(m, 1)))))
     return max(1, min(n, side // max(m, 1)))
@@ -207,6 +211,11 @@ def mutual_scores(
     n = z.shape[0]
     k_lo, k_hi = interval_bounds(n - 1, topmin_max, topmin_min)
     best = top_image_similarities(z, k_hi, tile_images, memory_budget_mb, matmul_precision, device, progress)
+    return interval_mean(best, k_lo)
+
+
+def interval_mean(best: torch.Tensor, k_lo: int) -> torch.Tensor:
+    """Eq. 2 from the kept similarities (N, M, k_hi), sorted descending: the mean distance over [k_lo, k_hi)."""
     # in place on one copy: the kept values are the largest buffer here
     distances = best[:, :, k_lo:].mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()
     return distances.mean(dim=2)

@@ -75,7 +75,7 @@ def score_features(
     count = len(members)
     _, _, h, w = features.stages[0].shape
     aggregate = aggregation(cfg.aggregation)
-    choice = choose_matching(cfg)
+    choice = choose_matching(cfg, members.stages[-1], device)
     total = torch.zeros(count, h * w, device=device)
     passes = len(members.stages) * aggregate.passes(cfg.aggregation_degrees)
     done = 0
@@ -101,7 +101,8 @@ def score_features(
             return torch.stack(list(aggregate.tokens(members.stages[index].to(device), cfg.aggregation_degrees)))
         inputs = RescoringInputs(raw, patch, members, stage_tokens)
         final = rescore(cfg.rescoring, inputs, cfg, normalise=not keep_scale)
-    return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:])
+    return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:],
+                       matching=choice)
 
 
 def score_images(backbone: Backbone, images: Sequence[np.ndarray] | np.ndarray, cfg: MuscConfig,

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .matching import MatchChoice
+
 # |angle| bins (degrees) of the accepted fits in reports
 ANGLE_BINS = (0, 5, 15, 45, 90, 180)
 
@@ -68,7 +70,8 @@ class BatchScores:
     when there is no re-scoring). ``alignment`` says what alignment did (None: not asked for).
     ``reference_scores`` are the final scores of the batch's reference-only members (known-good
     images scored as if they were one of the batch, themselves left out): never rows, but what a
-    flag threshold calibrated on the references reads.
+    flag threshold calibrated on the references reads. ``matching`` is the matching MuSc chose for
+    the batch (``match_radius``, with ``auto``'s statistic).
     """
 
     patch_scores: torch.Tensor  # (N, h, w) fp32
@@ -76,3 +79,4 @@ class BatchScores:
     image_scores: torch.Tensor  # (N,)
     alignment: AlignmentReport | None = None
     reference_scores: torch.Tensor | None = None  # (R,) MuSc; (R x batches,) PatchEAD; None without references
+    matching: MatchChoice | None = None  # MuSc: the batch's matching (match_radius); None: PatchEAD

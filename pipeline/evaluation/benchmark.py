@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from ..data.checks import CheckedSplit, check_split
 from ..data.demo import ensure_dataset
 from ..data.images import Fit, load_image, padding_free
 from ..engine.backbones import Backbone, build_backbone
+from ..engine.matching import MatchChoice
 from ..engine.scorers import score_images
 from ..engine.scores import AlignmentReport
 from ..engine.subsets import split_subsets
@@ -72,6 +73,7 @@ class CategoryResult:
     stage_seconds: dict[str, float]  # read, extract, aggregate, msm, maps, rescoring, metrics (PatchEAD: scoring)
     split: CheckedSplit  # what the pixel metrics left out
     alignment: AlignmentReport | None  # None: the scorer did not align
+    matching: list[MatchChoice] = field(default_factory=list)  # MuSc: each subset's matching (match_radius)
 
 
 def category_references(cfg: EvalConfig, category: str) -> np.ndarray | None:
@@ -132,7 +134,7 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
     image_score = protocol.image_score(size, settings.gaussian_sigma)
     resampling = protocol.mask_resampling(cfg.dataset.layout)
     fit = image_fit(cfg)
-    alignments = []
+    alignments, matching = [], []
     with ThreadPoolExecutor(READ_THREADS) as pool:
         reader = Reader(pool, lambda i: load_image(samples[i].image_path, size, fit=fit), subsets, timings)
         masks: ReadAhead | None = None
@@ -145,6 +147,7 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
             result = score_images(backbone, images, settings, references, _progress_lines(label), image_score, timings)
             subset_ids[members] = sid
             alignments += [result.alignment] if result.alignment is not None else []
+            matching += [result.matching] if result.matching is not None else []
             raw[members] = result.image_scores_raw.double().numpy()
             final[members] = result.image_scores.double().numpy()
             with timings.stage("maps"):
@@ -157,7 +160,7 @@ def evaluate_category(backbone: Backbone, cfg: EvalConfig, category: str,
     with timings.stage("metrics"):
         metrics = category_metrics(final, labels, maps[truth], mask_array[truth], protocol.au_pro, valid)
     return CategoryResult(samples, subset_ids, raw, final, maps, metrics, time.perf_counter() - start,
-                          timings.seconds, split, AlignmentReport.merge(alignments) if alignments else None)
+                          timings.seconds, split, AlignmentReport.merge(alignments) if alignments else None, matching)
 
 
 def _write_heatmaps(result: CategoryResult, cfg: EvalConfig, category: str, out_dir: Path) -> list[HeatMap]:
@@ -214,6 +217,7 @@ def write_outputs(cfg: EvalConfig, backbone: Backbone, results: dict[str, Catego
         "seconds": {name: r.seconds for name, r in results.items()},
         "stage_seconds": {name: r.stage_seconds for name, r in results.items()},
         "alignment": {name: r.alignment.as_dict() for name, r in results.items() if r.alignment is not None},
+        "matching": {name: [m.as_dict() for m in r.matching] for name, r in results.items() if r.matching},
         "skipped": {name: r.split.as_dict() for name, r in results.items()},
     }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float, allow_nan=True))
@@ -238,7 +242,9 @@ def _print_times(result: CategoryResult) -> None:
         print(f"  mutual scoring {stages['msm']:.2f}s ({1000 * stages['msm'] / len(result.samples):.1f} ms per image)",
               file=sys.stderr)
     print("  stages: " + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages.items()), file=sys.stderr)
-    for line in (result.alignment and f"  {result.alignment.line()}", result.split.line()):
+    matching = [f"  subset {i + 1}: {m.line()}" if len(result.matching) > 1 else f"  {m.line()}"
+                for i, m in enumerate(result.matching)]
+    for line in (result.alignment and f"  {result.alignment.line()}", *matching, result.split.line()):
         if line:
             print(line, file=sys.stderr)
 

@@ -163,7 +163,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
                     "score": float(scores[i]), "rank_in_group": int(ranks[i]),
                     "percentile_in_group": float(percentiles[i]), "is_anomaly": bool(flags[i]),
                     "flag_policy": ctx.flag.label, "map_uri": map_uri, "scored_at": r.scored_at,
-                    "status": status, "error": error,
+                    "status": status, "error": error, "match_radius": (r.matching or {}).get("radius"),
                 }
                 i += 1
     crash_point("finalise_group")
@@ -196,6 +196,8 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         # the references' leave-one-out scores (one per reference per subset): what good parts score tonight
         "reference_scores": [float(v) for v in reference_scores],
         "references": None if use is None else use.counts(),  # listed, used, left out and why
+        # MuSc: each subset's matching (match_radius; auto: the nearest-patch statistic it chose by)
+        "matching": [{"subset_id": r.subset_id, **r.matching} for r in results if r.matching is not None],
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

@@ -64,6 +64,7 @@ class ScoredBatch:
     scored_at: datetime
     reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the references' own (leave-one-out)
     references: ReferenceUse | None = None  # which of the group's references took part
+    matching: dict[str, Any] | None = None  # MuSc: the subset's matching (MatchChoice.as_dict); None otherwise
 
 
 def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
@@ -79,14 +80,18 @@ def scored_columns(uris: list[str], score_raw: np.ndarray, score: np.ndarray,
 
 def write_scored_batch(uri: str, group: str, subset_id: int, batch: dict[str, pa.Array],
                        storage_options: dict[str, Any] | None = None,
-                       reference_scores: np.ndarray | None = None, references: ReferenceUse | None = None) -> None:
+                       reference_scores: np.ndarray | None = None, references: ReferenceUse | None = None,
+                       matching: dict[str, Any] | None = None) -> None:
     """One subset's scores (``scored_columns``) as one Parquet object, written whole, with the
-    references' leave-one-out scores when it was scored with references, and which were used."""
+    references' leave-one-out scores when it was scored with references, which were used, and MuSc's
+    ``matching``."""
     meta = {"group": group, "subset_id": str(subset_id), "scored_at": datetime.now(timezone.utc).isoformat()}
     if reference_scores is not None:
         meta["reference_scores"] = json.dumps([float(v) for v in reference_scores])
     if references is not None:
         meta["references"] = json.dumps(asdict(references))
+    if matching is not None:
+        meta["matching"] = json.dumps(matching)
     table = pa.table(batch).replace_schema_metadata(meta)
     write_parquet(uri, table, storage_options, compression="zstd")
 
@@ -107,4 +112,5 @@ def read_scored_batch(uri: str, storage_options: dict[str, Any] | None = None) -
         scored_at=datetime.fromisoformat(meta["scored_at"]),
         reference_scores=np.asarray(json.loads(meta.get("reference_scores", "[]")), dtype=np.float64),
         references=ReferenceUse(**json.loads(meta["references"])) if "references" in meta else None,
+        matching=json.loads(meta["matching"]) if "matching" in meta else None,
     )

@@ -37,6 +37,9 @@ SCORES_SCHEMA = pa.schema([
     ("scored_at", pa.timestamp("us", tz="UTC")),
     ("status", pa.string()),
     ("error", pa.string()),
+    # MuSc's matching radius for the image's subset (musc.match_radius, or auto's choice); null: full matching
+    # or a scorer that does not match patches. Last, so that older part files read it as null.
+    ("match_radius", pa.int32()),
 ])
 # row statuses: scored, or why not
 STATUS_OK = "ok"

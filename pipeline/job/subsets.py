@@ -89,7 +89,7 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
     start = time.perf_counter()
     uris, features = gather_features(plan, features_prefix, storage_options)
     references, use = gather_references(plan, features_prefix, storage_options)
-    reference_scores = None
+    reference_scores = matching = None
     scored = len(uris) if uris and len(uris) + (0 if references is None else len(references)) >= 2 else 0
     if not scored:  # nothing to compare with: an empty batch marks the subset done
         columns = scored_columns([], np.zeros(0), np.zeros(0), np.zeros((0, 1, 1), np.float32))
@@ -98,8 +98,10 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
         columns = scored_columns(uris, result.image_scores_raw.numpy(), result.image_scores.numpy(),
                                  result.patch_scores.numpy())
         reference_scores = None if result.reference_scores is None else result.reference_scores.numpy()
+        matching = None if result.matching is None else result.matching.as_dict()
     crash_point("score_subset")
-    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options, reference_scores, use)
+    write_scored_batch(result_uri, plan.group, plan.subset_id, columns, storage_options, reference_scores, use,
+                       matching)
     return {"group": plan.group, "subset_id": plan.subset_id, "images": scored, "seconds": time.perf_counter() - start}
 
 

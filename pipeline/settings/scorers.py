@@ -60,6 +60,34 @@ class AlignmentConfig(Section):
 
 
 @dataclass
+class AutoMatchConfig(Section):
+    """``match_radius: auto``: per batch, on ``sample_images`` of its images (evenly spaced), where full
+    matching finds each patch's nearest patch in each other image (last stage, raw features); the
+    smallest of ``radii`` within which at least ``min_aligned_fraction`` of them lie (Chebyshev, grid
+    cells, from the patch's own position) is the batch's radius, else it is matched in full. No labels:
+    a fixtured part's look-alikes sit where the patch is, a posed part's anywhere."""
+
+    sample_images: int = setting(
+        "Images the statistic is measured on (every pair of them, each a full matching of one stage): a few "
+        "are enough, a pair costs what one image pair of one mutual-scoring pass does.",
+        default=6, ge=2,
+    )
+    min_aligned_fraction: float = setting(
+        "Fraction of the nearest patches that must lie within a radius for it to be chosen. Measured "
+        "(bench_auto_match.py, mobilenetv2, 256 px, 32x32 grid): fixtured generated parts 0.75-0.92 within 2 "
+        "cells, posed ones 0.47-0.49; a plain background or a uniform surface lowers it, as its patches have "
+        "look-alikes anywhere.",
+        default=0.6, gt=0, le=1,
+    )
+    radii: list[int] = setting("Candidate radii, the smallest safe one wins.", default_factory=lambda: [0, 1, 2],
+                               ge=0)
+
+    def check(self) -> None:
+        if not self.radii:
+            raise FieldError("radii", "needs at least one candidate radius")
+
+
+@dataclass
 class MuscConfig(Section):
     """The MuSc scorer: LNAMD degrees, mutual scoring interval, RsCIN windows, maps."""
 
@@ -72,11 +100,15 @@ class MuscConfig(Section):
         "every degree of aggregation_degrees in its own pass.",
         default="lnamd", hashed_if_set=True,
     )
-    match_radius: int | None = setting(
+    match_radius: int | Literal["auto"] | None = setting(
         "Which patches of the other images a patch is compared with: null compares with all of them (MuSc); "
-        "an integer r only with those within r grid cells of its own position.",
-        default=None, ge=0, hashed_if_set=True,
+        "an integer r only with those within r grid cells (Chebyshev) of its own position, for parts that sit "
+        "in the same place in every image (fixtures): (2r+1)^2 / patches of the cost, and a normal structure "
+        "at a place where the fixture has none is found; 'auto' chooses per batch (auto_match).",
+        default=None, hashed_if_set=True,
     )
+    auto_match: AutoMatchConfig = setting("How match_radius 'auto' chooses a batch's matching.",
+                                          default_factory=AutoMatchConfig, hashed_if_set=True)
     rescoring: Literal["rscin"] = setting(
         "How raw image scores are re-scored over similar images: 'rscin' (MuSc 2024, global embeddings); "
         "rscin_windows are its windows (null or [] disables re-scoring).",
@@ -134,6 +166,8 @@ class MuscConfig(Section):
                                          run_only=True)
 
     def check(self) -> None:
+        if isinstance(self.match_radius, int) and self.match_radius < 0:
+            raise FieldError("match_radius", f"must be null, 'auto' or an integer >= 0, got {self.match_radius}")
         if not self.aggregation_degrees or any(r < 1 or r % 2 == 0 for r in self.aggregation_degrees):
             raise FieldError("aggregation_degrees", f"must be odd positive integers, got {self.aggregation_degrees}")
         if not 0.0 <= self.topmin_min < self.topmin_max:

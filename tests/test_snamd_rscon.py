@@ -94,3 +94,73 @@ def test_score_features_with_snamd_runs_one_mutual_scoring_pass_per_stage():
     assert calls == [(1, 2), (2, 2)]  # LNAMD: 6 passes
     expected = sum(mutual_scores(snamd(s, [1, 3, 5], "auto"), cfg.topmin_max) for s in stages) / 2
     assert torch.allclose(got.patch_scores.flatten(1), expected, atol=1e-6)
+
+
+def naive_window_rescoring(raw: torch.Tensor, features: torch.Tensor, windows: list[int],
+                           normalise: bool) -> torch.Tensor:
+    """Eq. 5 by hand: per window k (1 added when missing), per image, its k most similar images by the
+    feature dot product (itself included) weighted by their similarity, normalised to sum 1."""
+    scores = raw.double()
+    if normalise:
+        scores = (scores - scores.min()) / (scores.max() - scores.min())
+    sim = features.double() @ features.double().T
+    n = len(scores)
+    windows = windows if 1 in windows else [*windows, 1]
+    out = torch.zeros(n, dtype=torch.float64)
+    for k in windows:
+        for i in range(n):
+            order = sorted(range(n), key=lambda j: -float(sim[i, j]))[:min(k, n)]
+            out[i] += sum(sim[i, j] * scores[j] for j in order) / sum(sim[i, j] for j in order)
+    return out / len(windows)
+
+
+def naive_salient(tokens: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+    """Each image's token at its highest-scoring patch, by an explicit scan."""
+    flat = patch.flatten(1)
+    rows = []
+    for i in range(flat.shape[0]):
+        best = max(range(flat.shape[1]), key=lambda m: float(flat[i, m]))
+        rows.append(tokens[i, best])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+@pytest.mark.parametrize("stages, expected_stage", [(3, 1), (2, 0), (1, 0)])
+def test_rscon_equals_naive_salient_rescoring(normalise, stages, expected_stage):
+    from pipeline.engine.rescoring import RescoringInputs, rescore
+
+    g = torch.Generator().manual_seed(stages)
+    n, h, w, c = 7, 3, 4, 5
+    per_stage = [torch.nn.functional.normalize(torch.randn(n, h * w, c, generator=g), dim=-1) for _ in range(stages)]
+    patch, raw = torch.rand(n, h, w, generator=g), torch.rand(n, generator=g) * 3 + 1
+    members = Features([torch.zeros(n, 1, h, w)] * stages, torch.nn.functional.normalize(torch.randn(n, 4), dim=-1))
+    asked = []
+    inputs = RescoringInputs(raw, patch, members, lambda s: asked.append(s) or per_stage[s])
+    cfg = MuscConfig(rescoring="rscon", rscon_windows=[3, 7])  # 1 joins the windows; 7 > N clips to N
+    got = rescore("rscon", inputs, cfg, normalise)
+    assert asked == [expected_stage]  # the second-to-last stage
+    expected = naive_window_rescoring(raw, naive_salient(per_stage[expected_stage], patch), [3, 7], normalise)
+    assert torch.allclose(got.double(), expected, atol=1e-5)
+    # not RsCIN's global embeddings: the same windows there give other scores
+    assert not torch.allclose(got.double(), naive_window_rescoring(raw, members.embedding, [3, 7], normalise), atol=1e-3)
+    # no windows: the raw scores
+    assert torch.equal(rescore("rscon", inputs, MuscConfig(rescoring="rscon", rscon_windows=[]), normalise), raw)
+
+
+def test_score_features_rscon_with_references_on_the_raw_scale():
+    """The nightly job's call: N scored images + R references, keep_scale; RsCon over all N + R members
+    from SNAMD tokens of the second-to-last stage, split into scores and the references' scores."""
+    g = torch.Generator().manual_seed(11)
+    stages = [torch.randn(8, 6, 4, 4, generator=g), torch.randn(8, 10, 4, 4, generator=g),
+              torch.randn(8, 7, 4, 4, generator=g)]
+    members = Features(stages, torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1))
+    scored, references = members.select(torch.arange(5)), members.select(torch.arange(5, 8))
+    cfg = MuscConfig(aggregation="snamd", rescoring="rscon", aggregation_degrees=[1, 3], rscon_windows=[2])
+    got = score_features(scored, cfg, keep_scale=True, references=references)
+    patch = sum(mutual_scores(snamd(s, [1, 3], "auto"), cfg.topmin_max) for s in stages) / 3  # (8, 16)
+    raw = patch.max(dim=1).values
+    salient = naive_salient(snamd(stages[1], [1, 3], "auto"), patch)
+    expected = naive_window_rescoring(raw, salient, [2], normalise=False)
+    assert torch.allclose(got.image_scores_raw, raw[:5], atol=1e-5)
+    assert torch.allclose(got.image_scores.double(), expected[:5], atol=1e-5)
+    assert torch.allclose(got.reference_scores.double(), expected[5:], atol=1e-5)

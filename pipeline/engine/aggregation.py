@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..settings import MuscConfig
 from .lnamd import lnamd
@@ -24,6 +25,14 @@ class Aggregation:
 
     tokens: Callable[[torch.Tensor, MuscConfig], Iterator[torch.Tensor]]
     passes: Callable[[Sequence[int]], int]
+
+    def fused(self, stage: torch.Tensor, cfg: MuscConfig) -> torch.Tensor:
+        """One unit token set (N, H*W, C) for the stage: the mean of its passes' tokens, L2-normalised
+        (SNAMD's own set; LNAMD's degrees averaged). What a re-scorer reads of a stage's patches."""
+        total: torch.Tensor | None = None
+        for z in self.tokens(stage, cfg):
+            total = z if total is None else total.add_(z)
+        return F.normalize(total, dim=-1)
 
 
 def _lnamd_tokens(stage: torch.Tensor, cfg: MuscConfig) -> Iterator[torch.Tensor]:

@@ -98,7 +98,7 @@ def score_features(
         raw = image_score(patch)
     with timings.stage("rescoring"):
         def stage_tokens(index: int) -> torch.Tensor:
-            return torch.stack(list(aggregate.tokens(members.stages[index].to(device), cfg)))
+            return aggregate.fused(members.stages[index].to(device), cfg)
         inputs = RescoringInputs(raw, patch, members, stage_tokens)
         final = rescore(cfg.rescoring, inputs, cfg, normalise=not keep_scale)
     return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:])

@@ -1,4 +1,4 @@
-"""SNAMD: Similar Neighbourhood Aggregation with Multiple Degrees (MuSc-V2, Sec. 3.2).
+"""SNAMD: Similar Neighbourhood Aggregation with Multiple Degrees (MuSc-V2, TPAMI 2026).
 
 LNAMD scores every degree r in its own mutual-scoring pass. SNAMD fuses the degrees into one token
 per patch, so a stage costs one pass: each patch becomes the mean over the degrees r of the weighted
@@ -16,7 +16,6 @@ distances are divided by a temperature T (the published formula is T = 1, see ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -48,15 +47,12 @@ def _inside(half: int, h: int, w: int, device: torch.device) -> torch.Tensor:
                         for dy, dx in _offsets(half)])
 
 
-def resolve_temperature(temperature: float | str, distances: torch.Tensor, inside: torch.Tensor,
-                        channels: int) -> float:
+def resolve_temperature(temperature: float | str, distances: torch.Tensor, inside: torch.Tensor) -> float:
     """T for one stage of a batch. A number is used as given (1.0: the published exp(-distance)).
     'auto': the median distance between a patch and its on-grid neighbours over the batch, so that a
-    neighbour as different as a typical one gets weight 1/e of the centre's, whatever the backbone's
-    width and smoothness. ``distances`` (offsets, N, H, W), ``inside`` (offsets, 1, H, W) marks the
-    on-grid neighbours."""
-    if temperature == "sqrt_channels":
-        return math.sqrt(channels)
+    neighbour as different as a typical one gets 1/e of the centre's weight, whatever the backbone's
+    width and smoothness (a fixed T = 1 gives the centre all the weight on wide ViT stages).
+    ``distances`` (offsets, N, H, W); ``inside`` (offsets, 1, H, W) marks the on-grid neighbours."""
     if temperature != "auto":
         if isinstance(temperature, str) or temperature <= 0:
             raise ValueError(f"SNAMD temperature must be a positive number or 'auto', got {temperature!r}")
@@ -66,6 +62,7 @@ def resolve_temperature(temperature: float | str, distances: torch.Tensor, insid
     kept = distances[neighbours.expand_as(distances)]
     median = float(kept.median()) if kept.numel() else 0.0
     return median if median > 0 else 1.0  # no neighbours (degree 1 only) or all alike: T does not matter
+
 
 def snamd(stage: torch.Tensor, degrees: Sequence[int], temperature: float | str = "auto",
           chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
@@ -87,7 +84,7 @@ def snamd(stage: torch.Tensor, degrees: Sequence[int], temperature: float | str 
     chunks = [slice(start, start + step) for start in range(0, n, step)]
     normed = lambda part: F.layer_norm(stage[part].float(), (c, h, w))
     distances = torch.cat([_neighbour_distances(normed(part), half) for part in chunks], dim=1)
-    t = resolve_temperature(temperature, distances, _inside(half, h, w, stage.device), c)
+    t = resolve_temperature(temperature, distances, _inside(half, h, w, stage.device))
     # offset o is in degree r's window when both |dy| and |dx| are at most r // 2
     member = torch.tensor([[max(abs(dy), abs(dx)) <= r // 2 for dy, dx in offsets] for r in degrees],
                           dtype=torch.float32, device=stage.device)  # (degrees, offsets)

@@ -74,12 +74,14 @@ class MuscConfig(Section):
         "snamd_temperature), so each stage is scored once: mutual scoring costs 1/len(aggregation_degrees).",
         default="lnamd", hashed_if_set=True,
     )
-    snamd_temperature: float | Literal["auto", "sqrt_channels"] = setting(
-        "snamd only: T of the neighbour weights exp(-distance / T), distances between layer-normalised "
-        "tokens. 1.0 is the published formula, which on our tokens gives the centre 70-87% of a 3x3 "
-        "window's weight on MobileNetV2 (median neighbour distance 3-4, C = 32 / 96) and 100% on ViT-B-16 "
-        "(median 14, C = 768): SNAMD then degenerates to degree 1. 'auto': the batch's median neighbour "
-        "distance of the stage, so a typical neighbour weighs 1/e of the centre on any backbone.",
+    snamd_temperature: float | Literal["auto"] = setting(
+        "snamd only: T of the neighbour weights exp(-distance / T), distances between the layer-normalised "
+        "tokens. 1.0 is the published formula; on our tokens it gives the centre 70-87% of a 3x3 window's "
+        "weight on MobileNetV2 (median neighbour distance 3-4, C = 32 and 96) and 100% on a ViT-B-16 "
+        "(median 14, C = 768; random init, no real ViT weights reachable): SNAMD then degenerates to "
+        "degree 1. 'auto': the median neighbour distance of the stage over the batch (references "
+        "included), so a typical neighbour weighs 1/e of the centre on any backbone (centre 25% of a 3x3 "
+        "window). MVTec bottle, MobileNetV2: image / pixel AUROC 99.1 / 98.7 with 'auto', 99.1 / 98.5 with 1.0.",
         default="auto", hashed_if_set=True,
     )
     match_radius: int | None = setting(

@@ -30,14 +30,18 @@ def _offsets(half: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
 
 
+def _shifted(padded: torch.Tensor, half: int, dy: int, dx: int) -> torch.Tensor:
+    """The grid moved so that position p holds its neighbour p + (dy, dx) (a view of the zero-padded grid)."""
+    h, w = padded.shape[-2] - 2 * half, padded.shape[-1] - 2 * half
+    return padded[:, :, half + dy:half + dy + h, half + dx:half + dx + w]
+
+
 def _neighbour_distances(x: torch.Tensor, half: int) -> torch.Tensor:
     """||x_{p+o} - x_p|| for every offset o of the (2 half + 1)^2 window, zeros outside the grid:
     (offsets, n, H, W)."""
-    _, _, h, w = x.shape
     padded = F.pad(x, (half, half, half, half))
-    return torch.stack([
-        torch.linalg.vector_norm(padded[:, :, half + dy:half + dy + h, half + dx:half + dx + w] - x, dim=1)
-        for dy, dx in _offsets(half)])
+    return torch.stack([torch.linalg.vector_norm(_shifted(padded, half, dy, dx) - x, dim=1)
+                        for dy, dx in _offsets(half)])
 
 
 def _inside(half: int, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -97,6 +101,6 @@ def snamd(stage: torch.Tensor, degrees: Sequence[int], temperature: float | str 
         padded = F.pad(x, (half, half, half, half))
         fused = torch.zeros_like(x)
         for (dy, dx), coefficient in zip(offsets, coefficients):
-            fused.addcmul_(padded[:, :, half + dy:half + dy + h, half + dx:half + dx + w], coefficient.unsqueeze(1))
+            fused.addcmul_(_shifted(padded, half, dy, dx), coefficient.unsqueeze(1))
         out[part] = F.normalize(fused.flatten(2).transpose(1, 2), dim=-1)
     return out

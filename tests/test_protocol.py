@@ -210,6 +210,10 @@ def test_evaluation_under_each_protocol_says_which_and_times_every_stage(tmp_pat
 @pytest.mark.parametrize("extra, why", [
     ({"scorer": "patchead"}, "needs scorer: musc"),
     ({"musc": {"align": True}}, "has no alignment"),
+    ({"musc": {"aggregation": "snamd"}}, "LNAMD only; set musc.aggregation: lnamd"),
+    ({"musc": {"rescoring": "rscon"}}, "RsCIN only; set musc.rescoring: rscin"),
+    ({"musc": {"match_radius": 1}}, "full matching only; set musc.match_radius: null"),
+    ({"musc": {"match_radius": "auto"}}, "full matching only; set musc.match_radius: null"),
 ])
 def test_paper_protocol_refuses_what_the_published_code_does_not_do(tmp_path, extra, why):
     with pytest.raises(ConfigError, match=f"config key 'protocol': .*{why}"):

@@ -80,7 +80,7 @@ def score_features(
     passes = len(members.stages) * aggregate.passes(cfg.aggregation_degrees)
     done = 0
     for stage in members.stages:
-        tokens = aggregate.tokens(stage.to(device), cfg.aggregation_degrees)
+        tokens = aggregate.tokens(stage.to(device), cfg)
         while True:
             with timings.stage("aggregate", device):
                 z = next(tokens, None)
@@ -98,7 +98,7 @@ def score_features(
         raw = image_score(patch)
     with timings.stage("rescoring"):
         def stage_tokens(index: int) -> torch.Tensor:
-            return torch.stack(list(aggregate.tokens(members.stages[index].to(device), cfg.aggregation_degrees)))
+            return aggregate.fused(members.stages[index].to(device), cfg)
         inputs = RescoringInputs(raw, patch, members, stage_tokens)
         final = rescore(cfg.rescoring, inputs, cfg, normalise=not keep_scale)
     return BatchScores(patch[:n], raw[:n], final[:n], reference_scores=None if references is None else final[n:],

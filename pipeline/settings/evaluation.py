@@ -53,7 +53,8 @@ class EvalConfig(Section):
         "resized nearest, AU-PRO over every threshold up to FPR 0.3. 'paper': the published MuSc code's "
         "choices, to reproduce its tables: align_corners=True, no smoothing (gaussian_sigma is not applied), "
         "image score = max of the upsampled map, bilinear masks kept where they stay 255 (VisA: above 0), "
-        "AU-PRO over 200 thresholds with FPR < 0.3 rescaled to [0, 1]. MuSc without alignment only.",
+        "AU-PRO over 200 thresholds with FPR < 0.3 rescaled to [0, 1]. MuSc (LNAMD + RsCIN) without alignment "
+        "only: other choices are refused, not replaced.",
         default="project",
     )
     seed: int = setting("Seed of the subset split.", default=0)
@@ -74,6 +75,11 @@ class EvalConfig(Section):
         if self.protocol == "paper" and self.musc.align:
             raise FieldError("protocol", "'paper' reproduces the published MuSc code, which has no alignment; "
                                          "set musc.align: false")
+        for key, published, name in (("aggregation", "lnamd", "LNAMD"), ("rescoring", "rscin", "RsCIN"),
+                                     ("match_radius", None, "full matching")):
+            if self.protocol == "paper" and getattr(self.musc, key) != published:
+                raise FieldError("protocol", f"'paper' reproduces the published MuSc code, which has "
+                                             f"{name} only; set musc.{key}: {'null' if published is None else published}")
 
     def scorer_settings(self) -> MuscConfig | PatchEADConfig:
         """The settings of the chosen scorer."""

@@ -124,7 +124,7 @@ def naive_same_cell(features: Features, cfg: MuscConfig) -> BatchScores:
     k_lo, k_hi = interval_bounds(n - 1, cfg.topmin_max, cfg.topmin_min)
     total, passes = torch.zeros(n, h * w), 0
     for stage in features.stages:
-        for z in aggregation("lnamd").tokens(stage.float(), cfg.aggregation_degrees):
+        for z in aggregation("lnamd").tokens(stage.float(), cfg):
             distance = torch.sqrt((2 - 2 * torch.einsum("imc,jmc->ijm", z, z)).clamp_min(0))
             distance[torch.arange(n), torch.arange(n)] = float("inf")
             total += distance.sort(dim=1).values[:, k_lo:k_hi].mean(dim=1)

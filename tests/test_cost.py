@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine.aggregation import AGGREGATIONS
 from pipeline.job.cost import compared_pairs, msm_flops, night_cost, vit_flops
 from pipeline.settings import JobConfig, load_config, with_values
 
@@ -34,12 +33,16 @@ def test_msm_flops_scale_with_pairs_channels_passes_and_window():
     assert msm_flops(4, (3, 3), [8], 1, 1) == 6 * 2 * 49 * 8
 
 
-def test_nightly_default_keeps_its_price(nightly):
-    cost = night_cost(nightly)
-    assert (cost.grid, cost.width, cost.stages, cost.passes, cost.radius) == (37, 1024, 4, 3, None)
-    assert cost.msm_flops == pytest.approx(199 / 2 * 2 * 1369**2 * 1024 * 4 * 3)
-    assert cost.extract_flops == vit_flops(1024, 24, 1370, 14, 4.0)
-    assert cost.gpu_hours(1e6) == pytest.approx(3.29, abs=0.01)  # the README's 3.3
+def test_the_2024_method_keeps_its_price_and_the_default_prices_one_pass_per_stage(nightly):
+    paper = night_cost(with_values(nightly, {"musc.aggregation": "lnamd", "musc.match_radius": None}))
+    assert (paper.grid, paper.width, paper.stages, paper.passes, paper.radius) == (37, 1024, 4, 3, None)
+    assert paper.msm_flops == pytest.approx(199 / 2 * 2 * 1369**2 * 1024 * 4 * 3)
+    assert paper.extract_flops == vit_flops(1024, 24, 1370, 14, 4.0)
+    assert paper.gpu_hours(1e6) == pytest.approx(3.29, abs=0.01)  # the cost before issue 21
+    default = night_cost(nightly)  # snamd, match_radius auto: priced as full matching, its upper bound
+    assert (default.passes, default.radius) == (1, None)
+    assert default.msm_flops == pytest.approx(paper.msm_flops / 3)
+    assert default.gpu_hours(1e6) == pytest.approx(1.57, abs=0.01)
 
 
 def test_a_radius_prices_only_its_windows(nightly):
@@ -49,10 +52,4 @@ def test_a_radius_prices_only_its_windows(nightly):
     assert windowed.extract_flops == full.extract_flops
     assert windowed.gpu_hours(1e6) == pytest.approx(full.extract_seconds * 1e6 / 3600 + 1e6 / 3600 *
                                                     full.msm_seconds * 109**2 / 1369**2)
-
-
-def test_snamd_scores_one_pass_per_stage(nightly):
-    if "snamd" not in AGGREGATIONS:
-        pytest.skip("snamd is not registered in this engine yet (issue 21 item 1)")
-    lnamd, snamd = night_cost(nightly), night_cost(with_values(nightly, {"musc.aggregation": "snamd"}))
-    assert snamd.passes == 1 and snamd.msm_flops == pytest.approx(lnamd.msm_flops / 3)
+    assert windowed.gpu_hours(1e6) == pytest.approx(0.72, abs=0.01)  # extraction is then nearly all of it

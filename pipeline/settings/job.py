@@ -263,7 +263,11 @@ class JobConfig(Section):
         "each image and its run. A group with no earlier run is scored without references. 0: off.",
         default=0, ge=0, hashed_if_set=True)
     backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
-    musc: MuscConfig = setting("MuSc settings (detector: musc).", default_factory=MuscConfig)
+    musc: MuscConfig = setting(
+        "MuSc settings (detector: musc). The job's defaults are the measured best point of the accuracy/cost "
+        "frontier (docs/scoring.md): aggregation snamd, match_radius auto, rescoring rscon; the evaluation's "
+        "stay the 2024 paper's (lnamd, full matching, rscin).",
+        default_factory=lambda: MuscConfig(aggregation="snamd", match_radius="auto", rescoring="rscon"))
     patchead: PatchEADConfig = setting(
         "PatchEAD settings (detector: patchead): batch mode only, each subset is a batch (subsets larger than "
         "patchead.batch_size are split again); no alignment, which warps images before extraction.",

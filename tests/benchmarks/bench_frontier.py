@@ -19,8 +19,9 @@ Features are extracted once per dataset and seed; every combination scores them 
 ``score_features`` and its own ``MuscConfig``. Per row: image AUROC, pixel AUROC and AU-PRO (%,
 project protocol; generated data averaged over the seeds), seconds of mutual scoring (``StageTimes``
 "msm") and its ratio to today's default (lnamd, null, rscin) in the same run, achieved GFLOP/s of
-mutual scoring (``pipeline.job.cost.msm_flops`` / seconds; 'auto' is counted as full matching), and
-the cost model's GPU-hours per 10^6 images at conf/nightly.yaml with that setting. A combination the
+mutual scoring (``pipeline.job.cost.msm_flops`` / seconds), and the cost model's GPU-hours per 10^6
+images at conf/nightly.yaml with that setting; for 'auto' the row names the radius it chose per batch
+(null: full matching), and FLOPs and price are those of that choice (the widest over the seeds). A combination the
 installed engine does not support (its settings refuse it, or no matcher is registered for a radius)
 prints one "not supported" line. ``--naive`` adds a row computed by this file's own loop: LNAMD,
 every patch compared only with the same cell of the other images (radius 0), RsCIN: the check that
@@ -151,9 +152,10 @@ def parse_radius(text: str) -> int | str | None:
 
 
 def score_row(combination: tuple, cfg: MuscConfig, batches: list[tuple[Batch, Features]],
-              device: torch.device) -> tuple[float, ...]:
-    """Image AUROC, pixel AUROC, AU-PRO, MSM seconds and achieved MSM FLOP/s, averaged over the batches."""
-    values = []
+              device: torch.device) -> tuple[tuple[float, ...], list[int | None]]:
+    """Image AUROC, pixel AUROC, AU-PRO, MSM seconds and achieved MSM FLOP/s, averaged over the batches,
+    and the radius each batch was scored with ('auto': its choice; None: full matching)."""
+    values, radii = [], []
     for batch, features in batches:
         timings = StageTimes()
         if combination == NAIVE:
@@ -162,13 +164,14 @@ def score_row(combination: tuple, cfg: MuscConfig, batches: list[tuple[Batch, Fe
             timings.seconds["msm"] = time.perf_counter() - begin
         else:
             result = score_features(features, cfg, device, timings=timings)
-        radius = 0 if combination == NAIVE else cfg.match_radius if isinstance(cfg.match_radius, int) else None
+        radius = 0 if combination == NAIVE else result.matching.radius if result.matching else None
+        radii.append(radius)
         passes = aggregation(cfg.aggregation).passes(cfg.aggregation_degrees)
         flops = msm_flops(len(features), tuple(features.stages[0].shape[-2:]),
                           [stage.shape[1] for stage in features.stages], passes, radius)
         seconds = timings.seconds["msm"]
         values.append((*metrics(result, batch, cfg), seconds, flops / seconds))
-    return tuple(np.mean(values, axis=0))
+    return tuple(np.mean(values, axis=0)), radii
 
 
 def main() -> None:
@@ -210,7 +213,11 @@ def main() -> None:
             if isinstance(cfg, str):
                 line = f"{names} not supported yet: {cfg} |"
             else:
-                image, pixel, pro, seconds, rate = score_row(combination, cfg, batches, backbone.device)
+                (image, pixel, pro, seconds, rate), radii = score_row(combination, cfg, batches, backbone.device)
+                if radius == "auto":  # what it chose, and the price of that choice
+                    chosen = "/".join("null" if r is None else str(r) for r in radii)
+                    names = names.replace("| auto |", f"| auto: {chosen} |")
+                    combination = (agg, max(radii, key=lambda r: 10**9 if r is None else r), rescoring)
                 default_seconds = default_seconds or seconds  # DEFAULT runs first
                 naive = combination == NAIVE  # a plain loop: its rate and price say nothing of the engine
                 cost = "-" if naive else f"{gpu_hours(nightly, combination):.2f}"

@@ -40,6 +40,8 @@ def main() -> None:
     extract, msm, total_s = cost.extract_flops, cost.msm_flops, cost.seconds
     gpus_for_hour = math.ceil(cost.gpu_hours(n))
     matching = "full matching" if cost.radius is None else f"radius {cost.radius}"
+    if cfg.musc.match_radius == "auto":  # chosen per subset: a fixtured line costs what its radius costs
+        matching = "match_radius auto priced as full matching, its upper bound"
     print(f"## Cost of {n:,.0f} images at conf/nightly.yaml {' '.join(args.overrides)}".rstrip()
           + f" ({cfg.backbone.name} at {cfg.backbone.image_size} px, {cost.grid}x{cost.grid} tokens x "
           f"{cost.width} channels, {cost.stages} stages x {cost.passes} passes ({cfg.musc.aggregation}), "

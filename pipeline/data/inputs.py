@@ -170,20 +170,21 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> li
                                    mask_uri=normalise_uri(beside(str(mask_uri), uri)) if mask_uri else None))
     if not records:
         raise InputError(f"manifest {uri} lists no images")
-    refuse_duplicates([beside(str(row["uri"]), uri) for row in table.to_pylist()], f"manifest {uri}")
+    written = [str(row["uri"]) for row in table.to_pylist()]
+    refuse_duplicates([beside(entry, uri) for entry in written], f"manifest {uri}", written)
     return sorted(records, key=lambda r: r.uri)
 
 
-def refuse_duplicates(uris: list[str], where: str) -> None:
+def refuse_duplicates(uris: list[str], where: str, spellings: list[str] | None = None) -> None:
     """One file listed under two names (``a/000.png`` and ``a/../a/000.png``, ``img//a.png``, a symbolic
     link to a listed file) would be scored against itself, which hides its defects: refused in one line
-    naming both spellings. Local paths are compared resolved; object-store keys as written (``a//b``
-    and ``a/b`` are two objects there)."""
+    naming both ``spellings`` (as the user wrote them; default ``uris``). Local paths are compared
+    resolved; object-store keys as written (``a//b`` and ``a/b`` are two objects there)."""
     folders: dict[str, str] = {}  # resolved folders: one realpath per folder, one lstat per file
     first_name: dict[str, str] = {}
     twice = []
-    for spelling in uris:
-        key = spelling if is_remote(spelling) else _resolved(spelling, folders)
+    for uri, spelling in zip(uris, spellings or uris):
+        key = uri if is_remote(uri) else _resolved(uri, folders)
         if key in first_name:
             twice.append((first_name[key], spelling))
         else:

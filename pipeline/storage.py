@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,16 @@ def fetch_to_local(uri: str, cache_dir: str | Path, storage_options: dict[str, A
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if not fs.exists(path):
         raise FileNotFoundError(f"object not found: {uri}")
-    tmp = local.with_name(local.name + f".part-{os.getpid()}")
+    tmp = _temporary(local)
     fs.get(path, str(tmp))
     tmp.replace(local)
     return local
+
+
+def _temporary(target: Path) -> Path:
+    """A temporary name beside ``target`` no other writer uses: threads of one process (a lease renewed
+    while another driver thread writes it) collided on a name made of the process id alone."""
+    return target.with_name(f".{target.name}.part-{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -124,7 +131,7 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp = _temporary(target)
     tmp.write_bytes(data)
     tmp.replace(target)
 
@@ -142,7 +149,7 @@ def create_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None =
         return True
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp = _temporary(target)
     tmp.write_bytes(data)
     try:
         os.link(tmp, target)

@@ -32,8 +32,13 @@ BACKBONE = {"family": "timm_cnn", "name": "resnet18", "random_init": True, "imag
 
 
 def job_config(**sections) -> JobConfig:
+    """The job's defaults, but RsCIN: these tests check the job's scores against the engine's on features
+    extracted apart, and RsCon re-scores by each image's highest-scoring patch, which the int8 shards
+    can move among near-equal patches of random-init features (on bottle's real features int8 leaves
+    its AUROC unchanged, Spearman 0.9998: docs/scoring.md). test_snamd_rscon.py pins RsCon itself."""
     data = {"backbone": BACKBONE, "extraction": {"shard_size": 5}, "scoring": {"max_subset_size": 200},
-            "flagging": {"policy": "top_fraction", "value": 0.25}, "output": {"heatmaps": "flagged"}}
+            "flagging": {"policy": "top_fraction", "value": 0.25}, "output": {"heatmaps": "flagged"},
+            "musc": {"rescoring": "rscin"}}
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return config_from_dict(JobConfig, data)

@@ -22,6 +22,7 @@ from fsspec.utils import glob_translate
 
 from ..data.demo import ensure_dataset
 from ..data.inputs import (
+    InputError,
     InputRecord,
     list_images,
     read_manifest,

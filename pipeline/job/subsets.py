@@ -1,17 +1,17 @@
 """The zero-shot scoring strategy (MuSc, PatchEAD): one Ray task per planned subset of a group.
 
 Each task reads its subset's own feature shards (``plan``: shards are cut inside subsets, so no other
-features are read; a group with references also has the record columns of its other shards read, for
-the inputs' content hashes), keeps the images that decoded, scores them together (``engine.scorers``: MuSc with
-RsCIN on the raw score scale, so scores of different subsets of a group compare) and writes one
-scored-batch object whole. A subset left with fewer than 2 readable images and references together
-writes an empty batch: its readable image gets the status ``subset_too_small`` (``group_too_small``
-for a group of one). A re-run skips subsets whose object exists; a retried task rewrites the same
-object, so nothing duplicates. A group's references (extracted once, in shards of their own) join
-every subset as reference-only members; their leave-one-out scores are kept in the subset object
-beside, never among, the rows. A reference that did not decode, or whose bytes equal an input's of
-the group (matched against itself, that input would score 0 and hide its defect), is left out of
-every subset of the group; the subset object records which and why (``ReferenceUse``).
+features are read; for a group with references the driver reads the record columns of the group's shards
+once, for the inputs' content hashes), keeps the images that decoded, scores them together
+(``engine.scorers``: MuSc re-scored on the raw score scale, so scores of different subsets of a group
+compare) and writes one scored-batch object whole. A subset left with fewer than 2 readable images and
+references together writes an empty batch: its readable image gets the status ``subset_too_small``
+(``group_too_small`` for a group of one). A re-run skips subsets whose object exists; a retried task
+rewrites the same object, so nothing duplicates. A group's references (extracted once, in shards of
+their own) join every subset as reference-only members; their leave-one-out scores are kept in the
+subset object beside, never among, the rows. A reference that did not decode, or whose bytes equal an
+input's of the group (matched against itself, that input would score 0 and hide its defect), is left out
+of every subset of the group; the subset object records which and why (``ReferenceUse``).
 """
 
 from __future__ import annotations
@@ -67,28 +67,41 @@ def gather_features(plan: SubsetPlan, features_prefix: str,
                      lambda row: row["status"] == STATUS_OK)
 
 
-def gather_references(plan: SubsetPlan, features_prefix: str,
-                      storage_options: dict[str, Any] | None = None) -> tuple[Features | None, ReferenceUse | None]:
-    """The group's usable references (decoded, and no byte-identical copy of an input of the group) and
-    what became of each listed one; (None, None) for a group without references."""
+def reference_copies(plan: SubsetPlan, features_prefix: str,
+                     storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """The group's references whose bytes equal an input's of the group, {reference: input}: matched
+    against itself that input would score 0 and hide its defect. One read of the record columns of
+    every shard of the group, so the scoring stage asks once per group, not once per subset."""
+    if not plan.reference_shard_ids:
+        return {}
+    records = read_records([shard_uri(features_prefix, s) for s in plan.group_shard_ids], storage_options)
+    inputs = {row["sha256"]: row["uri"] for row in records if row.get("sha256")}
+    references = read_records([shard_uri(features_prefix, s) for s in plan.reference_shard_ids], storage_options)
+    return {r["uri"]: inputs[r["sha256"]] for r in references if r["status"] == STATUS_OK and r.get("sha256") in inputs}
+
+
+def gather_references(plan: SubsetPlan, features_prefix: str, storage_options: dict[str, Any] | None = None,
+                      copies: dict[str, str] | None = None) -> tuple[Features | None, ReferenceUse | None]:
+    """The group's usable references (decoded, and none of ``copies``, ``reference_copies``: found here
+    when not given) and what became of each listed one; (None, None) for a group without references."""
     if not plan.reference_shard_ids:
         return None, None
-    inputs = {row["sha256"]: row["uri"] for row in read_records(
-        [shard_uri(features_prefix, s) for s in plan.group_shard_ids], storage_options) if row.get("sha256")}
+    copies = reference_copies(plan, features_prefix, storage_options) if copies is None else copies
     shards = _read_shards(plan, plan.reference_shard_ids, features_prefix, storage_options)
     rows = [row for shard_rows, _ in shards for row in shard_rows]
     undecodable = {r["uri"]: r["error"] for r in rows if r["status"] != STATUS_OK}
-    copies = {r["uri"]: inputs[r["sha256"]] for r in rows if r["status"] == STATUS_OK and r.get("sha256") in inputs}
     uris, features = _selected(shards, lambda row: row["uri"] not in undecodable and row["uri"] not in copies)
     return features, ReferenceUse(len(rows), uris, undecodable, copies)
 
 
 def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer: ScorerSettings,
-                 device: str = "cpu", storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score one subset and write its result object; returns a small summary for the driver."""
+                 device: str = "cpu", storage_options: dict[str, Any] | None = None,
+                 copies: dict[str, str] | None = None) -> dict[str, Any]:
+    """Score one subset and write its result object; returns a small summary for the driver.
+    ``copies``: the group's ``reference_copies`` when already known."""
     start = time.perf_counter()
     uris, features = gather_features(plan, features_prefix, storage_options)
-    references, use = gather_references(plan, features_prefix, storage_options)
+    references, use = gather_references(plan, features_prefix, storage_options, copies)
     reference_scores = matching = None
     scored = len(uris) if uris and len(uris) + (0 if references is None else len(references)) >= 2 else 0
     if not scored:  # nothing to compare with: an empty batch marks the subset done
@@ -105,13 +118,15 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
     return {"group": plan.group, "subset_id": plan.subset_id, "images": scored, "seconds": time.perf_counter() - start}
 
 
-def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, cfg: JobConfig) -> dict:
+def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, cfg: JobConfig,
+                       copies: dict[str, str]) -> dict:
     """``score_subset`` in a Ray worker with the configured threads and device."""
     import torch
 
     torch.set_num_threads(cfg.scoring.num_cpus_per_task)
     device = "cuda" if cfg.scoring.num_gpus_per_task > 0 else "cpu"
-    return score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options)
+    return score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options,
+                        copies)
 
 
 class ZeroShotScoring:
@@ -129,6 +144,7 @@ class ZeroShotScoring:
         self.scores_meaningful = not cfg.backbone.random_init
         self.model = cfg.backbone.identifier()
         self._task = None
+        self._copies: dict[str, dict[str, str]] = {}  # per group: its reference_copies, read once
 
     def run_first_stage(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         return run_feature_stage(shards, self.cfg.backbone, self.shards_prefix, self.cfg.extraction,
@@ -147,7 +163,10 @@ class ZeroShotScoring:
             scoring = self.cfg.scoring
             self._task = ray.remote(_score_subset_task).options(
                 num_cpus=scoring.num_cpus_per_task, num_gpus=scoring.num_gpus_per_task, max_retries=scoring.max_retries)
-        return self._task.remote(task, self.shards_prefix, self.layout.subset(task.group, task.subset_id), self.cfg)
+        if task.group not in self._copies:
+            self._copies[task.group] = reference_copies(task, self.shards_prefix, self.cfg.storage_options)
+        return self._task.remote(task, self.shards_prefix, self.layout.subset(task.group, task.subset_id), self.cfg,
+                                 self._copies[task.group])
 
     def batch_sources(self, plan: RunPlan, group: str) -> list[str]:
         return [self.layout.subset(group, t.subset_id) for t in plan.subsets.get(group, [])]

@@ -20,6 +20,7 @@ diff of noisy images.
 
 from __future__ import annotations
 
+import io
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
@@ -118,8 +119,7 @@ def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, 
         if target.exists():
             shutil.rmtree(target)
     for item in dataset_files(categories, n_train, n_test_good, n_test_defect):
-        key = [seed, zlib.crc32(item.category.encode()), *item.seed]
-        image, mask = render_image(item.category, image_size, key, item.defect, pose=pose)
+        image, mask = render_file(item, image_size, seed, pose)
         _save(image, Path(root) / item.image)
         if item.mask is not None:
             _save(mask.astype(np.uint8) * 255, Path(root) / item.mask)
@@ -160,6 +160,20 @@ def dataset_files(categories: Sequence[str], n_train: int, n_test_good: int,
     return files
 
 
+def render_file(item: DatasetFile, image_size: int, seed: int = 0,
+                pose: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The image and mask ``generate_dataset`` writes for ``item``, in memory."""
+    return render_image(item.category, image_size, [seed, zlib.crc32(item.category.encode()), *item.seed],
+                        item.defect, pose=pose)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """The PNG bytes ``generate_dataset`` writes for an image or mask."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def _check_category(category: str) -> None:
     if category not in DEFECTS:
         raise ValueError(f"unknown synthetic category {category!r}; available: {list(DEFECTS)}")
@@ -167,7 +181,7 @@ def _check_category(category: str) -> None:
 
 def _save(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=1)
+    path.write_bytes(encode_png(array))
 
 
 def _finish(scene: Scene, unlit: np.ndarray) -> np.ndarray:

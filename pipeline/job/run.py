@@ -1,6 +1,7 @@
 """The nightly job: images in object storage -> scores Parquet, heat maps, manifest, metrics.
 
     python jobs/musc.py --config conf/local.yaml [key.path=value ...]
+    python jobs/musc.py --config conf/local.yaml --plan [--plan-json plan.json]   # dry run (``dry_run``)
     ray job submit --working-dir . -- python jobs/musc.py --config conf/nightly.yaml
 
 Stages (docs/architecture.md, "The nightly job"):
@@ -34,6 +35,7 @@ from ..reporting.progress import Progress
 from ..settings import JobConfig, run_program
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
 from .admission import Admission, admit
+from .dry_run import add_plan_options, print_plan
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
 from .identity import write_run_record
@@ -250,10 +252,13 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs."""
-    def program(cfg: JobConfig) -> int:
+    """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs;
+    ``--plan`` (``dry_run``): the same refusals, then the night's plan and price, nothing written."""
+    def program(cfg: JobConfig, plan: bool = False, plan_json: str | None = None) -> int:
+        if plan or plan_json is not None:
+            return print_plan(cfg, plan_json)
         report = run_job(cfg)
         print(format_summary(report))
         return report.exit_code
 
-    return run_program(JobConfig, "MuSc nightly anomaly scoring on Ray", program, argv)
+    return run_program(JobConfig, "MuSc nightly anomaly scoring on Ray", program, argv, add_plan_options)

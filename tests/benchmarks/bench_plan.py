@@ -32,7 +32,8 @@ from bench_scale import generate  # noqa: E402
 def timed(command: list[str]) -> tuple[float, str]:
     """Wall seconds of a command in its own process, and its stdout; it must exit 0."""
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{command} exited {done.returncode}: {done.stderr[-3000:]}")

@@ -56,6 +56,11 @@ def plan(conf: Path, capsys, *extra: str) -> tuple[str, dict]:
     return capsys.readouterr().out, json.loads(out.read_text())
 
 
+def flat(printout: str) -> str:
+    """The printout's prose with its line wrapping undone."""
+    return " ".join(printout.split())
+
+
 def msm_seconds(cfg: JobConfig, members: int) -> float:
     """Mutual scoring of one batch, from the FLOP count (full matching: match_radius auto's upper bound)."""
     grid = cfg.backbone.image_size // 16
@@ -94,7 +99,8 @@ def test_the_plan_counts_and_prices_a_hand_built_batch(batch, capsys):
     total = re.search(r"^  total\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", printout, re.M)
     assert tuple(map(int, total.groups())) == (14, 5, 9, 6)
     assert f"the cost model's at full subsets: {night['totals']['gpu_hours_cost_model']:.3g}" in printout
-    assert "match_radius auto priced as full matching" in printout and "num_gpus_per_actor 1" in printout
+    assert "match_radius auto priced as full matching" in flat(printout) and "num_gpus_per_actor 1" in flat(printout)
+    assert "and 3 shards of references (12 in all;" in printout
 
 
 def test_full_subsets_without_references_cost_what_the_cost_model_says(batch, capsys):
@@ -118,7 +124,7 @@ def test_the_quick_start_plan_writes_nothing_and_names_the_demo_batch(tmp_path, 
     printout = capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
     assert re.search(r"^  total\s+64\s+4\s+4\s+0\s", printout, re.M), printout
-    assert "the plan names its 64 test images from the generator's config and writes none" in printout
+    assert "the plan names its 64 test images from the generator's config and writes none" in flat(printout)
 
 
 def test_the_plan_writes_nothing_on_s3_and_says_what_it_could_not_check(s3_bucket, tmp_path, capsys):
@@ -136,7 +142,7 @@ def test_the_plan_writes_nothing_on_s3_and_says_what_it_could_not_check(s3_bucke
     fs.invalidate_cache()
     assert sorted(fs.find(s3_bucket)) == before
     assert night["totals"]["images"] == 6 and night["state"] == "new"
-    assert "write permission cannot be tested on object storage without writing" in printout
+    assert "write permission cannot be tested on object storage without writing" in flat(printout)
     missing = ["output.prefix=s3://no-such-bucket-musc/out"]
     assert_same_refusal(conf, capsys, missing, "output.prefix s3://no-such-bucket-musc/out: bucket "
                                                "s3://no-such-bucket-musc does not exist")
@@ -189,7 +195,7 @@ def test_no_model_is_loaded_and_weights_are_only_checked_whole(batch, capsys, mo
         monkeypatch.setattr(module, name, loaded)
     backbone = json.dumps({**BACKBONE, "random_init": False, "weights": str(weights)})
     printout, night = plan(conf, capsys, f"backbone={backbone}")
-    assert f"backbone.weights {weights}: present and whole" in printout and night["totals"]["images"] == 14
+    assert f"backbone.weights {weights}: present and whole" in flat(printout) and night["totals"]["images"] == 14
     weights.write_bytes(weights.read_bytes()[:-2])  # truncated: the run's refusal, also without loading it
     assert_same_refusal(conf, capsys, [f"backbone={backbone}"], f"backbone.weights {weights}: truncated")
 
@@ -210,8 +216,8 @@ def test_a_resumed_or_finished_run_is_planned_as_such(batch, capsys):
     (run / "features").mkdir()
     (run / "features" / "shard-00000.parquet").write_bytes(b"")
     printout, night = plan(conf, capsys)
-    assert night["state"] == "resumes" and "1 of 12 shards, 0 of 5 subsets and 0 of 3 groups done" in printout
+    assert night["state"] == "resumes" and "1 of 12 shards, 0 of 5 subsets and 0 of 3 groups done" in flat(printout)
     (run / "_SUCCESS").write_bytes(b"")
     printout, night = plan(conf, capsys)
-    assert night["state"] == "completed" and night["groups"] == [] and "the run would do nothing" in printout
+    assert night["state"] == "completed" and night["groups"] == [] and "the run would do nothing" in flat(printout)
     assert len(list(run.rglob("*"))) == 4  # run.json, features/, its shard, _SUCCESS: nothing added

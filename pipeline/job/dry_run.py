@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .preflight import JobError, demo_to_generate
 
 SIZE_SAMPLE = 256  # input images whose size is looked up (evenly spread), for the bytes a night reads
 SHOWN_GROUPS = 200  # groups printed one per line; the JSON holds every group
+WIDTH = 110  # the printout's lines of prose
 ASSUMED_FLAG_SHARE = 0.05  # share of images flagged when the policy does not fix it (robust_z, threshold)
 
 
@@ -330,10 +332,14 @@ def _hours(value: float | None) -> str:
     return "?" if value is None else f"{value:.3g}"
 
 
+def _item(text: str) -> str:
+    return textwrap.fill(text, WIDTH, initial_indent="  - ", subsequent_indent="    ", break_on_hyphens=False)
+
+
 def format_plan(night: NightPlan) -> str:
     """The printout: checks, one line per group, totals, the cluster's wall time, the assumptions."""
     lines = [f"plan of run {night.run_id} (run_date {night.run_date}; {night.state}); nothing was written", "",
-             "checked:", *(f"  - {c}" for c in night.checks)]
+             "checked:", *(_item(c) for c in night.checks)]
     if night.state == "completed":
         return "\n".join(lines)
     head = ("group", "images", "subsets", "shards", "references", "read", "write", "GPU time")
@@ -349,6 +355,9 @@ def format_plan(night: NightPlan) -> str:
               for r in table]
     if len(night.groups) > SHOWN_GROUPS:
         lines.insert(-1, f"  ... {len(night.groups) - SHOWN_GROUPS} more groups (every group: --plan-json)")
+    if t["reference_shards"]:
+        lines.append(f"  and {t['reference_shards']:g} shards of references ({t['shards'] + t['reference_shards']:g} "
+                     "in all; each group's are extracted once and read by each of its subsets)")
     c = night.cluster
     lines += ["", f"GPU-hours: {_hours(t['gpu_hours'])} for the planned subsets; the cost model's at full subsets: "
               f"{_hours(t['gpu_hours_cost_model'])}"]
@@ -358,5 +367,5 @@ def format_plan(night: NightPlan) -> str:
     else:
         extraction = "" if c["extraction_s"] is None else f"; extraction {_duration(c['extraction_s'])}"
         lines.append(f"wall time on {c['gpus']:g} GPU(s): {c['note']}{extraction}")
-    lines += ["", "assumptions:", *(f"  - {a}" for a in night.assumptions)]
+    lines += ["", "assumptions:", *(_item(a) for a in night.assumptions)]
     return "\n".join(lines)

@@ -177,6 +177,16 @@ def test_a_refused_night_is_refused_by_the_plan_with_the_same_line(batch, capsys
     assert not (tmp_path / "out").exists() and not (tmp_path / "plan.json").exists()
 
 
+def test_a_plan_json_that_cannot_be_written_is_refused_before_any_work(batch, capsys):
+    tmp_path, conf = batch
+    (tmp_path / "report.txt").write_text("a file")
+    for target, expected in ((tmp_path, "is a folder; name a file"), (tmp_path / "report.txt" / "plan.json",
+                                                                       "report.txt is a file, not a folder")):
+        assert main(["--config", str(conf), "--plan-json", str(target)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and expected in captured.err  # refused before the plan is printed
+
+
 def test_no_model_is_loaded_and_weights_are_only_checked_whole(batch, capsys, monkeypatch):
     tmp_path, conf = batch
     weights = tmp_path / "clip.safetensors"

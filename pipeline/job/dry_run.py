@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ import numpy as np
 from ..data.demo import sample_image_bytes
 from ..data.inputs import InputRecord
 from ..settings import MISSING_SAMPLE, ZERO_SHOT_DETECTORS, JobConfig
-from ..storage import is_remote
+from ..storage import check_writable, is_remote
 from .admission import Admission, admit
 from .cost import GpuRate, NightCost, night_cost, night_storage
 from .flagging import FLAG_POLICIES
@@ -78,12 +79,17 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
 
 def print_plan(cfg: JobConfig, plan_json: str | None = None) -> int:
     """The dry run's command: 0 when the night would run (or has run), one-line UserError otherwise."""
-    if plan_json is not None and is_remote(plan_json):
-        raise JobError(f"--plan-json {plan_json}: give a local file (the dry run writes nothing else anywhere)")
+    if plan_json is not None:  # refused before any work, as every mistake
+        if is_remote(plan_json):
+            raise JobError(f"--plan-json {plan_json}: give a local file (the dry run writes nothing else anywhere)")
+        if Path(plan_json).is_dir():
+            raise JobError(f"--plan-json {plan_json} is a folder; name a file, e.g. {Path(plan_json) / 'plan.json'}")
+        check_writable(str(Path(plan_json).absolute().parent), "--plan-json")
     plan = plan_night(cfg)
     print(format_plan(plan))
     if plan_json is not None:
         try:
+            Path(plan_json).parent.mkdir(parents=True, exist_ok=True)
             Path(plan_json).write_text(json.dumps(asdict(plan), indent=2) + "\n")
         except OSError as err:
             raise JobError(f"--plan-json {plan_json}: cannot write ({err.strerror or err})") from None
@@ -282,9 +288,12 @@ def _checks(cfg: JobConfig, admitted: Admission, state: str) -> list[str]:
     checks.append("references: none" if refs is None else
                   f"references from {refs['source']}: {sum(map(len, refs['per_group'].values()))} images for "
                   f"{len(refs['per_group'])} group(s), none of them tonight's inputs")
-    address = cfg.ray_address
-    checks.append(f"ray_address {address}: answers" if address else
-                  "ray_address: none, Ray not contacted (the run starts it here or joins `ray job submit`'s cluster)")
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    checks.append((f"ray_address {address}: answers if given as host:port (other forms are left to ray.init)"
+                   if address else
+                   "ray_address: none, Ray not contacted (the run starts it here or joins `ray job submit`'s cluster)")
+                  + "; not checked: whether the cluster grants what the config asks for (the run waits up to "
+                    f"resource_wait_s {cfg.resource_wait_s:g} s for it, then refuses in one line)")
     checks.append(f"run {admitted.layout.run_id}: " + {
         "new": "a new run; no other driver holds its lease",
         "resumes": "resumes (run.json recorded with this config and these inputs); no other driver holds its lease",

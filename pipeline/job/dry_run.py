@@ -305,12 +305,16 @@ def _progress(cfg: JobConfig, admitted: Admission, plan: RunPlan) -> str:
     """How far a resumed run got: one listing of its folder."""
     layout, strategy = admitted.layout, admitted.strategy
     fs, root = fsspec.core.url_to_fs(layout.run_prefix, **cfg.storage_options)
-    found = {fs._strip_protocol(p) for p in fs.find(root)}
-    done = sum(fs._strip_protocol(shard_uri(strategy.shards_prefix, s.shard_id)) in found for s in plan.shards)
+    found = set(fs.find(root))
+
+    def done(uri: str) -> bool:  # the run's objects as the listing names them
+        return root + uri[len(layout.run_prefix):] in found
+
     subsets = [s for ss in plan.subsets.values() for s in ss]
-    scored = sum(fs._strip_protocol(layout.subset(s.group, s.subset_id)) in found for s in subsets)
-    groups = sum(fs._strip_protocol(layout.group_summary(g)) in found for g in plan.groups)
-    return (f"resumed run's progress: {done} of {len(plan.shards)} shards, {scored} of {len(subsets)} subsets and "
+    shards = sum(done(shard_uri(strategy.shards_prefix, s.shard_id)) for s in plan.shards)
+    scored = sum(done(layout.subset(s.group, s.subset_id)) for s in subsets)
+    groups = sum(done(layout.group_summary(g)) for g in plan.groups)
+    return (f"resumed run's progress: {shards} of {len(plan.shards)} shards, {scored} of {len(subsets)} subsets and "
             f"{groups} of {len(plan.groups)} groups done (the price below is the whole night's)")
 
 

@@ -30,7 +30,7 @@ from .admission import Admission, admit
 from .cost import GpuRate, NightCost, night_cost, night_storage
 from .flagging import FLAG_POLICIES
 from .layout import shard_uri
-from .plan import RunPlan
+from .plan import RunPlan, SubsetPlan
 from .preflight import JobError, demo_to_generate
 
 SIZE_SAMPLE = 256  # input images whose size is looked up (evenly spread), for the bytes a night reads
@@ -136,7 +136,7 @@ def image_sizes(records: list[InputRecord], storage_options: dict | None = None)
         fs, path = fsspec.core.url_to_fs(records[i].uri, **(storage_options or {}))
         try:
             return float(fs.size(path))
-        except (FileNotFoundError, OSError):
+        except OSError:  # missing (a manifest may list a few) or unreadable
             return None
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -167,7 +167,8 @@ def _price_group(cfg: JobConfig, plan: RunPlan, group: str, cost: NightCost | No
                       len(subsets[0].reference_shard_ids) if subsets else 0, read, written, gpu)
 
 
-def _reference_uris(plan: RunPlan, subsets: list) -> list[str]:
+def _reference_uris(plan: RunPlan, subsets: list[SubsetPlan]) -> list[str]:
+    """The group's references: every subset of a group has the same."""
     return [r.uri for s in subsets[0].reference_shard_ids for r in plan.shards[s].records]
 
 
@@ -245,8 +246,9 @@ def _assumptions(cfg: JobConfig, cost: NightCost | None, reason: str | None, siz
         f"cluster from the config: extraction.num_actors {ex.num_actors} x num_gpus_per_actor "
         f"{ex.num_gpus_per_actor:g} GPUs; scoring tasks ({cfg.scoring.num_gpus_per_task:g} GPU each) on the same "
         "GPUs after extraction; decoding, group tasks and storage latency not counted",
-        f"bytes written: int8 feature shards, subset results, heat maps for {share:.0%} of images (600 kB each), "
-        "scores rows; read: the inputs once, the features once, the flagged images again for heat maps",
+        f"bytes written: feature shards at int8 (fp16 doubles them), subset results, heat maps for {share:.0%} of "
+        "images (600 kB each), scores rows; read: the inputs once, the features once, the flagged images again "
+        "for heat maps",
     ]
     return [*notes, source]
 

@@ -5,7 +5,7 @@ reason when it cannot be used; a local output location must be writable and must
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
 are opened far enough to know they are whole, the backbone's layers and image size must fit its
 network, and a configured Ray address must answer (the references are resolved in ``references``).
-Demo data is generated first when asked for.
+Demo data is generated first when asked for (a dry run names it from the generator's config instead).
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ diff of noisy images.
 
 from __future__ import annotations
 
+import io
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,24 +115,63 @@ def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, 
     occupied = [str(t) for t in targets if t.is_dir() and any(t.iterdir())]
     if occupied and not overwrite:
         raise FileExistsError(f"refusing to overwrite non-empty {occupied}; pass overwrite=True to replace them")
-    for category, target in zip(categories, targets):
+    for target in targets:
         if target.exists():
             shutil.rmtree(target)
-        key = [seed, zlib.crc32(category.encode())]
-        for i in range(n_train):
-            _save(render_image(category, image_size, [*key, 0, i], pose=pose)[0],
-                  target / "train" / "good" / f"{i:03d}.png")
-        for i in range(n_test_good):
-            _save(render_image(category, image_size, [*key, 1, i], pose=pose)[0],
-                  target / "test" / "good" / f"{i:03d}.png")
+    for item in dataset_files(categories, n_train, n_test_good, n_test_defect):
+        image, mask = render_file(item, image_size, seed, pose)
+        _save(image, Path(root) / item.image)
+        if item.mask is not None:
+            _save(mask.astype(np.uint8) * 255, Path(root) / item.mask)
+    return categories
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One image ``generate_dataset`` writes: where (relative to its root), its defect, its mask's name."""
+
+    category: str
+    image: str  # <category>/<split>/<good or kind>/<stem>.png
+    defect: str | None
+    mask: str | None  # <category>/ground_truth/<kind>/<stem>_mask.png for a defective image
+    seed: tuple[int, int]  # (0 train, 1 test good, 2 test defective; index): the tail of its render seed
+
+    @property
+    def split(self) -> str:
+        return self.image.split("/")[1]
+
+
+def dataset_files(categories: Sequence[str], n_train: int, n_test_good: int,
+                  n_test_defect: int) -> list[DatasetFile]:
+    """Every image ``generate_dataset`` writes, named without rendering or writing anything (the job's
+    dry run plans the demo batch from these); defect kinds take turns within a category."""
+    files = []
+    for category in categories:
+        _check_category(category)
+        files += [DatasetFile(category, f"{category}/train/good/{i:03d}.png", None, None, (0, i))
+                  for i in range(n_train)]
+        files += [DatasetFile(category, f"{category}/test/good/{i:03d}.png", None, None, (1, i))
+                  for i in range(n_test_good)]
         kinds = DEFECTS[category]
         for i in range(n_test_defect):
-            kind = kinds[i % len(kinds)]
-            stem = f"{i // len(kinds):03d}"
-            image, mask = render_image(category, image_size, [*key, 2, i], kind, pose=pose)
-            _save(image, target / "test" / kind / f"{stem}.png")
-            _save(mask.astype(np.uint8) * 255, target / "ground_truth" / kind / f"{stem}_mask.png")
-    return categories
+            kind, stem = kinds[i % len(kinds)], f"{i // len(kinds):03d}"
+            files.append(DatasetFile(category, f"{category}/test/{kind}/{stem}.png", kind,
+                                     f"{category}/ground_truth/{kind}/{stem}_mask.png", (2, i)))
+    return files
+
+
+def render_file(item: DatasetFile, image_size: int, seed: int = 0,
+                pose: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The image and mask ``generate_dataset`` writes for ``item``, in memory."""
+    return render_image(item.category, image_size, [seed, zlib.crc32(item.category.encode()), *item.seed],
+                        item.defect, pose=pose)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """The PNG bytes ``generate_dataset`` writes for an image or mask."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _check_category(category: str) -> None:
@@ -140,7 +181,7 @@ def _check_category(category: str) -> None:
 
 def _save(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=1)
+    path.write_bytes(encode_png(array))
 
 
 def _finish(scene: Scene, unlit: np.ndarray) -> np.ndarray:

@@ -58,6 +58,11 @@ class NightCost:
     def gpu_hours(self, images: float) -> float:
         return images * self.seconds / 3600
 
+    def subset_msm_seconds(self, members: int) -> float:
+        """GPU seconds of mutual scoring one batch of ``members`` images (a subset and its references):
+        its pairs, priced as the per-image figure prices a full subset's."""
+        return self.msm_seconds * members * (members - 1) / (self.subset_size - 1)
+
 
 def vit_flops(width: int, depth: int, tokens: int, patch: int, mlp_ratio: float) -> float:
     """FLOPs of one image through a ViT: 2 per multiply-add."""

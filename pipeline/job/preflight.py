@@ -5,7 +5,7 @@ reason when it cannot be used; a local output location must be writable and must
 inputs are listed), the inputs are listed, the weights (a trained detector's encoder weights too)
 are opened far enough to know they are whole, the backbone's layers and image size must fit its
 network, and a configured Ray address must answer (the references are resolved in ``references``).
-Demo data is generated first when asked for.
+Demo data is generated first when asked for (a dry run names it from the generator's config instead).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 from fsspec.utils import glob_translate
 
-from ..data.demo import ensure_dataset
+from ..data.demo import ensure_dataset, planned_records
 from ..data.inputs import (
     InputError,
     InputRecord,
@@ -46,22 +46,24 @@ class JobError(UserError, RuntimeError):
     """The job cannot start as configured; the message is one line that names the problem."""
 
 
-def prepare_demo_inputs(cfg: JobConfig) -> None:
-    """Generate the demo dataset and its manifest beside ``inputs.manifest`` when asked and absent."""
+def demo_to_generate(cfg: JobConfig) -> str | None:
+    """The folder the demo dataset would be generated into (beside ``inputs.manifest``), or None when
+    the demo is off or its manifest exists; only on local disk."""
     if not cfg.demo.enabled or cfg.inputs.manifest is None or exists(cfg.inputs.manifest, cfg.storage_options):
-        return
+        return None
     if is_remote(cfg.inputs.manifest):
         raise JobError(f"demo data is generated on local disk only; inputs.manifest is {cfg.inputs.manifest}")
-    root = str(Path(cfg.inputs.manifest).parent / "images")
-    ensure_dataset(root, cfg.demo, overwrite=True)
-    write_manifest(records_from_dataset(root), cfg.inputs.manifest)
+    return str(Path(cfg.inputs.manifest).parent / "images")
 
 
-def list_inputs(cfg: JobConfig) -> list[InputRecord]:
-    """The night's images with their groups (and labels and masks from a manifest)."""
+def list_inputs(cfg: JobConfig, demo_root: str | None = None) -> list[InputRecord]:
+    """The night's images with their groups (and labels and masks from a manifest); ``demo_root``: the
+    demo dataset that would be generated there, named without writing it (a dry run)."""
     so = cfg.storage_options
     check_bucket(cfg.output.prefix, so, "output.prefix")
     check_writable(cfg.output.prefix, "output.prefix")
+    if demo_root is not None:
+        return planned_records(demo_root, cfg.demo)
     if cfg.inputs.manifest is not None:
         check_bucket(cfg.inputs.manifest, so, "inputs.manifest")
         return read_manifest(cfg.inputs.manifest, so)
@@ -128,9 +130,10 @@ def check_ray_address(address: str | None) -> None:
                        "cluster or correct the address") from None
 
 
-def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]:
+def preflight(cfg: JobConfig, generate_demo: bool = True) -> tuple[list[InputRecord], DetectorConfig | None]:
     """Everything that can be checked before work starts; returns the inputs and, for a trained
-    detector, its checkpoint's config. Raises one-line errors."""
+    detector, its checkpoint's config. Raises one-line errors. Without ``generate_demo`` (a dry run)
+    demo data still to generate is not written: its inputs are named from the generator's config."""
     written = [("output.prefix", cfg.output.prefix)]
     if cfg.demo.enabled and cfg.inputs.manifest is not None:
         written.append(("inputs.manifest", cfg.inputs.manifest))  # where demo data is generated
@@ -141,8 +144,12 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)
-    prepare_demo_inputs(cfg)
-    records = list_inputs(cfg)
+    demo_root = demo_to_generate(cfg)
+    if demo_root is not None and generate_demo:
+        ensure_dataset(demo_root, cfg.demo, overwrite=True)
+        write_manifest(records_from_dataset(demo_root), cfg.inputs.manifest)
+        demo_root = None
+    records = list_inputs(cfg, demo_root)
     check_ray_address(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     return records, detector_cfg
 

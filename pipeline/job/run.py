@@ -1,6 +1,7 @@
 """The nightly job: images in object storage -> scores Parquet, heat maps, manifest, metrics.
 
     python jobs/musc.py --config conf/local.yaml [key.path=value ...]
+    python jobs/musc.py --config conf/local.yaml --plan [--plan-json plan.json]   # dry run (``dry_run``)
     ray job submit --working-dir . -- python jobs/musc.py --config conf/nightly.yaml
 
 Stages (docs/architecture.md, "The nightly job"):
@@ -30,31 +31,23 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-from ..data.inputs import InputRecord
 from ..reporting.progress import Progress
-from ..settings import (
-    ZERO_SHOT_DETECTORS,
-    DetectorConfig,
-    JobConfig,
-    run_program,
-)
+from ..settings import JobConfig, run_program
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
-from .detect import DetectorScoring
+from .admission import Admission, admit
+from .dry_run import add_plan_options, print_plan
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
-from .identity import config_hash, open_run, warn_same_night_runs, write_run_record
+from .identity import write_run_record
 from .layout import RunLayout, shard_uri
-from .lease import RunLease
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
-from .plan import RunPlan, plan_run
-from .preflight import JobError, check_present, preflight
-from .references import resolve_references
+from .plan import RunPlan
+from .preflight import JobError
 from .resources import limit_actor_wait, wait_for_resources
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
-from .subsets import ZeroShotScoring
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +145,6 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layo
     return summaries, counts, task_seconds
 
 
-def _strategy(cfg: JobConfig, layout: RunLayout, detector_cfg: DetectorConfig | None,
-              references: dict[str, list[str]] | None) -> ScoringStrategy:
-    """The zero-shot scorers compare a group's images; a trained detector scores each image alone."""
-    if cfg.detector in ZERO_SHOT_DETECTORS:
-        return ZeroShotScoring(cfg, layout, references)
-    return DetectorScoring(cfg, layout, detector_cfg, references)
-
-
 def _completed(layout: RunLayout, storage_options: dict) -> JobReport:
     """A finished run is never redone nor rewritten: its manifest is the summary."""
     manifest = json.loads(read_bytes(layout.manifest, storage_options))
@@ -172,23 +157,11 @@ def run_job(cfg: JobConfig) -> JobReport:
     before any work when the configuration cannot work, or another driver works on the run."""
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    records, detector_cfg = preflight(cfg)
-    chash = config_hash(cfg)
-    layout, new_record = open_run(cfg, chash, records)
-    so = cfg.storage_options
-    warn_same_night_runs(layout, records, so)
-    if exists(layout.success, so):
+    admitted = admit(cfg)
+    layout, so = admitted.layout, cfg.storage_options
+    if admitted.completed:
         return _completed(layout, so)
-    check_present(records, cfg)
-    lease = RunLease(layout.lease, layout.run_id, cfg.lease_timeout_s, so)
-    lease.refuse_if_held()
-    # a resumed run keeps the references it started with: its shards were planned with them
-    recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
-    references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
-                                                                                            layout.run_id)
-    if new_record is not None:
-        new_record["references"] = references
-    strategy = _strategy(cfg, layout, detector_cfg, None if references is None else references["per_group"])
+    lease = admitted.lease
     started_ray = _init_ray(cfg.ray_address)
     try:  # nothing of the run is written before its resources are free and its lease is this driver's
         wait_for_resources(cfg)
@@ -200,17 +173,16 @@ def run_job(cfg: JobConfig) -> JobReport:
         if exists(layout.success, so):  # another driver finished it in the meantime
             _stop_ray(started_ray)
             return _completed(layout, so)
-        return _run(cfg, records, chash, layout, new_record, references, strategy, lease, started_ray,
-                    started_at, t0)
+        return _run(cfg, admitted, started_ray, started_at, t0)
     finally:
         lease.release()
 
 
-def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayout, new_record: dict | None,
-         references: dict | None, strategy: ScoringStrategy, lease: RunLease, started_ray: bool,
-         started_at: datetime, t0: float) -> JobReport:
+def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: datetime, t0: float) -> JobReport:
     """The run's stages under this driver's lease; its records are written only while it holds the lease."""
     so = cfg.storage_options
+    records, chash, layout, new_record = admitted.records, admitted.config_hash, admitted.layout, admitted.new_record
+    references, strategy, lease = admitted.references, admitted.strategy, admitted.lease
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
     first_stage: dict[str, Any] = {}
@@ -227,8 +199,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
         raise
     try:
         t = time.perf_counter()
-        plan = plan_run(records, cfg.extraction.shard_size, strategy.max_subset_size, cfg.scoring.seed,
-                        strategy.member_references)
+        plan = admitted.plan(cfg)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
         subsets = sum(len(s) for s in plan.subsets.values())
@@ -281,10 +252,13 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs."""
-    def program(cfg: JobConfig) -> int:
+    """Command line: exit 0 on success, 1 when a stage failed beyond its retries, 2 on bad config/inputs;
+    ``--plan`` (``dry_run``): the same refusals, then the night's plan and price, nothing written."""
+    def program(cfg: JobConfig, plan: bool = False, plan_json: str | None = None) -> int:
+        if plan or plan_json is not None:
+            return print_plan(cfg, plan_json)
         report = run_job(cfg)
         print(format_summary(report))
         return report.exit_code
 
-    return run_program(JobConfig, "MuSc nightly anomaly scoring on Ray", program, argv)
+    return run_program(JobConfig, "MuSc nightly anomaly scoring on Ray", program, argv, add_plan_options)

@@ -55,6 +55,7 @@ from .scores_table import check_rows, write_text_group_marker
 from .shards import read_records, read_shard_records
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
+from .verdicts import read_verdicts, review_nights, review_record
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,13 @@ def run_job(cfg: JobConfig) -> JobReport:
     check_present(records, cfg)
     lease = RunLease(layout.lease, layout.run_id, cfg.lease_timeout_s, so)
     lease.refuse_if_held()
+    review = None if cfg.verdicts is None else review_nights(  # verdicts matched against the earlier nights
+        read_verdicts(cfg.verdicts, so), cfg.output.prefix, layout.run_id, cfg.verdict_runs,
+        sorted({r.group for r in records}), so)
     # a resumed run keeps the references it started with: its shards were planned with them
     recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
     references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
-                                                                                            layout.run_id)
+                                                                                            layout.run_id, review)
     if new_record is not None:
         new_record["references"] = references
     strategy = _strategy(cfg, layout, detector_cfg, None if references is None else references["per_group"])
@@ -200,16 +204,18 @@ def run_job(cfg: JobConfig) -> JobReport:
         if exists(layout.success, so):  # another driver finished it in the meantime
             _stop_ray(started_ray)
             return _completed(layout, so)
-        return _run(cfg, records, chash, layout, new_record, references, strategy, lease, started_ray,
+        verdicts = None if review is None else review_record(review, cfg.verdicts or "")
+        return _run(cfg, records, chash, layout, new_record, references, verdicts, strategy, lease, started_ray,
                     started_at, t0)
     finally:
         lease.release()
 
 
 def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayout, new_record: dict | None,
-         references: dict | None, strategy: ScoringStrategy, lease: RunLease, started_ray: bool,
-         started_at: datetime, t0: float) -> JobReport:
-    """The run's stages under this driver's lease; its records are written only while it holds the lease."""
+         references: dict | None, verdicts: dict | None, strategy: ScoringStrategy, lease: RunLease,
+         started_ray: bool, started_at: datetime, t0: float) -> JobReport:
+    """The run's stages under this driver's lease; its records are written only while it holds the lease.
+    ``verdicts``: what the reviewers' verdicts said (``verdicts.review_record``)."""
     so = cfg.storage_options
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
@@ -262,7 +268,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references)
+                     references, verdicts)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)

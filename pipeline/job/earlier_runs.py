@@ -22,8 +22,10 @@ def successful_runs(output_prefix: str, storage_options: dict[str, Any] | None =
     fs, runs = fsspec.core.url_to_fs(join_uri(output_prefix, "runs"), **(storage_options or {}))
     if not fs.exists(runs):
         return []
+    markers = fs.glob(f"{runs}/*/_SUCCESS")
+    fs.invalidate_cache()  # as in run_groups: listings kept by s3fs would hide what others write later
     manifests = []
-    for marker in fs.glob(f"{runs}/*/_SUCCESS"):
+    for marker in markers:
         run_id = marker.rstrip("/").split("/")[-2]
         manifest = json.loads(read_bytes(RunLayout(output_prefix, run_id).manifest, storage_options))
         if manifest.get("status") == "succeeded":
@@ -53,8 +55,7 @@ def run_groups(output_prefix: str, manifest: dict, known: list[str],
     date_folder = partition_path(layout.run_date, "").rsplit("/", 1)[0]
     fs, root = fsspec.core.url_to_fs(join_uri(layout.scores_root, date_folder), **(storage_options or {}))
     by_segment = {segment(g): g for g in known}
-    groups = []
-    for path in fs.glob(f"{root}/group_name=*/part-{layout.run_id}.parquet"):
-        folder = path.rstrip("/").split("/")[-2].removeprefix("group_name=")
-        groups.append(by_segment.get(folder, urllib.parse.unquote(folder)))
-    return sorted(groups)
+    paths = fs.glob(f"{root}/group_name=*/part-{layout.run_id}.parquet")
+    fs.invalidate_cache()  # tonight's Ray workers (and other drivers) write there: kept listings would hide them
+    folders = [path.rstrip("/").split("/")[-2].removeprefix("group_name=") for path in paths]
+    return sorted(by_segment.get(folder, urllib.parse.unquote(folder)) for folder in folders)

@@ -465,12 +465,14 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     references = report.manifest["references"]
     assert references["source"] == "earlier runs" and references["per_group"] == expected  # solo: none scored
     assert references["run_of"] == {uri: "night-a" for uris in expected.values() for uri in uris}
-    confirmed_counts = {g: sum(verdicts.get(u) == "good" for u in expected.get(g, [])) for g in ("disc", "solo", "weave")}
+    confirmed_counts = {g: sum(verdicts.get(u) == "good" for u in expected.get(g, []))
+                        for g in ("disc", "solo", "weave")}
     assert json.loads(fs.cat_file(f"{out}/runs/night-b/run.json"))["references"]["from_verdicts"] == \
         references["from_verdicts"] == confirmed_counts
     assert report.manifest["verdicts"]["flag_precision"] == {g: {"night-a": p} for g, p in precision.items()}
     warnings = report.manifest["verdicts"]["warnings"]
-    assert len(warnings) == 1 and "nowhere.png was not scored" in warnings[0] and warnings[0] in report.manifest["warnings"]
+    assert len(warnings) == 1 and "nowhere.png was not scored" in warnings[0]
+    assert warnings[0] in report.manifest["warnings"]
     assert "flag precision weave: " in format_summary(report)
     rows = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-b"]
     assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference

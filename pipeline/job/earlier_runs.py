@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..storage import exists, join_uri, read_bytes
@@ -38,13 +40,17 @@ def earlier_runs(output_prefix: str, run_id: str, storage_options: dict[str, Any
     return [m for m in successful_runs(output_prefix, storage_options) if m["run_id"] != run_id]
 
 
-def group_rows(output_prefix: str, manifest: dict, group: str,
-               storage_options: dict[str, Any] | None = None) -> list[dict] | None:
-    """A finished run's rows of one group (``SCORE_COLUMNS``), or None when the run had no such group."""
+def group_rows(output_prefix: str, manifest: dict, group: str, storage_options: dict[str, Any] | None = None,
+               keep: Callable[[str], bool] | None = None) -> list[dict] | None:
+    """A finished run's rows of one group (``SCORE_COLUMNS``; with ``keep``, only the rows whose URI it
+    keeps, chosen before any row becomes a Python object), or None when the run had no such group."""
     scores = RunLayout(output_prefix, manifest["run_id"], manifest["run_date"]).scores(group)
     if not exists(scores, storage_options):
         return None
-    return pq.read_table(io.BytesIO(read_bytes(scores, storage_options)), columns=SCORE_COLUMNS).to_pylist()
+    table = pq.read_table(io.BytesIO(read_bytes(scores, storage_options)), columns=SCORE_COLUMNS)
+    if keep is not None:
+        table = table.filter(pa.array([uri is not None and keep(uri) for uri in table["uri"].to_pylist()]))
+    return table.to_pylist()
 
 
 def run_groups(output_prefix: str, manifest: dict, known: list[str],

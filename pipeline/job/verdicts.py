@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,6 +48,10 @@ def verdict_key(uri: str) -> str:
     return key if is_remote(uri) else os.path.abspath(key)
 
 
+def _name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Verdicts:
     """Each reviewed image's verdict (by ``verdict_key``), the images with contradicting verdicts, and one
@@ -58,8 +63,14 @@ class Verdicts:
     files: int = 0  # files read
     rows: int = 0  # rows kept
 
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(_name(key) for key in self.latest)
+
     def of(self, uri: str) -> str | None:
-        return self.latest.get(verdict_key(uri))
+        """The image's verdict, or None. Most images of a night have none: their file name alone says so,
+        which is ~20x cheaper than ``verdict_key``."""
+        return self.latest.get(verdict_key(uri)) if _name(uri) in self._names else None
 
     def confirmed_good(self, uri: str) -> bool:
         """Good by every reviewer who looked at it."""
@@ -179,12 +190,13 @@ def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs:
     with ThreadPoolExecutor(max_workers=16) as pool:
         parts = [(m, g) for m, gs in zip(runs, pool.map(
             lambda m: run_groups(output_prefix, m, groups, storage_options), runs)) for g in gs]
-        tables = list(pool.map(lambda part: group_rows(output_prefix, *part, storage_options), parts))
+        tables = list(pool.map(lambda part: group_rows(output_prefix, *part, storage_options,
+                                                       keep=lambda uri: verdicts.of(uri) is not None), parts))
     reviewed: dict[str, list[tuple[dict, str]]] = defaultdict(list)
     precision: dict[str, dict[str, dict]] = defaultdict(dict)
     seen: set[str] = set()
     for (manifest, group), rows in zip(parts, tables):
-        rows = [r for r in rows or [] if r["uri"] is not None and verdicts.of(r["uri"]) is not None]
+        rows = rows or []
         seen.update(verdict_key(r["uri"]) for r in rows)
         reviewed[group].extend((r, manifest["run_id"]) for r in rows)
         if rows:

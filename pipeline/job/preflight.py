@@ -153,9 +153,9 @@ def preflight(cfg: JobConfig) -> tuple[list[InputRecord], DetectorConfig | None]
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)
+    check_verdicts(cfg)
     prepare_demo_inputs(cfg)
     records = list_inputs(cfg)
-    check_verdicts(cfg)
     check_ray_address(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     return records, detector_cfg
 

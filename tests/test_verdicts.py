@@ -14,7 +14,14 @@ from pipeline.data.inputs import InputRecord
 from pipeline.job.layout import RunLayout
 from pipeline.job.preflight import JobError, check_verdicts
 from pipeline.job.references import resolve_references
-from pipeline.job.verdicts import flag_precision, read_verdicts, review_nights, verdict_key
+from pipeline.job.verdicts import (
+    flag_precision,
+    precision_lines,
+    read_verdicts,
+    review_nights,
+    review_record,
+    verdict_key,
+)
 from pipeline.settings import ConfigError, JobConfig, config_from_dict
 from pipeline.storage import write_bytes, write_parquet
 
@@ -132,6 +139,10 @@ def test_confirmed_good_first_then_the_lowest_unflagged_never_a_defect_and_preci
     assert review.precision["line/cap"]["n2"]["flag_precision"] == 1.0  # h flagged and defect; i unflagged, good
     assert review.precision["other"]["n2"]["flag_precision"] == 0.0
     assert flag_precision([{"uri": img["a"], "is_anomaly": None}], verdicts)["flag_precision"] is None  # not scored
+    assert precision_lines(review_record(review, str(table)), limit=1) == [
+        "  flag precision line/cap: 2026-11-21 (n2) 1/1 flags confirmed (100%), 0/1 unflagged were defects; "
+        "2026-11-20 (n1) 1/2 flags confirmed (50%), 2/4 unflagged were defects",
+        "  ... flag precision of 1 more groups in the manifest"]
 
     def references(**keys):
         cfg = config_from_dict(JobConfig, {"inputs": {"uris": ["s3://b/line/"]}, "output": {"prefix": out},

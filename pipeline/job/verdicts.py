@@ -216,14 +216,21 @@ def review_record(review: Review, prefix: str) -> dict[str, Any]:
             "warnings": [*review.verdicts.warnings, *review.warnings], "flag_precision": review.precision}
 
 
-def precision_lines(record: dict[str, Any], limit: int) -> list[str]:
-    """The summary's lines: per group, each reviewed earlier night's precision (latest first), ``limit`` groups."""
+def _night(run_id: str, p: dict[str, Any]) -> str:
+    rate = "-" if p["flag_precision"] is None else f"{100 * p['flag_precision']:.0f}%"
+    return (f"{p['run_date']} ({run_id}) {p['confirmed_defects']}/{p['reviewed_flags']} flags confirmed ({rate}), "
+            f"{p['missed_defects']}/{p['reviewed_unflagged']} unflagged were defects")
+
+
+def precision_lines(record: dict[str, Any], limit: int, nights: int = 3) -> list[str]:
+    """The summary's lines: per group (``limit`` of them), its latest ``nights`` reviewed nights' precision;
+    the manifest has the rest."""
+    groups = sorted(record["flag_precision"].items())
     lines = []
-    for group, nights in sorted(record["flag_precision"].items())[:limit]:
-        parts = []
-        for run_id, p in nights.items():
-            rate = "-" if p["flag_precision"] is None else f"{100 * p['flag_precision']:.0f}%"
-            parts.append(f"{p['run_date']} ({run_id}) {p['confirmed_defects']}/{p['reviewed_flags']} flags confirmed "
-                         f"({rate}), {p['missed_defects']}/{p['reviewed_unflagged']} unflagged were defects")
-        lines.append(f"  flag precision {group}: " + "; ".join(parts))
+    for group, by_run in groups[:limit]:
+        parts = [_night(run_id, p) for run_id, p in list(by_run.items())[:nights]]
+        more = f"; {len(by_run) - nights} earlier nights in the manifest" if len(by_run) > nights else ""
+        lines.append(f"  flag precision {group}: " + "; ".join(parts) + more)
+    if len(groups) > limit:
+        lines.append(f"  ... flag precision of {len(groups) - limit} more groups in the manifest")
     return lines

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.inputs import InputRecord
+from pipeline.job.identity import config_hash
 from pipeline.job.layout import RunLayout
 from pipeline.job.preflight import JobError, check_verdicts
 from pipeline.job.references import resolve_references
@@ -90,6 +91,14 @@ def test_an_empty_table_is_fine_and_a_missing_one_is_refused_in_one_line(tmp_pat
         check_verdicts(cfg)
     with pytest.raises(ConfigError, match="'verdicts'.*instead of \\(not with\\) a references prefix"):
         config_from_dict(JobConfig, {"inputs": {"uris": ["in"]}, "verdicts": "v", "references": "r"})
+
+
+def test_verdicts_are_part_of_a_runs_identity_only_when_set():
+    def cfg(**keys):
+        return config_hash(config_from_dict(JobConfig, {"inputs": {"uris": ["in"]}, **keys}))
+
+    assert cfg(verdicts="v") != cfg() == cfg(verdict_runs=30)  # configs without verdicts keep their run ids
+    assert cfg(verdicts="v/") == cfg(verdicts="./v") == cfg(verdicts="v") != cfg(verdicts="v", verdict_runs=5)
 
 
 def write_run(prefix: str, run_id: str, finished: int, groups: dict[str, list[tuple[str, float, bool]]]) -> None:

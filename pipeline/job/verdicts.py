@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from ..storage import canonical_uri, is_remote, read_bytes
+from ..storage import StorageError, canonical_uri, is_remote, read_bytes
 from .earlier_runs import earlier_runs, group_rows, run_groups
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Verdicts:
     latest: dict[str, str] = field(default_factory=dict)  # key -> good | defect (the latest reviewed_at)
     contradicted: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
-    files: int = 0  # files read
+    files: int = 0  # files found (read or skipped)
     rows: int = 0  # rows kept
 
     @cached_property
@@ -126,7 +126,10 @@ def read_verdicts(prefix: str, storage_options: dict[str, Any] | None = None) ->
     or marker files and are not read). Listing the prefix may fail (the night then stops in one line);
     reading a file may not: it is skipped with a warning."""
     fs, root = fsspec.core.url_to_fs(prefix, **(storage_options or {}))
-    paths = sorted(p for p in fs.find(root) if not os.path.basename(p).startswith((".", "_")))
+    try:
+        paths = sorted(p for p in fs.find(root) if not os.path.basename(p).startswith((".", "_")))
+    except OSError as err:
+        raise StorageError(f"verdicts {prefix}: cannot list it ({type(err).__name__}: {err})") from None
     rows, warnings = [], [] if paths else [f"verdicts {prefix}: no files yet"]
     for path in paths:
         uri = fs.unstrip_protocol(path) if is_remote(prefix) else path

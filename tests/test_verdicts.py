@@ -110,6 +110,7 @@ def write_run(prefix: str, run_id: str, finished: int, groups: dict[str, list[tu
             "uri": [r[0] for r in rows], "score": [r[1] for r in rows], "status": ["ok"] * len(rows),
             "is_anomaly": [r[2] for r in rows]}))
     write_bytes(layout.manifest, json.dumps({"run_id": run_id, "run_date": layout.run_date, "status": "succeeded",
+                                             "started_at": at(finished).replace(hour=0).isoformat(),
                                              "finished_at": at(finished).isoformat()}).encode())
     write_bytes(layout.success, b"")
 
@@ -117,6 +118,7 @@ def write_run(prefix: str, run_id: str, finished: int, groups: dict[str, list[tu
 def test_confirmed_good_first_then_the_lowest_unflagged_never_a_defect_and_precision_by_hand(tmp_path):
     out = str(tmp_path / "out")
     img = {name: f"s3://b/line/{name}.png" for name in "abcdefghij"}
+    old = "s3://b/line/old.png"
     # night 1 (older) and night 2 of group "line/cap"; tonight scores c again (never its own reference)
     write_run(out, "n1", 20, {"line/cap": [(img["a"], 0.1, False), (img["b"], 0.2, False), (img["c"], 0.3, False),
                                            (img["d"], 0.9, True), (img["e"], 0.8, True), (img["f"], 0.7, False)]})
@@ -131,6 +133,7 @@ def test_confirmed_good_first_then_the_lowest_unflagged_never_a_defect_and_preci
         f"{img['b']},good,ann,2026-11-21T08:00:00",
         f"{img['c']},good,ann,2026-11-21T08:00:00",    # good, but tonight's input
         "s3://b/elsewhere/x.png,good,ann,2026-11-21T08:00:00",  # no run scored it
+        "s3://b/line/old.png,good,ann,2026-11-19T08:00:00",     # nor this one, reviewed before n1 and n2 ran
     ])
     write_verdicts_parquet(table / "tue.parquet", [
         (img["b"], "defect", at(22)),  # contradicts: never a reference
@@ -139,8 +142,11 @@ def test_confirmed_good_first_then_the_lowest_unflagged_never_a_defect_and_preci
     verdicts = read_verdicts(str(table))
     tonight = [InputRecord(img["c"], "line/cap"), InputRecord("s3://b/line/new.png", "line/cap")]
     review = review_nights(verdicts, out, "tonight", 30, ["line/cap"])
-    assert review.warnings == (f"verdicts: s3://b/elsewhere/x.png was not scored by the last 2 successful run(s) "
-                               f"under {out} (verdict_runs 30): left out",)
+    assert review.warnings == tuple(f"verdicts: {uri} was not scored by the last 2 successful run(s) under {out} "
+                                    "(verdict_runs 30): left out" for uri in ("s3://b/elsewhere/x.png", old))
+    latest_only = review_nights(verdicts, out, "tonight", 1, ["line/cap"])  # n2: old.png is about an older night
+    assert latest_only.aged_out == 1 and not any(old in w for w in latest_only.warnings)
+    assert len(latest_only.warnings) == 7  # x.png and n1's six images, reviewed after n2 started: unknown
     # by hand: n1 flagged d (defect), e (good); unflagged reviewed a (defect), b (defect, its latest), c, f (good)
     assert review.precision["line/cap"]["n1"] == {
         "run_date": "2026-11-20", "reviewed_flags": 2, "confirmed_defects": 1, "flag_precision": 0.5,

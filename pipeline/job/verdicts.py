@@ -8,7 +8,8 @@ never the night. URIs are compared in one spelling (``verdict_key``): ``./in/x.p
 defect hides that defect on tonight's parts, and there are other candidates. The earlier nights' rows are
 matched against them here (``review_nights``): flag precision per group and night, the reviewed rows from
 which ``references`` takes the confirmed-good images, and a warning per verdict for an image none of those
-nights scored.
+nights scored, unless it was given before the oldest of them started (it is about an older night: the
+table keeps growing, and its old verdicts must not warn every night).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Verdicts:
     warning per file or row that was skipped and per contradiction."""
 
     latest: dict[str, str] = field(default_factory=dict)  # key -> good | defect (the latest reviewed_at)
+    reviewed_at: dict[str, datetime] = field(default_factory=dict)  # key -> its latest review
     contradicted: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
     files: int = 0  # files found (read or skipped)
@@ -144,17 +146,17 @@ def read_verdicts(prefix: str, storage_options: dict[str, Any] | None = None) ->
     by_key: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_key[verdict_key(row["uri"])].append(row)
-    latest, contradicted = {}, set()
+    latest, reviewed_at, contradicted = {}, {}, set()
     for key, seen in by_key.items():
         last = max(seen, key=lambda r: (r["reviewed_at"], r["verdict"] == DEFECT))
-        latest[key] = last["verdict"]
+        latest[key], reviewed_at[key] = last["verdict"], last["reviewed_at"]
         if len({r["verdict"] for r in seen}) > 1:
             contradicted.add(key)
             said = "; ".join(f"{r['verdict']} by {r['reviewer']} at {r['reviewed_at'].isoformat()} ({r['file']})"
                              for r in sorted(seen, key=lambda r: r["reviewed_at"]))
             warnings.append(f"verdicts: {key} is contradicted ({said}): its latest, {last['verdict']}, counts for "
                             "flag precision; it is never a reference")
-    return Verdicts(latest, frozenset(contradicted), tuple(warnings), len(paths), len(rows))
+    return Verdicts(latest, reviewed_at, frozenset(contradicted), tuple(warnings), len(paths), len(rows))
 
 
 def flag_precision(rows: Iterable[Mapping[str, Any]], verdicts: Verdicts) -> dict[str, Any]:
@@ -177,12 +179,14 @@ def flag_precision(rows: Iterable[Mapping[str, Any]], verdicts: Verdicts) -> dic
 @dataclass(frozen=True)
 class Review:
     """The earlier nights matched against the verdicts: per group, the reviewed rows (with their run) and
-    each night's flag precision, and one warning per verdict for an image none of those nights scored."""
+    each night's flag precision, and one warning per verdict for an image none of those nights scored (but
+    for verdicts given before the oldest of them started, when there are older runs: ``aged_out``)."""
 
     verdicts: Verdicts
     reviewed: dict[str, list[tuple[dict, str]]]  # group -> [(row, run id)], latest run first
     precision: dict[str, dict[str, dict]]  # group -> run id -> run_date and flag_precision's counts
     warnings: tuple[str, ...]
+    aged_out: int  # verdicts given before the oldest run read started: about older nights, no warning
 
 
 def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs: int, groups: list[str],
@@ -205,17 +209,20 @@ def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs:
         if rows:
             precision[group][manifest["run_id"]] = {"run_date": manifest["run_date"],
                                                     **flag_precision(rows, verdicts)}
-    unknown = sorted(set(verdicts.latest) - seen)
+    # a verdict given before the oldest run read started is about an older night, not an unknown image
+    start = datetime.fromisoformat(runs[-1]["started_at"]) if runs and len(runs) == max_runs else None
+    unmatched = set(verdicts.latest) - seen
+    unknown = sorted(key for key in unmatched if start is None or verdicts.reviewed_at[key] >= start)
     warnings = tuple(f"verdicts: {key} was not scored by the last {len(runs)} successful run(s) under "
                      f"{output_prefix} (verdict_runs {max_runs}): left out" for key in unknown)
     for warning in (*verdicts.warnings, *warnings):
         log.warning("%s", warning)
-    return Review(verdicts, dict(reviewed), dict(precision), tuple(warnings))
+    return Review(verdicts, dict(reviewed), dict(precision), tuple(warnings), len(unmatched) - len(unknown))
 
 
 def review_record(review: Review, prefix: str) -> dict[str, Any]:
     """What the manifest keeps of a review: the table's size, every warning, precision per group and night."""
-    return {"prefix": prefix, "files": review.verdicts.files, "rows": review.verdicts.rows,
+    return {"prefix": prefix, "files": review.verdicts.files, "rows": review.verdicts.rows, "aged_out": review.aged_out,
             "warnings": [*review.verdicts.warnings, *review.warnings], "flag_precision": review.precision}
 
 

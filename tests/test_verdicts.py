@@ -173,6 +173,12 @@ def test_confirmed_good_first_then_the_lowest_unflagged_never_a_defect_and_preci
     assert filled["per_group"] == {"line/cap": sorted([img["i"], img["e"], img["f"], img["g"]])}  # b, c kept out
     assert filled["from_verdicts"] == {"line/cap": 3} and filled["run_of"][img["g"]] == "n2"
     assert references(reference_images=1, reference_runs=2)["per_group"] == {"line/cap": [img["i"]]}
+    with pytest.raises(JobError, match=r"^verdicts .* \(flagging.policy reference_fpr\): no known-good images "
+                                       r"for 1 input group\(s\), e.g. \['new line'\]"):
+        resolve_references(config_from_dict(JobConfig, {
+            "inputs": {"uris": ["s3://b/line/"]}, "output": {"prefix": out}, "verdicts": str(table),
+            "flagging": {"policy": "reference_fpr"}}), [*tonight, InputRecord("s3://b/n/1.png", "new line")],
+            "tonight", review)
     without = resolve_references(config_from_dict(JobConfig, {"inputs": {"uris": ["s3://b/line/"]}, "output": {
         "prefix": out}, "reference_runs": 2, "reference_images": 2}), tonight, "tonight")  # as before verdicts
     assert without["per_group"] == {"line/cap": sorted([img["a"], img["g"]])} and "from_verdicts" not in without

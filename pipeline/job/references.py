@@ -47,8 +47,10 @@ def resolve_references(cfg: JobConfig, records: list[InputRecord], run_id: str,
     groups = sorted({r.group for r in records})
     missing = [g for g in groups if not per_group.get(g)]
     if missing and (cfg.references is not None or cfg.flagging.policy == "reference_fpr"):
+        kept_up = ", ".join(f"{key} {value}" for key, value in (("reference_runs", cfg.reference_runs),
+                                                                 ("verdicts", cfg.verdicts)) if value)
         source = f"references {cfg.references}" if cfg.references is not None else \
-            f"reference_runs {cfg.reference_runs} / verdicts {cfg.verdicts} (flagging.policy reference_fpr)"
+            f"{kept_up} (flagging.policy reference_fpr)"
         raise JobError(f"{source}: no known-good images for {len(missing)} input group(s), e.g. {missing[:5]} "
                        f"(found groups {sorted(g for g in per_group if per_group[g])[:5]})")
     chosen = {"source": cfg.references or EARLIER_RUNS,

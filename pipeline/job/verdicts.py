@@ -193,7 +193,8 @@ def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs:
                   storage_options: dict[str, Any] | None = None) -> Review:
     """The last ``max_runs`` successful runs under ``output_prefix`` but ``run_id``, read once, their rows
     matched against ``verdicts`` (``groups``: tonight's, to name a group stored under a cut name)."""
-    runs = earlier_runs(output_prefix, run_id, storage_options)[:max_runs]
+    every_run = earlier_runs(output_prefix, run_id, storage_options)
+    runs = every_run[:max_runs]
     with ThreadPoolExecutor(max_workers=16) as pool:
         parts = [(m, g) for m, gs in zip(runs, pool.map(
             lambda m: run_groups(output_prefix, m, groups, storage_options), runs)) for g in gs]
@@ -210,7 +211,7 @@ def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs:
             precision[group][manifest["run_id"]] = {"run_date": manifest["run_date"],
                                                     **flag_precision(rows, verdicts)}
     # a verdict given before the oldest run read started is about an older night, not an unknown image
-    start = datetime.fromisoformat(runs[-1]["started_at"]) if runs and len(runs) == max_runs else None
+    start = datetime.fromisoformat(runs[-1]["started_at"]) if len(every_run) > max_runs else None
     unmatched = set(verdicts.latest) - seen
     unknown = sorted(key for key in unmatched if start is None or verdicts.reviewed_at[key] >= start)
     warnings = tuple(f"verdicts: {key} was not scored by the last {len(runs)} successful run(s) under "

@@ -392,9 +392,37 @@ def test_musc_with_references_from_a_prefix_scores_as_the_engine_and_flags_on_th
         job_config(inputs={"manifest": "m.csv"}, flagging={"policy": "reference_fpr"})
 
 
+def write_verdicts(fs, folder: str, earlier: list[dict]) -> dict[str, str]:
+    """Reviewers' verdicts on night a (CSV for weave, Parquet for disc, plus a URI no night scored): weave's
+    highest-scoring unflagged image good (reference_runs alone would not take it), its lowest-scoring
+    unflagged image defect, its flagged images defect then good; disc's flagged images defect."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def ok(group, flagged):
+        return sorted((r for r in earlier if r["group_name"] == group and r["status"] == "ok"
+                       and r["is_anomaly"] is flagged), key=lambda r: r["score"])
+
+    weave = {ok("weave", False)[-1]["uri"]: "good", ok("weave", False)[0]["uri"]: "defect",
+             **{r["uri"]: ("defect", "good")[i % 2] for i, r in enumerate(ok("weave", True))}}
+    disc = {r["uri"]: "defect" for r in ok("disc", True)}
+    lines = [f"{uri},{verdict},ann,2026-11-23T08:00:00" for uri, verdict in weave.items()]
+    fs.pipe(f"{folder}/weave.csv", "\n".join(["uri,verdict,reviewer,reviewed_at", *lines]).encode())
+    uris = [*disc, f"{folder}/nowhere.png"]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"uri": uris, "verdict": [*disc.values(), "good"], "reviewer": ["bo"] * len(uris),
+                             "reviewed_at": pa.array([time.time_ns() // 1000] * len(uris), pa.timestamp("us"))}), sink)
+    fs.pipe(f"{folder}/disc.parquet", sink.getvalue())
+    return {**weave, **disc}
+
+
 def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
     """reference_runs: each group's lowest-scoring unflagged images of its last successful runs, never
-    tonight's inputs, named in the manifest with their run; the key leaves earlier run ids alone."""
+    tonight's inputs, named in the manifest with their run; the key leaves earlier run ids alone. With
+    reviewers' verdicts on the first night, its confirmed-good images come first and no image judged
+    defect is a reference, and the first night's flag precision is what a hand count gives."""
     from pipeline.data.inputs import write_manifest
 
     base = s3_batch["prefix"].rsplit("/", 1)[0]
@@ -409,21 +437,43 @@ def test_references_kept_up_from_earlier_runs(ray_local, s3_batch):
         if record.uri.rsplit("/", 1)[-1] not in CORRUPT_FILES:
             fs.pipe(record.uri, fs.cat_file(record.uri) + b"night b")  # PNG readers ignore bytes after IEND
     write_manifest(tonight, f"{base}/tonight.parquet")
+    earlier = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-a"]
+    verdicts = write_verdicts(fs, f"{base}/verdicts", earlier)
     night_b = job_config(inputs={"manifest": f"{base}/tonight.parquet"}, output={"prefix": out}, run_id="night-b",
-                         reference_runs=2, reference_images=3)
+                         reference_runs=2, reference_images=3, verdicts=f"{base}/verdicts")
     assert config_hash(night_b) != config_hash(job_config(inputs={"manifest": f"{base}/tonight.parquet"},
                                                           output={"prefix": out}, reference_runs=0))
     report = run_job(night_b)
     assert report.exit_code == 0, report.failures
-    earlier = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-a"]
-    expected = {}
+    expected, precision = {}, {}
     for group in ("disc", "weave"):
-        good = sorted((r for r in earlier if r["group_name"] == group and r["status"] == "ok" and not r["is_anomaly"]),
+        rows = [r for r in earlier if r["group_name"] == group]
+        confirmed = sorted(r["uri"] for r in rows if r["status"] == "ok" and verdicts.get(r["uri"]) == "good")
+        good = sorted((r for r in rows if r["status"] == "ok" and not r["is_anomaly"] and r["uri"] not in verdicts),
                       key=lambda r: r["score"])
-        expected[group] = sorted(r["uri"] for r in good[:3])
+        expected[group] = sorted(confirmed + [r["uri"] for r in good[:3 - len(confirmed)]])
+        flagged = [verdicts[r["uri"]] for r in rows if r["is_anomaly"] and r["uri"] in verdicts]
+        unflagged = [verdicts[r["uri"]] for r in rows if r["is_anomaly"] is False and r["uri"] in verdicts]
+        precision[group] = {"run_date": str(rows[0]["run_date"]), "reviewed_flags": len(flagged),
+                            "confirmed_defects": flagged.count("defect"),
+                            "flag_precision": flagged.count("defect") / len(flagged),
+                            "reviewed_unflagged": len(unflagged), "missed_defects": unflagged.count("defect")}
+    weave_unflagged = sorted((r for r in earlier if r["group_name"] == "weave" and r["status"] == "ok"
+                              and not r["is_anomaly"]), key=lambda r: r["score"])
+    assert weave_unflagged[-1]["uri"] in expected["weave"] and weave_unflagged[0]["uri"] not in expected["weave"]
+    assert len(weave_unflagged) > 3 and precision["weave"]["missed_defects"] == 1  # the setup shows the point
     references = report.manifest["references"]
     assert references["source"] == "earlier runs" and references["per_group"] == expected  # solo: none scored
     assert references["run_of"] == {uri: "night-a" for uris in expected.values() for uri in uris}
+    confirmed_counts = {g: sum(verdicts.get(u) == "good" for u in expected.get(g, []))
+                        for g in ("disc", "solo", "weave")}
+    assert json.loads(fs.cat_file(f"{out}/runs/night-b/run.json"))["references"]["from_verdicts"] == \
+        references["from_verdicts"] == confirmed_counts
+    assert report.manifest["verdicts"]["flag_precision"] == {g: {"night-a": p} for g, p in precision.items()}
+    warnings = report.manifest["verdicts"]["warnings"]
+    assert len(warnings) == 1 and "nowhere.png was not scored" in warnings[0]
+    assert warnings[0] in report.manifest["warnings"]
+    assert "flag precision weave: " in format_summary(report)
     rows = [r for r in read_scores(out).to_pylist() if r["run_id"] == "night-b"]
     assert sorted(r["uri"] for r in rows) == sorted(r.uri for r in tonight)  # one row per input, no reference
     summary = json.loads(fs.cat_file(f"{out}/runs/night-b/groups/weave.json"))

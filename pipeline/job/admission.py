@@ -4,8 +4,9 @@ The run (``run.run_job``) and its dry run (``dry_run``, ``jobs/musc.py --plan``)
 ``admit``, so a config the run would refuse is refused by the plan with the same line, and the plan
 is the one the run would make: preflight (config, buckets, inputs, weights, backbone, Ray address),
 the run's identity and whether it resumes or is already finished, the inputs present, no other
-driver on the run id, the references, the scoring strategy and the data plan. Nothing here writes;
-the only difference a dry run makes is that demo data still to generate is named, not written.
+driver on the run id, the reviewers' verdicts, the references, the scoring strategy and the data
+plan. Nothing here writes; the only difference a dry run makes is that demo data still to generate
+is named, not written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .preflight import check_present, demo_to_generate, preflight
 from .references import resolve_references
 from .strategy import ScoringStrategy
 from .subsets import ZeroShotScoring
+from .verdicts import read_verdicts, review_nights, review_record
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Admission:
     lease: RunLease | None = None
     references: dict | None = None  # resolve_references' result (a resumed run keeps its recorded one)
     strategy: ScoringStrategy | None = None
+    verdicts: dict | None = None  # what the reviewers' verdicts said (``verdicts.review_record``)
 
     def plan(self, cfg: JobConfig) -> RunPlan:
         """The data plan the run executes (shards, subsets), from the listing alone."""
@@ -65,10 +68,13 @@ def admit(cfg: JobConfig, dry_run: bool = False) -> Admission:
         check_present(records, cfg)
     lease = RunLease(layout.lease, layout.run_id, cfg.lease_timeout_s, so)
     lease.refuse_if_held()
+    review = None if cfg.verdicts is None else review_nights(  # verdicts matched against the earlier nights
+        read_verdicts(cfg.verdicts, so), cfg.output.prefix, layout.run_id, cfg.verdict_runs,
+        sorted({r.group for r in records}), so)
     # a resumed run keeps the references it started with: its shards were planned with them
     recorded = {} if new_record is not None else json.loads(read_bytes(layout.record, so))
     references = recorded["references"] if "references" in recorded else resolve_references(cfg, records,
-                                                                                            layout.run_id)
+                                                                                            layout.run_id, review)
     if new_record is not None:
         new_record["references"] = references
     per_group = None if references is None else references["per_group"]
@@ -77,5 +83,6 @@ def admit(cfg: JobConfig, dry_run: bool = False) -> Admission:
         strategy = ZeroShotScoring(cfg, layout, per_group)
     else:  # a trained detector scores each image alone
         strategy = DetectorScoring(cfg, layout, detector_cfg, per_group)
+    verdicts = None if review is None else review_record(review, cfg.verdicts or "")
     return Admission(records, detector_cfg, chash, layout, new_record, False, demo_planned, lease, references,
-                     strategy)
+                     strategy, verdicts)

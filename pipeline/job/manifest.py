@@ -20,6 +20,7 @@ from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
+from .verdicts import precision_lines
 
 # storage_options keys that say where and how storage is reached, never who is asking: the manifest
 # keeps them. Every other value under storage_options is redacted, whatever its name (guessing secret
@@ -102,6 +103,7 @@ class RunFacts:
     started_at: datetime
     seconds: float
     references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
+    verdicts: dict[str, Any] | None = None  # the reviewers' verdicts read, and precision (verdicts.review_record)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -117,7 +119,8 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
     return redact({  # URIs anywhere (outputs, references, warnings) may carry user:secret@
         "run_id": layout.run_id, "run_date": layout.run_date, "config_hash": config_hash,
         "status": "failed" if facts.failures else "succeeded", "failures": facts.failures,
-        "warnings": [w for s in facts.summaries.values() for w in s.get("warnings", [])],
+        "warnings": [*(w for s in facts.summaries.values() for w in s.get("warnings", [])),
+                     *(facts.verdicts["warnings"] if facts.verdicts else [])],
         "started_at": facts.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
         "seconds": facts.seconds, "backbone": facts.backbone, "scores_meaningful": facts.scores_meaningful,
         "code_version": code_version(),
@@ -147,6 +150,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "references": None if facts.references is None else {  # listed per group, and what each group used
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
+        "verdicts": facts.verdicts,
         "config": config_to_dict(cfg),
         "versions": versions(),
     })
@@ -179,6 +183,8 @@ def format_summary(report: JobReport) -> str:
         mean = m["metrics"]["mean"]
         lines.append("  metrics (mean over labelled groups): " + ", ".join(
             f"{k} {100 * mean[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "au_pro", "mad") if k in mean))
+    if m.get("verdicts"):
+        lines.extend(precision_lines(m["verdicts"], MAX_LISTED))
     warnings = m.get("warnings", [])
     lines.extend(f"  WARNING: {w}" for w in warnings[:MAX_LISTED])
     if len(warnings) > MAX_LISTED:

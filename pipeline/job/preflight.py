@@ -116,6 +116,18 @@ def lists_outputs(source: str, output_prefix: str, storage_options: dict | None 
     return re.match(glob_translate(pattern), heat_map) is not None
 
 
+def check_verdicts(cfg: JobConfig) -> None:
+    """A configured verdicts prefix must be reachable, and a local one must exist: absent, it is probably a
+    typo. An empty one is fine (no reviews yet), and so is an object-store prefix without objects, which
+    storage cannot tell from an absent one."""
+    if cfg.verdicts is None:
+        return
+    check_bucket(cfg.verdicts, cfg.storage_options, "verdicts")
+    if not is_remote(cfg.verdicts) and not exists(cfg.verdicts, cfg.storage_options):
+        raise JobError(f"verdicts {cfg.verdicts}: no such folder; correct the key, or create the folder where the "
+                       "review tool writes its verdicts")
+
+
 def check_ray_address(address: str | None) -> None:
     """A Ray address given as ``host:port`` or ``ray://host:port`` must accept a connection: ray.init
     would otherwise retry for half a minute and fail with a traceback. Other forms ('auto', none)
@@ -144,6 +156,7 @@ def preflight(cfg: JobConfig, generate_demo: bool = True) -> tuple[list[InputRec
         detector_cfg = None
     else:
         detector_cfg = trained_detector_config(cfg)
+    check_verdicts(cfg)
     demo_root = demo_to_generate(cfg)
     if demo_root is not None and generate_demo:
         ensure_dataset(demo_root, cfg.demo, overwrite=True)

@@ -183,6 +183,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     so = cfg.storage_options
     records, chash, layout, new_record = admitted.records, admitted.config_hash, admitted.layout, admitted.new_record
     references, strategy, lease = admitted.references, admitted.strategy, admitted.lease
+    verdicts = admitted.verdicts
     timings = {"preflight": time.perf_counter() - t0}
     failures: list[str] = []
     first_stage: dict[str, Any] = {}
@@ -233,7 +234,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references)
+                     references, verdicts)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)

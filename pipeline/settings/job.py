@@ -262,6 +262,19 @@ class JobConfig(Section):
         "reference_runs successful runs under output.prefix, at most reference_images; the manifest names "
         "each image and its run. A group with no earlier run is scored without references. 0: off.",
         default=0, ge=0, hashed_if_set=True)
+    verdicts: str | None = setting(
+        "MuSc and PatchEAD: a prefix (local or any fsspec URI) under which a review tool writes reviewers' "
+        "verdicts as Parquet or CSV files with columns uri, verdict (good | defect), reviewer, reviewed_at "
+        "(docs/references.md 'Reviewers' verdicts'). Each group's references are then first its confirmed-good "
+        "images of the last verdict_runs successful runs under output.prefix (never one with a defect verdict, "
+        "never one with contradicting verdicts, never tonight's inputs), filled up as reference_runs says, at "
+        "most reference_images; the manifest and summary report each earlier night's flag precision per group. "
+        "A bad file, row or URI is a warning; a prefix that does not exist is refused. null: none.",
+        default=None, uri=True, hashed_if_set=True)
+    verdict_runs: int = setting(
+        "With verdicts: how many of the latest successful runs under output.prefix verdicts are matched against "
+        "(confirmed-good references, flag precision); a verdict for an image of none of them is warned as "
+        "unknown. Bounds the scores read each night.", default=30, ge=1, hashed_if_set=True)
     backbone: BackboneConfig = setting("Feature extractor.", default_factory=BackboneConfig)
     musc: MuscConfig = setting(
         "MuSc settings (detector: musc). The job's defaults are the measured best point of the accuracy/cost "
@@ -301,7 +314,10 @@ class JobConfig(Section):
         if self.reference_runs and (self.references is not None or self.detector not in ZERO_SHOT_DETECTORS):
             raise FieldError("reference_runs", "references from earlier runs are for detectors musc and patchead, "
                                                "instead of (not with) a references prefix")
-        has_references = self.references is not None or self.reference_runs > 0
+        if self.verdicts is not None and (self.references is not None or self.detector not in ZERO_SHOT_DETECTORS):
+            raise FieldError("verdicts", "reviewers' verdicts choose references for detectors musc and patchead, "
+                                         "instead of (not with) a references prefix")
+        has_references = self.references is not None or self.reference_runs > 0 or self.verdicts is not None
         if self.flagging.policy == "reference_fpr" and (not has_references or self.detector == "sowa"):
             raise FieldError("flagging.policy", "'reference_fpr' calibrates on the references' leave-one-out "
                                                 "scores: it needs references and detector musc or patchead")

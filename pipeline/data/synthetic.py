@@ -92,14 +92,16 @@ def render_image(category: str, image_size: int, seed: int | Sequence[int], defe
 
 def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, n_train: int = 10,
                      n_test_good: int = 10, n_test_defect: int = 10, image_size: int = 224, seed: int = 0,
-                     *, overwrite: bool = False, pose: tuple[float, float] = (0.0, 0.0)) -> list[str]:
+                     *, overwrite: bool = False, pose: tuple[float, float] = (0.0, 0.0),
+                     brightness: dict[str, float] | None = None) -> list[str]:
     """Write products in the MVTec AD layout under ``root``; returns the category names.
 
     Per category: ``train/good``, ``test/good`` and ``test/<kind>`` with the defect kinds taking
     turns, and ``ground_truth/<kind>/<stem>_mask.png`` (single-channel, 0/255). Deterministic for a
     seed, and a category's images do not depend on which other categories are generated. A non-empty
     ``root/<category>`` is refused unless ``overwrite``, which deletes it first. ``pose``: see
-    :func:`render_image`.
+    :func:`render_image`. ``brightness``: per category, a factor for every pixel of its images (a line
+    whose lighting changed; masks are unchanged).
     """
     categories = list(categories)
     for category in categories:
@@ -117,20 +119,28 @@ def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, 
         if target.exists():
             shutil.rmtree(target)
         key = [seed, zlib.crc32(category.encode())]
+        factor = (brightness or {}).get(category, 1.0)
         for i in range(n_train):
-            _save(render_image(category, image_size, [*key, 0, i], pose=pose)[0],
+            _save(brighten(render_image(category, image_size, [*key, 0, i], pose=pose)[0], factor),
                   target / "train" / "good" / f"{i:03d}.png")
         for i in range(n_test_good):
-            _save(render_image(category, image_size, [*key, 1, i], pose=pose)[0],
+            _save(brighten(render_image(category, image_size, [*key, 1, i], pose=pose)[0], factor),
                   target / "test" / "good" / f"{i:03d}.png")
         kinds = DEFECTS[category]
         for i in range(n_test_defect):
             kind = kinds[i % len(kinds)]
             stem = f"{i // len(kinds):03d}"
             image, mask = render_image(category, image_size, [*key, 2, i], kind, pose=pose)
-            _save(image, target / "test" / kind / f"{stem}.png")
+            _save(brighten(image, factor), target / "test" / kind / f"{stem}.png")
             _save(mask.astype(np.uint8) * 255, target / "ground_truth" / kind / f"{stem}_mask.png")
     return categories
+
+
+def brighten(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` (uint8) with every pixel multiplied by ``factor``, rounded and clipped to 0-255."""
+    if factor == 1.0:
+        return image
+    return np.clip(np.rint(image.astype(np.float64) * factor), 0, 255).astype(np.uint8)
 
 
 def _check_category(category: str) -> None:

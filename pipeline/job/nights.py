@@ -16,6 +16,7 @@ those the rows of the same group scored by the same backbone. Every column is on
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .flagging import FlagRule
 from .layout import RunLayout
 from .scores_table import ROW_STATUSES
 
+log = logging.getLogger(__name__)
 QUANTILES = {"score_p05": 0.05, "score_p50": 0.5, "score_p95": 0.95, "score_max": 1.0}
 
 
@@ -106,13 +108,19 @@ class Nights:
 
 
 def _read_table(uri: str, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return pq.read_table(io.BytesIO(read_bytes(uri, storage_options))).to_pylist()
+    """An earlier run's rows; one that cannot be read is left out with a warning, never fails tonight."""
+    try:
+        return pq.read_table(io.BytesIO(read_bytes(uri, storage_options))).to_pylist()
+    except (OSError, pa.ArrowException) as err:
+        log.warning("group_nights: %s cannot be read (%s); that run is left out of the trends", uri, err)
+        return []
 
 
 def previous_nights(layout: RunLayout, nights: int, storage_options: dict[str, Any] | None = None) -> list[dict]:
     """The rows of the last ``nights`` run dates before ``layout.run_date`` that have a successful run
     (the latest written one per date), each with its ``run_date``."""
     fs, root = fsspec.core.url_to_fs(layout.group_nights_root, **(storage_options or {}))
+    fs.invalidate_cache(root)  # s3fs caches listings per process: a night written since must be seen
     if not fs.exists(root):
         return []
     folders = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True)
@@ -138,9 +146,17 @@ def previous_nights(layout: RunLayout, nights: int, storage_options: dict[str, A
     return rows
 
 
-def read_scores(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """The scores of a group's scored rows (``score`` not null) from its scores object."""
-    table = pq.read_table(io.BytesIO(read_bytes(uri, storage_options)), columns=["score"])
+def read_scores(uri: str, storage_options: dict[str, Any] | None = None, missing_ok: bool = False) -> np.ndarray:
+    """The scores of a group's scored rows (``score`` not null) from its scores object; an earlier
+    night's object deleted since (``missing_ok``) gives none, with a warning."""
+    try:
+        data = read_bytes(uri, storage_options)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        log.warning("group_nights: %s is gone; that night's scores are left out of the score shift", uri)
+        return np.zeros(0)
+    table = pq.read_table(io.BytesIO(data), columns=["score"])
     return np.asarray([v for v in table.column("score").to_pylist() if v is not None], dtype=np.float64)
 
 
@@ -150,8 +166,8 @@ def _group_night(cfg: JobConfig, layout: RunLayout, group: str, summary: dict, e
     so = cfg.storage_options
     scores = read_scores(summary["scores_uri"], so)
     before = [r for r in earlier if r["group_name"] == group and r["backbone"] == backbone]
-    previous_scores = [read_scores(RunLayout(layout.output_prefix, r["run_id"], r["run_date"]).scores(group), so)
-                       for r in before]
+    previous_scores = [read_scores(RunLayout(layout.output_prefix, r["run_id"], r["run_date"]).scores(group), so,
+                                   missing_ok=True) for r in before]
     moments = EmbeddingMoments.from_dict(summary.get("embedding"))
     pooled = EmbeddingMoments.pooled([EmbeddingMoments(r["embedding_images"], np.asarray(r["embedding_mean"]),
                                                        r["embedding_spread"])

@@ -19,7 +19,7 @@ from pipeline.job.layout import RunLayout
 from pipeline.job.manifest import format_summary
 from pipeline.job.nights import NIGHTS_SCHEMA, previous_nights, write_group_nights
 from pipeline.job.run import run_job
-from pipeline.settings import JobConfig, TrendsConfig, load_config
+from pipeline.settings import ConfigError, JobConfig, TrendsConfig, load_config
 from pipeline.storage import write_bytes, write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,19 @@ def test_the_alert_rule_bands_and_the_nights_it_needs():
     assert Shift(2, 0.1, 0.8, 0.001, 0.1).alert(cfg) == (True, "score shift (KS) 0.8 > 0.5, p 0.001 < 0.01")
     off = TrendsConfig(min_nights=2, max_embedding_shift=None, max_score_shift=None)
     assert Shift(5, 0.1, 1.0, 0.0, 9.0).alert(off) == (False, None)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("trends.flag_rate_band=[0.3, 0.1]", "'trends.flag_rate_band': must be [low, high]"),
+    ("trends.flag_rate_band=[0.1]", "'trends.flag_rate_band': must be [low, high]"),
+    ("trends.min_nights=9", "'trends.min_nights': 9 is more than trends.nights (7)"),
+    ("trends.max_score_shift=2", "'trends.max_score_shift': must be in (0, 1]"),
+    ("demo.brightness={weave: 0}", "'demo.brightness': weave: a factor > 0"),
+])
+def test_trends_and_brightness_settings_are_checked_next_to_them(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "conf" / "nights_demo.yaml", JobConfig, [override])
+    assert words in str(err.value)
 
 
 def test_previous_nights_are_the_latest_successful_run_of_each_earlier_night(tmp_path):

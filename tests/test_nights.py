@@ -88,8 +88,11 @@ def test_the_alert_rule_bands_and_the_nights_it_needs():
     assert Shift(2, 0.1, 0.2, 0.5, 0.8).alert(cfg) == (True, "embedding shift 0.8 > 0.5")
     assert Shift(2, 0.1, 0.8, 0.05, 0.1).alert(cfg) == (False, None)  # a large KS by chance: p too big
     assert Shift(2, 0.1, 0.8, 0.001, 0.1).alert(cfg) == (True, "score shift (KS) 0.8 > 0.5, p 0.001 < 0.01")
-    off = TrendsConfig(min_nights=2, max_embedding_shift=None, max_score_shift=None)
-    assert Shift(5, 0.1, 1.0, 0.0, 9.0).alert(off) == (False, None)
+    default = TrendsConfig(min_nights=2, max_embedding_shift=None)  # the score band by detector
+    assert Shift(5, 0.1, 0.8, 0.001, 9.0).alert(default, zero_shot=True) == (False, None)
+    assert Shift(5, 0.1, 0.8, 0.001, None).alert(default, zero_shot=False) == (
+        True, "score shift (KS) 0.8 > 0.5, p 0.001 < 0.01")
+    assert Shift(5, 0.1, 1.0, 0.0, None).alert(TrendsConfig(max_score_shift=1.0), zero_shot=False) == (False, None)
 
 
 @pytest.mark.parametrize("override, words", [

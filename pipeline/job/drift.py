@@ -118,9 +118,10 @@ class Shift:
     score_shift_p: float | None = None
     embedding_shift: float | None = None
 
-    def alert(self, cfg: TrendsConfig) -> tuple[bool, str | None]:
+    def alert(self, cfg: TrendsConfig, zero_shot: bool = True) -> tuple[bool, str | None]:
         """(alert, reason): the flag rate outside its band on any night; the shifts over theirs once the
-        group has ``min_nights`` previous nights (before that, the reason says drift is not checked)."""
+        group has ``min_nights`` previous nights (before that, the reason says drift is not checked).
+        ``zero_shot``: MuSc or PatchEAD (the score band's default is off for them)."""
         reasons = []
         low, high = cfg.flag_rate_band
         if self.flag_rate is not None and not low <= self.flag_rate <= high:
@@ -133,8 +134,9 @@ class Shift:
             if (cfg.max_embedding_shift is not None and self.embedding_shift is not None
                     and self.embedding_shift > cfg.max_embedding_shift):
                 reasons.append(f"embedding shift {self.embedding_shift:.3g} > {cfg.max_embedding_shift:g}")
-            if (cfg.max_score_shift is not None and self.score_shift is not None
-                    and self.score_shift > cfg.max_score_shift and self.score_shift_p < cfg.score_shift_p):
-                reasons.append(f"score shift (KS) {self.score_shift:.3g} > {cfg.max_score_shift:g}, "
+            band = cfg.score_band(zero_shot)
+            if (band is not None and self.score_shift is not None and self.score_shift > band
+                    and self.score_shift_p < cfg.score_shift_p):
+                reasons.append(f"score shift (KS) {self.score_shift:.3g} > {band:g}, "
                                f"p {self.score_shift_p:.2g} < {cfg.score_shift_p:g}")
         return (True, "; ".join(reasons)) if reasons else (False, None)

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..settings import JobConfig
+from ..settings import ZERO_SHOT_DETECTORS, JobConfig
 from ..storage import exists, join_uri, read_bytes, write_parquet
 from .drift import EmbeddingMoments, Shift, embedding_shift, score_shift
 from .flagging import FlagRule
@@ -175,7 +175,7 @@ def _group_night(cfg: JobConfig, layout: RunLayout, group: str, summary: dict, e
     statistic, p = score_shift(scores, np.concatenate(previous_scores)) if before else (None, None)
     flag_rate = summary["flagged"] / summary["scored"] if summary["scored"] else None
     shift = Shift(len(before), flag_rate, statistic, p, embedding_shift(moments, pooled))
-    alert, reason = shift.alert(cfg.trends)
+    alert, reason = shift.alert(cfg.trends, cfg.detector in ZERO_SHOT_DETECTORS)
     rule = FlagRule.from_settings(cfg.flagging)
     line = rule.line(scores, np.asarray(summary.get("reference_scores") or []))
     return GroupNight(group, layout.run_id, summary, scores, rule.label, line, moments, shift, alert, reason,

@@ -29,7 +29,7 @@ from ..reporting.report import (
     thumbnail,
     trend_png,
 )
-from ..settings import TrendsConfig
+from ..settings import ZERO_SHOT_DETECTORS, TrendsConfig, config_from_dict
 from ..storage import read_bytes, write_bytes
 from .layout import RunLayout
 from .nights import Nights
@@ -40,12 +40,12 @@ GALLERY_TOTAL = 240
 ERROR_ROWS_PER_GROUP = 50
 
 
-def trend_figure(group: str, history: list[dict], trends: TrendsConfig) -> Figure:
+def trend_figure(group: str, history: list[dict], trends: TrendsConfig, zero_shot: bool) -> Figure:
     """The group's last nights from its group_nights rows (tonight last)."""
     nights = [TrendNight(r["run_date"], r["flag_rate"], {"embedding_shift": r["embedding_shift"],
                                                         "score_shift": r["score_shift"]}, r["alert"])
               for r in history]
-    bands = {"embedding_shift": trends.max_embedding_shift, "score_shift": trends.max_score_shift}
+    bands = {"embedding_shift": trends.max_embedding_shift, "score_shift": trends.score_band(zero_shot)}
     last = history[-1]
     verdict = f"ALERT: {last['alert_reason']}" if last["alert"] else (last["alert_reason"] or "no alert")
     return Figure(trend_png(nights, bands, trends.flag_rate_band, f"{group}: last {len(nights)} nights"),
@@ -96,8 +96,7 @@ def _metrics_section(metrics: dict) -> Section:
 
 
 def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayout,
-                     storage_options: dict[str, Any] | None = None, nights: Nights | None = None,
-                     trends: TrendsConfig | None = None) -> str:
+                     storage_options: dict[str, Any] | None = None, nights: Nights | None = None) -> str:
     """Write ``report.html`` for a run (with each group's trend when the group_nights table was
     written); returns its URI."""
     counts = manifest["counts"]
@@ -124,8 +123,10 @@ def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayo
         Table(["stage", "seconds"], [[k, round(v, 1)] for k, v in manifest["timings_s"].items()])]))
     budget = [GALLERY_TOTAL]
     history = nights.history if nights is not None else {}
+    trends = config_from_dict(TrendsConfig, manifest["config"]["trends"]) if history else None
+    zero_shot = manifest["config"]["detector"] in ZERO_SHOT_DETECTORS
     sections.extend(_group_section(g, summaries[g], storage_options, budget,
-                                   trend_figure(g, history[g], trends or TrendsConfig()) if g in history else None)
+                                   trend_figure(g, history[g], trends, zero_shot) if g in history else None)
                     for g in sorted(summaries))
     title = f"MuSc run {manifest['run_id']} ({manifest['run_date']}): {manifest['status']}"
     html = render_report(title, facts, sections, warning)

@@ -284,7 +284,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)
     try:
-        write_run_report(manifest, summaries, layout, so, nights, cfg.trends)
+        write_run_report(manifest, summaries, layout, so, nights)
     except Exception as err:  # noqa: BLE001 - the report is derived from the outputs; it never fails a run
         log.warning("report not written: %s", _first_line(err))
         manifest["outputs"]["report"] = None

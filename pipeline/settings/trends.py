@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from .schema import FieldError, Section, setting
 
 
+DETECTOR_SCORE_SHIFT = 0.5  # max_score_shift's default for a trained detector
+
+
 @dataclass
 class TrendsConfig(Section):
     """Trends and drift alerts per group across nights (group_nights table, docs/nights.md). No key here
@@ -41,8 +44,11 @@ class TrendsConfig(Section):
     )
     max_score_shift: float | None = setting(
         "Alert when the Kolmogorov-Smirnov statistic of tonight's scores against the previous nights' pooled "
-        "scores exceeds this and its p-value is below score_shift_p. null: never.",
-        default=0.5,
+        "scores exceeds this and its p-value is below score_shift_p. null: 0.5 for a trained detector (each "
+        "image scored alone: the only shift it has), none for musc and patchead, whose scores are relative "
+        "within a night (tests/benchmarks/bench_drift.py: on MuSc the KS alerted on normal nights about as "
+        "often as on brightened ones); 1: never.",
+        default=None,
         gt=0,
         le=1,
     )
@@ -53,6 +59,12 @@ class TrendsConfig(Section):
         gt=0,
         le=1,
     )
+
+    def score_band(self, zero_shot: bool) -> float | None:
+        """The KS statistic a score shift must exceed to alert (max_score_shift, or its default per detector)."""
+        if self.max_score_shift is not None:
+            return self.max_score_shift
+        return None if zero_shot else DETECTOR_SCORE_SHIFT
 
     def check(self) -> None:
         if len(self.flag_rate_band) != 2 or self.flag_rate_band[0] > self.flag_rate_band[1]:

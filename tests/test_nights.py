@@ -179,7 +179,7 @@ def test_the_worked_example_alerts_on_the_drifted_night_and_group_only(three_nig
     assert f"ALERT group 'weave': {drifted['alert_reason']}" in format_summary(night3)
     assert not reports[0][1].manifest["alerts"] and "ALERT" not in format_summary(reports[1][1])
     page = Path(night3.manifest["outputs"]["report"]).read_text()
-    assert page.count("Trend over the last nights") == 2 and "tonight shaded; ALERT: embedding shift" in page
+    assert page.count("<h3>Trend over the last nights") == 2 and "tonight shaded; ALERT: embedding shift" in page
 
 
 def test_the_tables_counts_and_quantiles_are_the_scores_tables(three_nights):

@@ -37,9 +37,10 @@ class TrendsConfig(Section):
     )
     max_embedding_shift: float | None = setting(
         "Alert when tonight's mean image embedding is further than this from the previous nights' mean, in "
-        "per-image spreads, sampling noise removed (0 on a normal night; a change every part shares, e.g. "
-        "lighting, moves it). MuSc and PatchEAD only. null: never.",
-        default=0.5,
+        "per-image spreads, sampling noise removed (about 0 on a normal night; a change every part shares, e.g. "
+        "lighting, moves it: 15% brighter measured 0.44-0.64 with ImageNet MobileNetV2, normal nights of 12 "
+        "parts at most 0.36, tests/benchmarks/bench_drift.py). MuSc and PatchEAD only. null: never.",
+        default=0.3,
         gt=0,
     )
     max_score_shift: float | None = setting(

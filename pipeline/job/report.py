@@ -122,7 +122,8 @@ def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayo
         Table(["status", "images"], [[k, v] for k, v in sorted(counts["statuses"].items())]),
         Table(["stage", "seconds"], [[k, round(v, 1)] for k, v in manifest["timings_s"].items()])]))
     budget = [GALLERY_TOTAL]
-    history = nights.history if nights is not None else {}
+    # a trend from a group's second night on (one night is no trend)
+    history = {g: h for g, h in (nights.history if nights is not None else {}).items() if len(h) > 1}
     trends = config_from_dict(TrendsConfig, manifest["config"]["trends"]) if history else None
     zero_shot = manifest["config"]["detector"] in ZERO_SHOT_DETECTORS
     sections.extend(_group_section(g, summaries[g], storage_options, budget,

@@ -31,7 +31,8 @@ from pipeline.engine.musc import score_features
 from pipeline.job.drift import EmbeddingMoments, embedding_shift, score_shift
 from pipeline.settings import BackboneConfig, MuscConfig
 
-WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights" / "mobilenetv2_100_imagenet_from_tflite.safetensors"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+WEIGHTS = SHARED / "weights" / "mobilenetv2_100_imagenet_from_tflite.safetensors"
 BACKBONES = {
     "resnet18 random": BackboneConfig(family="timm_cnn", name="resnet18", random_init=True, image_size=64,
                                       layers=[1, 2], batch_size=16, device="cpu"),

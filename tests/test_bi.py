@@ -10,13 +10,15 @@ import pytest
 from pipeline.data.inputs import InputRecord, records_from_dataset, write_manifest
 from pipeline.data.synthetic import generate_dataset
 from pipeline.job.manifest import METRICS_SCHEMA
+from pipeline.job.nights import NIGHTS_SCHEMA
 from pipeline.job.run import run_job
 from pipeline.job.scores_table import SCORES_SCHEMA
 from pipeline.settings import JobConfig, config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 ATHENA_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int8(): "tinyint", pa.float64(): "double",
-                pa.bool_(): "boolean", pa.timestamp("us", tz="UTC"): "timestamp"}
+                pa.bool_(): "boolean", pa.timestamp("us", tz="UTC"): "timestamp",
+                pa.list_(pa.float32()): "array<float>"}
 
 
 def athena_tables() -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
@@ -33,12 +35,14 @@ def athena_tables() -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, st
 
 def test_athena_definitions_match_the_parquet_schemas():
     tables = athena_tables()
-    assert set(tables) == {"musc.scores", "musc.scores_all", "musc.metrics"}
+    assert set(tables) == {"musc.scores", "musc.scores_all", "musc.metrics", "musc.group_nights"}
     scores = [(f.name, ATHENA_TYPES[f.type]) for f in SCORES_SCHEMA]
     for name in ("musc.scores", "musc.scores_all"):
         assert tables[name] == (scores, [("run_date", "date"), ("group_name", "string")])
     metrics = [(f.name, ATHENA_TYPES[f.type]) for f in METRICS_SCHEMA]
     assert tables["musc.metrics"] == (metrics, [("run_date", "date")])
+    nights = [(f.name, ATHENA_TYPES[f.type]) for f in NIGHTS_SCHEMA]
+    assert tables["musc.group_nights"] == (nights, [("run_date", "date")])
 
 
 def documented_duckdb_query() -> str:

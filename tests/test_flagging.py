@@ -57,3 +57,17 @@ def test_reference_fpr_flags_above_the_references_own_quantile():
     with pytest.raises(ValueError, match="needs the references' scores"):
         flag(scores, "reference_fpr", 0.05)
     assert FlagRule("reference_fpr", 0.05).label == "reference_fpr=0.05"
+
+
+@pytest.mark.parametrize("policy, value, strict", [("top_fraction", 0.3, False), ("robust_z", 1.0, True),
+                                                   ("threshold", 0.45, False), ("reference_fpr", 0.2, True)])
+def test_the_flag_line_is_where_each_policy_flags(policy, value, strict):
+    """group_nights.flag_line: the flags are exactly the scores past the line the rule reports."""
+    scores = np.random.default_rng(0).normal(0.4, 0.1, 50)
+    references = np.random.default_rng(1).normal(0.4, 0.1, 20)
+    rule = FlagRule(policy, value)
+    line = rule.line(scores, references)
+    flags = rule.apply(scores, references)
+    assert 0 < flags.sum() < len(scores)
+    assert flags.tolist() == ((scores > line) if strict else (scores >= line)).tolist()
+    assert FlagRule("robust_z", 3.5).line(np.ones(4)) is None  # no spread: nothing is ever flagged

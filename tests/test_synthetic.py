@@ -187,3 +187,17 @@ def test_misplaced_structure_lies_where_the_fixture_has_none_and_copies_a_normal
         # the same structure one place along its row: a copy of it, up to texture, light and noise
         assert np.corrcoef(crop(image, x), crop(image, x + pitch))[0, 1] > 0.9
         assert np.corrcoef(crop(image, x), crop(normal, x))[0, 1] < 0.5  # and unlike the bare place
+
+
+def test_brightness_brightens_one_products_images_and_leaves_its_masks(tmp_path):
+    """demo.brightness (docs/nights.md's drifted night): every pixel of the named product times the factor,
+    rounded and clipped; the other products and every mask as without it."""
+    kwargs = {"categories": ["weave", "disc"], "n_train": 0, "n_test_good": 1, "n_test_defect": 1, "image_size": 64}
+    generate_dataset(str(tmp_path / "plain"), **kwargs)
+    generate_dataset(str(tmp_path / "bright"), brightness={"weave": 1.15}, **kwargs)
+    for path in sorted((tmp_path / "plain").rglob("*.png")):
+        plain = np.asarray(Image.open(path)).astype(np.float64)
+        bright = np.asarray(Image.open(tmp_path / "bright" / path.relative_to(tmp_path / "plain")))
+        brightened = path.parts[-4] == "weave" and "ground_truth" not in path.parts
+        expected = np.clip(np.rint(plain * 1.15), 0, 255) if brightened else plain
+        assert np.array_equal(bright, expected), path

@@ -1,7 +1,7 @@
 -- The nightly job's tables for Amazon Athena / the AWS Glue catalog (docs/outputs-and-bi.md).
 -- Replace s3://factory-quality/musc with the job's output.prefix, then run each statement once.
--- Stored metrics are fractions 0-1. Column lists match pipeline/job/scores_table.py (checked by
--- tests/test_bi.py).
+-- Stored metrics are fractions 0-1. Column lists match pipeline/job/scores_table.py, manifest.py and
+-- nights.py (checked by tests/test_bi.py).
 
 CREATE DATABASE IF NOT EXISTS musc;
 
@@ -108,4 +108,59 @@ TBLPROPERTIES (
   'projection.run_date.interval' = '1',
   'projection.run_date.interval.unit' = 'DAYS',
   'storage.location.template' = 's3://factory-quality/musc/metrics/run_date=${run_date}/'
+);
+
+-- One row per group and night (docs/nights.md): counts by status, flags, score quantiles, the flag line,
+-- the shift against the group's previous nights and the alert. One part file per run; a night that ran
+-- twice has two: read the latest (max written_at) per night and group, as the job itself does. Only
+-- successful runs write one. embedding_mean is what later nights compare with (not for people).
+CREATE EXTERNAL TABLE IF NOT EXISTS musc.group_nights (
+  group_name string,
+  run_id string,
+  images int,
+  images_ok int,
+  images_decode_error int,
+  images_group_too_small int,
+  images_subset_too_small int,
+  images_heatmap_error int,
+  scored int,
+  flagged int,
+  flag_rate double,
+  flag_policy string,
+  flag_line double,
+  score_p05 double,
+  score_p50 double,
+  score_p95 double,
+  score_max double,
+  previous_nights int,
+  score_shift double,
+  score_shift_p double,
+  embedding_shift double,
+  alert boolean,
+  alert_reason string,
+  embedding_images int,
+  embedding_spread double,
+  backbone string,
+  config_hash string,
+  written_at timestamp,
+  embedding_mean array<float>,
+  reviewed_run_id string,
+  reviewed_run_date string,
+  reviewed_flags int,
+  confirmed_defects int,
+  flag_precision double,
+  reviewed_unflagged int,
+  missed_defects int
+)
+PARTITIONED BY (run_date date)
+STORED AS PARQUET
+LOCATION 's3://factory-quality/musc/group_nights/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.run_date.type' = 'date',
+  'projection.run_date.format' = 'yyyy-MM-dd',
+  'projection.run_date.range' = '2026-01-01,NOW',
+  'projection.run_date.interval' = '1',
+  'projection.run_date.interval.unit' = 'DAYS',
+  'storage.location.template' = 's3://factory-quality/musc/group_nights/run_date=${run_date}/'
 );

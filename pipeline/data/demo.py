@@ -18,7 +18,7 @@ def ensure_dataset(root: str, cfg: SyntheticConfig, overwrite: bool = False) -> 
     print(f"generating synthetic dataset in {root}", file=sys.stderr)
     kwargs = {"categories": cfg.categories} if cfg.categories else {}
     generate_dataset(root, n_train=cfg.n_train, n_test_good=cfg.n_test_good, n_test_defect=cfg.n_test_defect,
-                     image_size=cfg.image_size, seed=cfg.seed, overwrite=overwrite, **kwargs)
+                     image_size=cfg.image_size, seed=cfg.seed, overwrite=overwrite, brightness=cfg.brightness, **kwargs)
     return True
 
 

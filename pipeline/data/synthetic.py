@@ -94,14 +94,16 @@ def render_image(category: str, image_size: int, seed: int | Sequence[int], defe
 
 def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, n_train: int = 10,
                      n_test_good: int = 10, n_test_defect: int = 10, image_size: int = 224, seed: int = 0,
-                     *, overwrite: bool = False, pose: tuple[float, float] = (0.0, 0.0)) -> list[str]:
+                     *, overwrite: bool = False, pose: tuple[float, float] = (0.0, 0.0),
+                     brightness: dict[str, float] | None = None) -> list[str]:
     """Write products in the MVTec AD layout under ``root``; returns the category names.
 
     Per category: ``train/good``, ``test/good`` and ``test/<kind>`` with the defect kinds taking
     turns, and ``ground_truth/<kind>/<stem>_mask.png`` (single-channel, 0/255). Deterministic for a
     seed, and a category's images do not depend on which other categories are generated. A non-empty
     ``root/<category>`` is refused unless ``overwrite``, which deletes it first. ``pose``: see
-    :func:`render_image`.
+    :func:`render_image`. ``brightness``: per category, a factor for every pixel of its images (a line
+    whose lighting changed; masks are unchanged).
     """
     categories = list(categories)
     for category in categories:
@@ -120,7 +122,7 @@ def generate_dataset(root: str, categories: Sequence[str] = DEFAULT_CATEGORIES, 
             shutil.rmtree(target)
     for item in dataset_files(categories, n_train, n_test_good, n_test_defect):
         image, mask = render_file(item, image_size, seed, pose)
-        _save(image, Path(root) / item.image)
+        _save(brighten(image, (brightness or {}).get(item.category, 1.0)), Path(root) / item.image)
         if item.mask is not None:
             _save(mask.astype(np.uint8) * 255, Path(root) / item.mask)
     return categories
@@ -172,6 +174,13 @@ def encode_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def brighten(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` (uint8) with every pixel multiplied by ``factor``, rounded and clipped to 0-255."""
+    if factor == 1.0:
+        return image
+    return np.clip(np.rint(image.astype(np.float64) * factor), 0, 255).astype(np.uint8)
 
 
 def _check_category(category: str) -> None:

@@ -50,6 +50,12 @@ class FlagRule:
     def apply(self, scores: np.ndarray, reference_scores: np.ndarray | None = None) -> np.ndarray:
         return flag(scores, self.policy, self.value, reference_scores)
 
+    def line(self, scores: np.ndarray, reference_scores: np.ndarray | None = None) -> float | None:
+        """The score the rule drew its line at for these scores (``flag_line``): flagged are the scores
+        at or above it (top_fraction, threshold) or above it (robust_z, reference_fpr); None without scores
+        or references to draw it from."""
+        return flag_line(scores, self.policy, self.value, reference_scores)
+
 
 def rank_in_group(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rank (1 = most anomalous; ties share the best rank) and percentile (% of the group scoring <= it)."""
@@ -101,4 +107,25 @@ def flag(scores: np.ndarray, policy: str, value: float, reference_scores: np.nda
         return scores >= value
     if policy == "reference_fpr":
         return scores > reference_threshold(np.zeros(0) if reference_scores is None else reference_scores, value)
+    raise ValueError(f"unknown flag policy {policy!r}; expected one of {list(FLAG_POLICIES)}")
+
+
+def flag_line(scores: np.ndarray, policy: str, value: float,
+              reference_scores: np.ndarray | None = None) -> float | None:
+    """Where ``flag`` draws its line for ``policy`` (see ``FlagRule.line``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if policy == "threshold":
+        return float(value)
+    if policy == "reference_fpr":
+        references = np.zeros(0) if reference_scores is None else np.asarray(reference_scores)
+        return reference_threshold(references, value) if references.size else None
+    if scores.size == 0:
+        return None
+    if policy == "top_fraction":
+        return float(np.sort(scores)[::-1][max(1, math.ceil(value * scores.size)) - 1])
+    if policy == "robust_z":  # robust_z(x) > value, solved for x (robust_z is increasing in x)
+        deviation = np.abs(scores - np.median(scores))
+        mad = np.median(deviation)
+        unit = mad / 0.6745 if mad > 0 else 1.253314 * np.mean(deviation)
+        return float(np.median(scores) + value * unit) if unit > 0 else None
     raise ValueError(f"unknown flag policy {policy!r}; expected one of {list(FLAG_POLICIES)}")

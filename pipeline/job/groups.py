@@ -117,9 +117,11 @@ def draw_heatmap(uri: str, mask_uri: str | None, patch_scores: np.ndarray, capti
     return renderers[(height, width)].render(image, heat, caption, mask)
 
 
-def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str], ctx: GroupContext) -> dict:
-    """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs and
-    ``sources`` the objects of its scored batches."""
+def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str], ctx: GroupContext,
+                   embedding: dict[str, Any] | None = None) -> dict:
+    """Rank, flag, draw and write one group; ``records`` are the shard rows of all its inputs,
+    ``sources`` the objects of its scored batches and ``embedding`` the moments of its images'
+    embeddings (``drift.EmbeddingMoments``; None for a trained detector), kept for later nights."""
     start = time.perf_counter()
     by_uri = {r["uri"]: r for r in records}
     batches = [read_scored_batch(s, ctx.storage_options) for s in sources]
@@ -198,6 +200,7 @@ def finalise_group(group: str, records: list[dict[str, Any]], sources: list[str]
         "references": None if use is None else use.counts(),  # listed, used, left out and why
         # MuSc: each subset's matching (match_radius; auto: the nearest-patch statistic it chose by)
         "matching": [{"subset_id": r.subset_id, **r.matching} for r in results if r.matching is not None],
+        "embedding": embedding,  # count, mean and spread of the readable images' embeddings (group_nights)
     }
     text = json.dumps(summary, indent=2, allow_nan=True)
     write_bytes(ctx.layout.group_summary(group), text.encode(), ctx.storage_options)

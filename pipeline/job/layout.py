@@ -5,6 +5,7 @@ Under ``output.prefix``::
     scores/run_date=<d>/group_name=<g>/part-<run_id>.parquet       one object per group (BI reads these)
     heatmaps/run_date=<d>/group_name=<g>/run_id=<run_id>/<name>.png  reviewers' heat maps
     metrics/run_date=<d>/part-<run_id>.parquet                        the engine's metrics per group
+    group_nights/run_date=<d>/part-<run_id>.parquet                   one row per group: counts, trends, alerts
     runs/<run_id>/run.json                                            the run's identity (config hash, date)
     runs/<run_id>/lease.json                                          the working driver's lease (``lease``)
     runs/<run_id>/features/shard-00000.parquet                        zero-shot: records and features per shard
@@ -144,6 +145,15 @@ class RunLayout:
     @property
     def metrics_table(self) -> str:
         return join_uri(self.output_prefix, "metrics", f"run_date={self.run_date}", f"part-{self.run_id}.parquet")
+
+    @property
+    def group_nights_root(self) -> str:
+        return join_uri(self.output_prefix, "group_nights")
+
+    @property
+    def group_nights(self) -> str:
+        """The run's row per group of the per-group nightly table (``nights``)."""
+        return join_uri(self.group_nights_root, f"run_date={self.run_date}", f"part-{self.run_id}.parquet")
 
 
 def shard_uri(prefix: str, shard_id: int) -> str:

@@ -19,6 +19,7 @@ from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
 from .layout import RunLayout
+from .nights import Nights
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
 from .verdicts import precision_lines
 
@@ -104,6 +105,7 @@ class RunFacts:
     seconds: float
     references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
     verdicts: dict[str, Any] | None = None  # the reviewers' verdicts read, and precision (verdicts.review_record)
+    nights: Nights | None = None  # the per-group nightly table, when written
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -143,10 +145,12 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             "scores": layout.scores_root,
             "heatmaps": layout.heatmaps_root if cfg.output.heatmaps != "none" else None,
             "metrics": metrics["uri"] if metrics else None,
+            "group_nights": facts.nights.uri if facts.nights else None,
             "report": layout.report,
             "manifest": layout.manifest,
         },
         "metrics": {"per_group": metrics["per_group"], "mean": metrics["mean"]} if metrics else None,
+        "alerts": facts.nights.alerts if facts.nights else {},  # group -> why (group_nights: alert_reason)
         "references": None if facts.references is None else {  # listed per group, and what each group used
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
@@ -185,6 +189,10 @@ def format_summary(report: JobReport) -> str:
             f"{k} {100 * mean[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "au_pro", "mad") if k in mean))
     if m.get("verdicts"):
         lines.extend(precision_lines(m["verdicts"], MAX_LISTED))
+    alerts = m.get("alerts", {})
+    lines.extend(f"  ALERT group {g!r}: {reason}" for g, reason in sorted(alerts.items())[:MAX_LISTED])
+    if len(alerts) > MAX_LISTED:
+        lines.append(f"  ... and {len(alerts) - MAX_LISTED} more alerts in {m['outputs']['group_nights']}")
     warnings = m.get("warnings", [])
     lines.extend(f"  WARNING: {w}" for w in warnings[:MAX_LISTED])
     if len(warnings) > MAX_LISTED:

@@ -21,14 +21,18 @@ from ..reporting.report import (
     GalleryItem,
     Section,
     Table,
+    TrendNight,
     histogram_png,
     metrics_table,
     provenance_facts,
     render_report,
     thumbnail,
+    trend_png,
 )
+from ..settings import ZERO_SHOT_DETECTORS, TrendsConfig, config_from_dict
 from ..storage import read_bytes, write_bytes
 from .layout import RunLayout
+from .nights import Nights
 from .scores_table import SCORED_STATUSES
 
 GALLERY_PER_GROUP = 24
@@ -36,10 +40,25 @@ GALLERY_TOTAL = 240
 ERROR_ROWS_PER_GROUP = 50
 
 
-def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | None, budget: list[int]) -> Section:
+def trend_figure(group: str, history: list[dict], trends: TrendsConfig, zero_shot: bool) -> Figure:
+    """The group's last nights from its group_nights rows (tonight last)."""
+    nights = [TrendNight(r["run_date"], r["flag_rate"], {"embedding_shift": r["embedding_shift"],
+                                                        "score_shift": r["score_shift"]}, r["alert"])
+              for r in history]
+    bands = {"embedding_shift": trends.max_embedding_shift, "score_shift": trends.score_band(zero_shot)}
+    last = history[-1]
+    verdict = f"ALERT: {last['alert_reason']}" if last["alert"] else (last["alert_reason"] or "no alert")
+    return Figure(trend_png(nights, bands, trends.flag_rate_band, f"{group}: last {len(nights)} nights"),
+                  f"Trend over the last nights (tonight shaded; {verdict})")
+
+
+def _group_section(group: str, summary: dict, storage_options: dict[str, Any] | None, budget: list[int],
+                   trend: Figure | None) -> Section:
     rows = pq.read_table(io.BytesIO(read_bytes(summary["scores_uri"], storage_options))).to_pylist()
     scored = [r for r in rows if r["status"] in SCORED_STATUSES]
     section = Section(f"Group {group}")
+    if trend is not None:
+        section.blocks.append(trend)
     section.blocks.append(Table(["inputs", "scored", "flagged", *sorted(summary["statuses"])],
                                 [[summary["inputs"], summary["scored"], summary["flagged"],
                                   *(summary["statuses"][k] for k in sorted(summary["statuses"]))]]))
@@ -77,8 +96,9 @@ def _metrics_section(metrics: dict) -> Section:
 
 
 def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayout,
-                     storage_options: dict[str, Any] | None = None) -> str:
-    """Write ``report.html`` for a run; returns its URI."""
+                     storage_options: dict[str, Any] | None = None, nights: Nights | None = None) -> str:
+    """Write ``report.html`` for a run (with each group's trend when the group_nights table was
+    written); returns its URI."""
     counts = manifest["counts"]
     facts = [("status", manifest["status"]), ("run", f"{manifest['run_id']} ({manifest['run_date']})"),
              ("config hash", manifest["config_hash"]), ("backbone", manifest["backbone"]),
@@ -93,13 +113,22 @@ def write_run_report(manifest: dict, summaries: dict[str, dict], layout: RunLayo
     if manifest["failures"]:
         sections.append(Section("Failures", [Table(["failure"], [[f] for f in manifest["failures"]],
                                                    note="re-run the same command to resume")]))
+    if manifest.get("alerts"):
+        sections.append(Section("Alerts", [Table(["group", "why"], [[g, why] for g, why in sorted(
+            manifest["alerts"].items())], note="the group_nights table has every group's statistics")]))
     if manifest.get("metrics"):
         sections.append(_metrics_section(manifest["metrics"]))
     sections.append(Section("Counts and timings", [
         Table(["status", "images"], [[k, v] for k, v in sorted(counts["statuses"].items())]),
         Table(["stage", "seconds"], [[k, round(v, 1)] for k, v in manifest["timings_s"].items()])]))
     budget = [GALLERY_TOTAL]
-    sections.extend(_group_section(g, summaries[g], storage_options, budget) for g in sorted(summaries))
+    # a trend from a group's second night on (one night is no trend)
+    history = {g: h for g, h in (nights.history if nights is not None else {}).items() if len(h) > 1}
+    trends = config_from_dict(TrendsConfig, manifest["config"]["trends"]) if history else None
+    zero_shot = manifest["config"]["detector"] in ZERO_SHOT_DETECTORS
+    sections.extend(_group_section(g, summaries[g], storage_options, budget,
+                                   trend_figure(g, history[g], trends, zero_shot) if g in history else None)
+                    for g in sorted(summaries))
     title = f"MuSc run {manifest['run_id']} ({manifest['run_date']}): {manifest['status']}"
     html = render_report(title, facts, sections, warning)
     write_bytes(layout.report, html.encode(), storage_options)

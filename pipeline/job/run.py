@@ -36,11 +36,13 @@ from ..settings import JobConfig, run_program
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
 from .admission import Admission, admit
 from .dry_run import add_plan_options, print_plan
+from .drift import embedding_moments
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
 from .identity import write_run_record
 from .layout import RunLayout, shard_uri
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
+from .nights import Nights, write_group_nights
 from .plan import RunPlan
 from .preflight import JobError
 from .resources import limit_actor_wait, wait_for_resources
@@ -78,8 +80,10 @@ def _stop_ray(started_ray: bool) -> None:
 def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], ctx: GroupContext,
                          *scored: dict) -> dict:
     """Runs once every scoring task of the group is done (Ray resolves ``scored`` first); reads the
-    group's records from its own shards, so the driver never holds them."""
-    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx)
+    group's records and embedding moments from its own shards, so the driver never holds them."""
+    moments = embedding_moments(shard_uris, ctx.storage_options)
+    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx,
+                          moments.as_dict() if moments else None)
 
 
 def _first_line(err: BaseException) -> str:
@@ -178,6 +182,18 @@ def run_job(cfg: JobConfig) -> JobReport:
         lease.release()
 
 
+def _write_group_nights(cfg: JobConfig, layout: RunLayout, summaries: dict[str, dict], model: str, chash: str,
+                        verdicts: dict | None, failures: list[str]) -> Nights | None:
+    """The per-group nightly table, once every group is final; a failure to write it fails the night
+    (a re-run rewrites it whole)."""
+    try:
+        return write_group_nights(cfg, layout, summaries, model, chash, verdicts)
+    except Exception as err:  # noqa: BLE001 - reported as the run's failure, like a stage's
+        log.exception("group_nights not written")
+        failures.append(f"group_nights table: {_first_line(err)}")
+        return None
+
+
 def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: datetime, t0: float) -> JobReport:
     """The run's stages under this driver's lease; its records are written only while it holds the lease."""
     so = cfg.storage_options
@@ -232,14 +248,16 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     if taken is not None:
         failures.append(taken)
     metrics = write_metrics(layout, summaries, so) if not failures else None
+    nights = (_write_group_nights(cfg, layout, summaries, strategy.model, chash, verdicts, failures) if not failures
+              else None)
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references, verdicts)
+                     references, verdicts, nights)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)
     try:
-        write_run_report(manifest, summaries, layout, so)
+        write_run_report(manifest, summaries, layout, so, nights)
     except Exception as err:  # noqa: BLE001 - the report is derived from the outputs; it never fails a run
         log.warning("report not written: %s", _first_line(err))
         manifest["outputs"]["report"] = None

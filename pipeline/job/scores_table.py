@@ -48,6 +48,7 @@ STATUS_GROUP_TOO_SMALL = "group_too_small"  # fewer than 2 readable images in th
 STATUS_SUBSET_TOO_SMALL = "subset_too_small"  # the rest of its planned subset did not decode
 STATUS_HEATMAP_ERROR = "heatmap_error"  # scored and ranked, but the image was unreadable when its heat map was drawn
 SCORED_STATUSES = (STATUS_OK, STATUS_HEATMAP_ERROR)  # rows that carry a score
+ROW_STATUSES = (STATUS_OK, STATUS_DECODE_ERROR, STATUS_GROUP_TOO_SMALL, STATUS_SUBSET_TOO_SMALL, STATUS_HEATMAP_ERROR)
 
 
 def write_text_group_marker(layout: RunLayout, storage_options: dict[str, Any] | None = None) -> None:

@@ -179,3 +179,59 @@ def thumbnail(png: bytes, width: int = 360) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()
+
+
+@dataclass
+class TrendNight:
+    """One night of a group's trend plot."""
+
+    night: str  # run date
+    flag_rate: float | None
+    shifts: dict[str, float | None]  # statistic -> value (None: not computed that night)
+    alert: bool
+
+
+def trend_png(nights: Sequence[TrendNight], bands: dict[str, float | None], flag_rate_band: Sequence[float],
+              title: str) -> bytes:
+    """A group's last nights, oldest first, the last one tonight (shaded): flag rate above, the shift
+    statistics below with their alert lines (``bands``), alerting nights marked in red."""
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(6.4, 3.2), dpi=100)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(nights))
+    alerts = [i for i, n in enumerate(nights) if n.alert]
+
+    def series(values: list[float | None]) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+    rate = series([n.flag_rate for n in nights])
+    top.plot(x, rate, "o-", color="#4c72b0", markersize=4)
+    for limit in flag_rate_band:
+        top.axhline(limit, color="#999999", linestyle=":", linewidth=0.8)
+    top.set_ylabel("flag rate", fontsize=8)
+    for (name, band), colour in zip(bands.items(), ("#2a9d8f", "#8a5cb8", "#e09f3e")):
+        values = series([n.shifts.get(name) for n in nights])
+        label = name.replace("_", " ")
+        bottom.plot(x, values, "o-", color=colour, markersize=4, label=label)
+        if band is not None:
+            bottom.axhline(band, color=colour, linestyle="--", linewidth=0.8, label=f"{label} alert line")
+    bottom.set_ylabel("shift", fontsize=8)
+    bottom.legend(fontsize=6, loc="upper left")
+    for ax in (top, bottom):
+        ax.axvspan(len(nights) - 1.35, len(nights) - 0.65, color="#ffe08a", alpha=0.6, linewidth=0)  # tonight
+        ax.set_xlim(-0.5, len(nights) - 0.5)
+        ax.tick_params(labelsize=7)
+        for i in alerts:
+            ax.axvline(i, color="#c00000", linewidth=1.0, alpha=0.7)
+    if alerts:
+        top.plot(x[alerts], rate[alerts], "o", color="#c00000", markersize=9, fillstyle="none")
+        for i in alerts:
+            top.text(i, top.get_ylim()[1], " ALERT", color="#c00000", fontsize=7, va="top")
+    bottom.set_xticks(x, [n.night for n in nights], fontsize=7, rotation=20)
+    top.set_title(title, fontsize=9, fontfamily=font_family(title))
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.2, hspace=0.15)
+    buffer = io.BytesIO()
+    with quiet_missing_glyphs():
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -40,12 +40,14 @@ from .schema import (
 )
 from .scorers import AlignmentConfig, MuscConfig, PatchEADConfig
 from .sweep import SEARCH_TYPES, PseudoLabelConfig, SchedulerConfig, SweepConfig
+from .trends import TrendsConfig
 
 __all__ = [
     "AlignmentConfig", "BackboneConfig", "ConfigError", "DatasetConfig", "DetectorConfig", "DinomalyConfig",
     "EvalConfig", "ExtractionConfig", "FieldError", "FlaggingConfig", "ForegroundConfig", "InputsConfig",
     "JobConfig", "MISSING_SAMPLE", "MuscConfig", "OutputConfig", "PatchEADConfig", "PseudoLabelConfig", "SEARCH_TYPES",
     "SOWAConfig", "SchedulerConfig", "ScoringConfig", "Section", "SweepConfig", "SyntheticConfig",
-    "TrainingConfig", "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line", "config_from_dict",
+    "TrainingConfig", "TrendsConfig", "ViTADConfig", "ZERO_SHOT_DETECTORS", "config_from_command_line",
+    "config_from_dict",
     "config_to_dict", "describe", "identity_view", "load_config", "run_program", "setting", "validate", "with_values",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .schema import Section, setting
+from .schema import FieldError, Section, setting
 
 
 @dataclass
@@ -31,3 +31,13 @@ class SyntheticConfig(Section):
     n_test_defect: int = setting("Defective test images per category.", default=10, ge=0)
     image_size: int = setting("Side of the generated images in pixels.", default=224, ge=32)
     seed: int = setting("Random seed of the generator.", default=0)
+    brightness: dict[str, float] = setting(
+        "Per product, a factor every pixel of its images is multiplied by (then clipped to 0-255), e.g. "
+        "{weave: 1.15}: a line whose lighting changed (docs/nights.md). Products not named keep 1.",
+        default_factory=dict,
+    )
+
+    def check(self) -> None:
+        for product, factor in self.brightness.items():
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+                raise FieldError("brightness", f"{product}: a factor > 0, got {factor!r}")

@@ -11,6 +11,7 @@ from .backbone import BackboneConfig
 from .data import SyntheticConfig
 from .schema import FieldError, Section, setting
 from .scorers import MuscConfig, PatchEADConfig
+from .trends import TrendsConfig
 
 # detectors that score a group's images against each other (no checkpoint; subsets of feature shards)
 ZERO_SHOT_DETECTORS = ("musc", "patchead")
@@ -290,6 +291,12 @@ class JobConfig(Section):
                                            default_factory=ExtractionConfig)
     scoring: ScoringConfig = setting("Mutual-scoring stage.", default_factory=ScoringConfig)
     flagging: FlaggingConfig = setting("Anomaly flags.", default_factory=FlaggingConfig)
+    trends: TrendsConfig = setting(
+        "Each group's night against its previous nights: the group_nights table's shift statistics and "
+        "alerts (docs/nights.md). Changes no score or flag, so it is not part of the run's identity.",
+        default_factory=TrendsConfig,
+        run_only=True,
+    )
     demo: SyntheticConfig = setting(
         "Demo data: when enabled and inputs.manifest does not exist, generate a synthetic dataset in the "
         "manifest's folder and write the manifest (with labels and masks, so metrics are computed).",

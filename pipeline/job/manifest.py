@@ -18,6 +18,7 @@ from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
 from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
+from .cluster import summary_line
 from .layout import RunLayout
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
 
@@ -102,6 +103,7 @@ class RunFacts:
     started_at: datetime
     seconds: float
     references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
+    cluster: dict[str, Any] | None = None  # nodes that did work, lost, joined; retries (cluster.ClusterWatch)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -147,6 +149,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "references": None if facts.references is None else {  # listed per group, and what each group used
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
+        "cluster": facts.cluster,
         "config": config_to_dict(cfg),
         "versions": versions(),
     })
@@ -172,6 +175,9 @@ def format_summary(report: JobReport) -> str:
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
     rates = ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items() if v)
     lines.append(f"  time: {timing}" + (f" ({rates})" if rates else ""))
+    cluster = summary_line(m.get("cluster"))
+    if cluster:
+        lines.append(cluster)
     for name, uri in m["outputs"].items():
         if uri:
             lines.append(f"  {name}: {uri}")

@@ -4,7 +4,7 @@ At 03:00 an on-call engineer asks which nodes did the work, whether a spot node 
 what Ray did about it. The job answers from what it saw itself: every first-stage shard and every
 scoring subset reports the id of the node it ran on (``node_id``, counted per node), and the nodes
 alive when the night started are compared with the nodes alive when its stages end (lost and
-joined). What Ray retried (task attempts after the first, failed attempts) comes from Ray's state
+joined; a node that joined and died in the night is both). What Ray retried (task attempts after the first, failed attempts) comes from Ray's state
 API, which the dashboard serves; without one the manifest says so instead of guessing.
 """
 
@@ -27,11 +27,11 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _alive_nodes() -> dict[str, str]:
-    """Alive node id -> its address."""
+def _nodes() -> dict[str, tuple[str, bool]]:
+    """Every node the cluster knows, dead ones included: id -> (address, alive)."""
     import ray
 
-    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    return {n["NodeID"]: (n["NodeManagerAddress"], n["Alive"]) for n in ray.nodes()}
 
 
 def _retried(job_id: str, address: str) -> dict[str, Any]:
@@ -57,18 +57,18 @@ class ClusterWatch:
 
         context = ray.get_runtime_context()
         self.job_id, self.address = context.get_job_id(), context.gcs_address
-        self.at_start = _alive_nodes()
+        self.at_start = _nodes()
 
     def section(self, shards_per_node: dict[str, int], subsets_per_node: dict[str, int]) -> dict[str, Any] | None:
         """The manifest's ``cluster``: nodes that did work (shards, subsets), nodes lost and joined, retries;
         None when Ray no longer answers (the run's own outcome is recorded all the same)."""
         try:
-            at_end = _alive_nodes()
+            at_end = _nodes()
         except Exception:  # noqa: BLE001 - e.g. the head went away: the manifest must still be written
             log.warning("the cluster section is left out: Ray's node table did not answer", exc_info=True)
             return None
-        addresses = {**self.at_start, **at_end}
         nodes = sorted(set(shards_per_node) | set(subsets_per_node))
+        dead_before = {n for n, (_, alive) in self.at_start.items() if not alive}
         try:
             retried: dict[str, Any] | None = _retried(self.job_id, self.address)
             why = None
@@ -76,10 +76,12 @@ class ClusterWatch:
             retried, why = None, f"Ray's state API did not answer ({type(err).__name__}): retries not counted"
         return {
             "nodes_seen": len(nodes),
-            "per_node": {n: {"address": addresses.get(n), "shards": shards_per_node.get(n, 0),
+            "per_node": {n: {"address": at_end.get(n, (None,))[0], "shards": shards_per_node.get(n, 0),
                              "subsets": subsets_per_node.get(n, 0)} for n in nodes},
-            "nodes_at_start": len(self.at_start), "nodes_at_end": len(at_end),
-            "nodes_lost": sorted(set(self.at_start) - set(at_end)),
+            "nodes_at_start": len(self.at_start) - len(dead_before),
+            "nodes_at_end": sum(alive for _, alive in at_end.values()),
+            # a node that joined and died during the night is in both
+            "nodes_lost": sorted(n for n, (_, alive) in at_end.items() if not alive and n not in dead_before),
             "nodes_joined": sorted(set(at_end) - set(self.at_start)),
             "retried": retried, "retried_unknown": why,
         }

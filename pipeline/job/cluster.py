@@ -4,8 +4,10 @@ At 03:00 an on-call engineer asks which nodes did the work, whether a spot node 
 what Ray did about it. The job answers from what it saw itself: every first-stage shard and every
 scoring subset reports the id of the node it ran on (``node_id``, counted per node), and the nodes
 alive when the night started are compared with the nodes alive when its stages end (lost and
-joined; a node that joined and died in the night is both). What Ray retried (task attempts after the first, failed attempts) comes from Ray's state
-API, which the dashboard serves; without one the manifest says so instead of guessing.
+joined; a node that joined and died in the night is both). What Ray retried (task attempts after
+the first, failed attempts) comes from Ray's state API, which the dashboard serves; without one the
+manifest says so instead of guessing. A node lost in the last seconds of a night may still count as
+alive: Ray notices a lost node when its health checks fail.
 """
 
 from __future__ import annotations

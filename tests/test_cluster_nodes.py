@@ -102,7 +102,7 @@ def finish(job: subprocess.Popen, tmp_path: Path) -> str:
 
 
 def held(holds: Path, point: str, count: int = 1, job: subprocess.Popen | None = None) -> list[str]:
-    """Node ids of the processes held at ``point`` once at least ``count`` distinct nodes or processes are."""
+    """Node ids of the processes held at ``point``, once at least ``count`` processes are held there."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         markers = [p.name.split(".")[1] for p in holds.glob(f"{point}.*.*")]

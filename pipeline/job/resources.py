@@ -2,9 +2,11 @@
 
 Two nights on a 2-CPU cluster hung forever: each held one CPU for its extraction actor, and the
 decoding and scoring tasks of both waited for a CPU that neither would free. Before it writes
-anything the job now reserves what each stage asks for at once (the first stage: an extraction
-actor and a decoding task; then a scoring task) as a placement group, which an autoscaling cluster
-scales up for as it does for any pending demand, and releases it again once granted. A reservation
+anything the job now reserves what each stage asks for at once (the first stage: the extraction
+pool's min actors and a decoding task; then a scoring task) as a placement group, which an
+autoscaling cluster scales up for as it does for any pending demand, and releases it again once
+granted. The group is packed on as few nodes as fit but may spread: a cluster of 1-CPU nodes runs a
+stage that no single node holds. A reservation
 not granted within ``resource_wait_s`` stops the job in one line naming what it asked for and what
 the cluster has: exit 2 (a ``JobError``), because nothing of the run was written and the same
 command works once the cluster is free or the config asks for less. Ray Data's wait for the first

@@ -254,8 +254,8 @@ class JobConfig(Section):
     )
     resource_wait_s: float = setting(
         "How long the job waits, before it writes anything, for the Ray resources each stage asks for at once (the "
-        "extraction pool's min actors and a decoding task; a scoring task; reserved briefly as a placement group, which an "
-        "autoscaling cluster scales up for) before it stops in one line naming what it asked for and what the "
+        "extraction pool's min actors and a decoding task; a scoring task; reserved briefly as a placement group, "
+        "which an autoscaling cluster scales up for) before it stops in one line naming what it asked for and what the "
         "cluster has (exit 2; e.g. another night holds them). Also the longest the first stage waits for its "
         "actors to start (then the stage fails, exit 1).",
         default=600.0,

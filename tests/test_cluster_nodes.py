@@ -12,6 +12,7 @@ add one, then release.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def cluster(tmp_path_factory):
     finally:
         if nodes is not None:
             nodes.shutdown()
+        shutil.rmtree(base, ignore_errors=True)  # the nodes' sessions and logs
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 

@@ -44,7 +44,7 @@ def batch(tmp_path):
     conf = tmp_path / "job.yaml"
     conf.write_text(json.dumps({"inputs": {"uris": [str(tmp_path / "in")]}, "output": {"prefix": str(tmp_path / "out")},
                                 "references": str(tmp_path / "golden"), "backbone": BACKBONE, "run_date": "2026-12-01",
-                                "extraction": {"shard_size": 2, "num_actors": 2, "num_gpus_per_actor": 1},
+                                "extraction": {"shard_size": 2, "actors": 2, "num_gpus_per_actor": 1},
                                 "scoring": {"max_subset_size": 4, "num_gpus_per_task": 1}}))
     return tmp_path, conf
 

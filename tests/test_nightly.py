@@ -88,7 +88,7 @@ def test_references_get_shards_of_their_own_and_are_never_inputs(tmp_path):
 
 def test_config_hash_covers_results_not_execution_and_secrets_are_redacted():
     base = job_config(inputs={"uris": ["s3://b/x/"]})
-    same = job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"num_actors": 4, "shard_size": 5},
+    same = job_config(inputs={"uris": ["s3://b/x/"]}, extraction={"actors": {"min": 1, "max": 4}, "shard_size": 5},
                       run_date="2026-11-22", storage_options={"key": "AKIA", "secret": "s"})
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(job_config(inputs={"uris": ["s3://b/x/"]}, musc={"topmin_max": 0.2}))

@@ -26,6 +26,7 @@ from ..storage import write_parquet
 from .faults import crash_point
 from .layout import RunLayout, shard_uri
 from .plan import RunPlan
+from .resources import task_device
 from .scored import scored_columns
 from .shards import ShardActor, records_table, run_shard_actors
 
@@ -99,8 +100,8 @@ class DetectorScoring:
         return run_shard_actors(
             shards, self.shards_prefix, {"image_size": self.image_size, "resize": self.resize}, ShardDetectorScorer,
             {"checkpoint": self.cfg.detector_checkpoint, "shards_prefix": self.shards_prefix,
-             "batch_size": self.cfg.backbone.batch_size, "num_threads": ex.num_cpus_per_actor,
-             "device": "cuda" if ex.num_gpus_per_actor > 0 else "cpu", "references": self.references},
+             "batch_size": self.cfg.backbone.batch_size, "num_threads": ex.threads_per_actor(),
+             "device": task_device(ex.num_gpus_per_actor), "references": self.references},
             ex, self.cfg.storage_options)
 
     def tasks(self, plan: RunPlan, group: str) -> list[Any]:

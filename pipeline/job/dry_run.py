@@ -200,7 +200,7 @@ def _wall_time(cfg: JobConfig, plan: RunPlan, cost: NightCost | None,
     """Wall time on the configured cluster: the first stage on every actor's GPUs, then the scoring tasks on
     the same GPUs (the actors end with their stage), a task at most one GPU's speed."""
     ex, sc = cfg.extraction, cfg.scoring
-    gpus = ex.num_actors * ex.num_gpus_per_actor
+    gpus = ex.pool_sizes()[1] * ex.num_gpus_per_actor  # the pool grows to its max as GPU nodes join
     cluster: dict[str, float | str | None] = {"gpus": gpus, "extraction_s": None, "scoring_s": None, "wall_s": None}
     if cost is None:
         cluster["note"] = "not priced"
@@ -243,7 +243,7 @@ def _assumptions(cfg: JobConfig, cost: NightCost | None, reason: str | None, siz
         f"GPU-hours per group: extraction of its images and references, mutual scoring of each planned subset with "
         f"its references by pair count; the cost model's figure prices every image at full subsets of "
         f"{cost.subset_size} (an upper bound for smaller subsets)",
-        f"cluster from the config: extraction.num_actors {ex.num_actors} x num_gpus_per_actor "
+        f"cluster from the config: extraction.actors max {ex.pool_sizes()[1]} x num_gpus_per_actor "
         f"{ex.num_gpus_per_actor:g} GPUs; scoring tasks ({cfg.scoring.num_gpus_per_task:g} GPU each) on the same "
         "GPUs after extraction; decoding, group tasks and storage latency not counted",
         f"bytes written: feature shards at int8 (fp16 doubles them), subset results, heat maps for {share:.0%} of "

@@ -99,6 +99,6 @@ def run_feature_stage(shards: list[dict[str, Any]], backbone_cfg: BackboneConfig
     ex = extraction or ExtractionConfig()
     return run_shard_actors(
         shards, features_prefix, {"image_size": backbone_cfg.image_size}, ShardFeatureExtractor,
-        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.num_cpus_per_actor,
+        {"backbone_cfg": backbone_cfg, "features_prefix": features_prefix, "num_threads": ex.threads_per_actor(),
          "feature_dtype": ex.feature_dtype},
         ex, storage_options)

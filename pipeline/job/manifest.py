@@ -18,6 +18,7 @@ from ..evaluation.metrics import TABLE_COLUMNS, format_table, mean_row
 from ..reporting.provenance import code_version, versions
 from ..settings import JobConfig, config_to_dict
 from ..storage import write_bytes, write_parquet
+from .cluster import summary_line
 from .layout import RunLayout
 from .nights import Nights
 from .scores_table import SCORED_STATUSES, STATUS_HEATMAP_ERROR
@@ -106,6 +107,7 @@ class RunFacts:
     references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
     verdicts: dict[str, Any] | None = None  # the reviewers' verdicts read, and precision (verdicts.review_record)
     nights: Nights | None = None  # the per-group nightly table, when written
+    cluster: dict[str, Any] | None = None  # nodes that did work, lost, joined; retries (cluster.ClusterWatch)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -155,6 +157,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
         "verdicts": facts.verdicts,
+        "cluster": facts.cluster,
         "config": config_to_dict(cfg),
         "versions": versions(),
     })
@@ -180,6 +183,9 @@ def format_summary(report: JobReport) -> str:
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
     rates = ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items() if v)
     lines.append(f"  time: {timing}" + (f" ({rates})" if rates else ""))
+    cluster = summary_line(m.get("cluster"))
+    if cluster:
+        lines.append(cluster)
     for name, uri in m["outputs"].items():
         if uri:
             lines.append(f"  {name}: {uri}")

@@ -2,9 +2,11 @@
 
 Two nights on a 2-CPU cluster hung forever: each held one CPU for its extraction actor, and the
 decoding and scoring tasks of both waited for a CPU that neither would free. Before it writes
-anything the job now reserves what each stage asks for at once (the first stage: an extraction
-actor and a decoding task; then a scoring task) as a placement group, which an autoscaling cluster
-scales up for as it does for any pending demand, and releases it again once granted. A reservation
+anything the job now reserves what each stage asks for at once (the first stage: the extraction
+pool's min actors and a decoding task; then a scoring task) as a placement group, which an
+autoscaling cluster scales up for as it does for any pending demand, and releases it again once
+granted. The group is packed on as few nodes as fit but may spread: a cluster of 1-CPU nodes runs a
+stage that no single node holds. A reservation
 not granted within ``resource_wait_s`` stops the job in one line naming what it asked for and what
 the cluster has: exit 2 (a ``JobError``), because nothing of the run was written and the same
 command works once the cluster is free or the config asks for less. Ray Data's wait for the first
@@ -25,11 +27,20 @@ from ..settings import JobConfig
 from .preflight import JobError
 
 
+def task_device(num_gpus: float) -> str:
+    """The torch device of a task or actor that reserved ``num_gpus``: 'auto' (CUDA where the worker has it)
+    when it reserved any. Ray's GPUs are scheduling tokens: a node may declare a logical GPU without CUDA
+    (a test cluster, a GPU fraction on a CPU node), and the work then runs on its CPU instead of failing."""
+    return "auto" if num_gpus > 0 else "cpu"
+
+
 def demands(cfg: JobConfig) -> dict[str, list[dict[str, float]]]:
-    """What each stage asks for at once, as placement-group bundles (one per actor or task)."""
+    """What each stage asks for at once, as placement-group bundles (one per actor or task): the first
+    stage starts its pool's min actors and needs a decoding task beside them, or it never moves."""
     ex, sc = cfg.extraction, cfg.scoring
-    asked = {"first stage (extraction.num_cpus_per_actor, num_gpus_per_actor, num_cpus_per_decode_task)": [
-                 {"CPU": ex.num_cpus_per_actor, "GPU": ex.num_gpus_per_actor}, {"CPU": ex.num_cpus_per_decode_task}],
+    actor = {"CPU": ex.num_cpus_per_actor, "GPU": ex.num_gpus_per_actor}
+    asked = {"first stage (extraction.actors min, num_cpus_per_actor, num_gpus_per_actor, num_cpus_per_decode_task)": [
+                 *[actor] * ex.pool_sizes()[0], {"CPU": ex.num_cpus_per_decode_task}],
              "scoring (scoring.num_cpus_per_task, num_gpus_per_task)": [
                  {"CPU": sc.num_cpus_per_task, "GPU": sc.num_gpus_per_task}]}
     return {stage: [{k: float(v) for k, v in b.items() if v > 0} for b in bundles] for stage, bundles in asked.items()}
@@ -47,7 +58,7 @@ def wait_for_resources(cfg: JobConfig) -> None:
 
     deadline = time.monotonic() + cfg.resource_wait_s
     for stage, bundles in demands(cfg).items():
-        group = placement_group(bundles, strategy="PACK")
+        group = placement_group(bundles, strategy="PACK")  # best effort: bundles spread over nodes when needed
         try:
             ready, _ = ray.wait([group.ready()], timeout=max(0.0, deadline - time.monotonic()))
             free = ray.available_resources()

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -35,6 +36,7 @@ from ..reporting.progress import Progress
 from ..settings import JobConfig, run_program
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
 from .admission import Admission, admit
+from .cluster import ClusterWatch
 from .dry_run import add_plan_options, print_plan
 from .drift import embedding_moments
 from .flagging import FlagRule
@@ -92,9 +94,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layout: RunLayout, ctx: GroupContext,
-                  failures: list[str]) -> tuple[dict[str, dict], dict[str, int], dict[str, float]]:
+                  failures: list[str], nodes: Counter) -> tuple[dict[str, dict], dict[str, int], dict[str, float]]:
     """The scoring tasks and the group tasks on Ray; returns the summary of every finished group, task
-    counts, and the seconds the tasks of this run spent in our code."""
+    counts, and the seconds the tasks of this run spent in our code; ``nodes`` counts subsets per node."""
     import ray
 
     so = cfg.storage_options
@@ -138,7 +140,9 @@ def _score_groups(cfg: JobConfig, strategy: ScoringStrategy, plan: RunPlan, layo
         if ref in task_refs:
             tasks_done += 1
             task_progress.update(tasks_done)
-            task_seconds["subsets"] += value["seconds"] if value is not None else 0.0
+            if value is not None:
+                task_seconds["subsets"] += value["seconds"]
+                nodes[value["node_id"]] += 1
         else:
             groups_done += 1
             group_progress.update(groups_done)
@@ -206,6 +210,8 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     summaries: dict[str, dict] = {}
     counts: dict[str, int] = {}
     task_seconds: dict[str, float] = {}
+    subset_nodes: Counter = Counter()
+    watch: ClusterWatch | None = None
     backbone = ""
     try:  # the run's first objects
         if new_record is not None:
@@ -223,6 +229,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
         print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
               f"{len(plan.shards)} shards", file=sys.stderr)
         limit_actor_wait(cfg)
+        watch = ClusterWatch()
         first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
@@ -233,7 +240,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
                            gaussian_sigma=strategy.gaussian_sigma, heatmaps=cfg.output.heatmaps,
                            heatmaps_at=cfg.output.heatmaps_at, flag=FlagRule.from_settings(cfg.flagging),
                            storage_options=so, resize=strategy.resize)
-        summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures)
+        summaries, counts, task_seconds = _score_groups(cfg, strategy, plan, layout, ctx, failures, subset_nodes)
         timings["scoring"] = time.perf_counter() - t
         counts["rows_written"], problems = check_rows(summaries, [r.uri for r in records], so)
         if not failures:  # a run whose groups all finished must hold one row per input
@@ -241,7 +248,8 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
         failures.append(f"stage failed: {_first_line(err)}")
-    finally:
+    finally:  # a failed night's manifest says where it ran and what it lost, too
+        cluster = None if watch is None else watch.section(first_stage.get("nodes", {}), subset_nodes)
         _stop_ray(started_ray)
     taken = lease.lost_reason() or ("another driver completed this run meanwhile; this driver's results are not "
                                     "recorded" if exists(layout.success, so) else None)
@@ -252,7 +260,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
               else None)
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references, verdicts, nights)
+                     references, verdicts, nights, cluster)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)

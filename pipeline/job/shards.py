@@ -25,6 +25,7 @@ from ..data.images import UnreadableImage, fetch_image_and_digest
 from ..reporting.progress import Progress
 from ..settings import ExtractionConfig
 from ..storage import exists
+from .cluster import node_id
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
 
@@ -94,7 +95,8 @@ class ShardActor(ABC):
         """Handle one shard; ``errors[i]`` is non-empty where image i could not be decoded."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": []}
+        summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": [], "node_id": []}
+        node = node_id()
         for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
                                                      batch["errors"]):
             start = time.perf_counter()
@@ -104,6 +106,7 @@ class ShardActor(ABC):
             summaries["images"].append(len(records))
             summaries["failed"].append(sum(1 for e in errors if e))
             summaries["seconds"].append(time.perf_counter() - start)
+            summaries["node_id"].append(node)
         return {k: np.asarray(v) for k, v in summaries.items()}
 
 
@@ -133,22 +136,24 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
     with ThreadPoolExecutor(max_workers=16) as pool:  # one request each on object storage
         done = list(pool.map(lambda s: exists(shard_uri(done_prefix, s["shard_id"]), storage_options), shards))
     todo = [s for s, is_done in zip(shards, done) if not is_done]
-    # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting)
+    # seconds: the stage's wall time; actor_seconds: time actors spent on shards (no startup, no waiting);
+    # nodes: shards written per Ray node (the manifest's cluster section)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "images": 0, "failed": 0, "seconds": 0.0,
-               "actor_seconds": 0.0}
+               "actor_seconds": 0.0, "nodes": {}}
     if not todo:
         return summary
     start = time.perf_counter()
     _quiet_ray_data()
     progress = Progress("first stage: shards", len(todo))
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    smallest, largest = ex.pool_sizes()
     ds = ds.map(decode_shard, fn_kwargs={**decode_kwargs, "storage_options": storage_options},
                 num_cpus=ex.num_cpus_per_decode_task)
     ds = ds.map_batches(
         actor_cls,
         fn_constructor_kwargs={**actor_kwargs, "storage_options": storage_options},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=ex.num_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=smallest, max_size=largest),
         num_cpus=ex.num_cpus_per_actor,
         num_gpus=ex.num_gpus_per_actor,
     )
@@ -157,5 +162,6 @@ def run_shard_actors(shards: list[dict[str, Any]], done_prefix: str, decode_kwar
         summary["images"] += int(row["images"])
         summary["failed"] += int(row["failed"])
         summary["actor_seconds"] += float(row["seconds"])
+        summary["nodes"][str(row["node_id"])] = summary["nodes"].get(str(row["node_id"]), 0) + 1
     summary["seconds"] = time.perf_counter() - start
     return summary

@@ -22,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.backbones import resolve_device
 from ..engine.features import Features
 from ..engine.scorers import ScorerSettings, score_features
 from ..settings import JobConfig
 from ..storage import exists
+from .cluster import node_id
 from .extract import read_feature_shard, run_feature_stage
 from .faults import crash_point
 from .layout import RunLayout, shard_uri
 from .plan import RunPlan, SubsetPlan
+from .resources import task_device
 from .scored import ReferenceUse, scored_columns, write_scored_batch
 from .scores_table import STATUS_OK
 from .shards import read_records
@@ -124,9 +127,10 @@ def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, 
     import torch
 
     torch.set_num_threads(cfg.scoring.num_cpus_per_task)
-    device = "cuda" if cfg.scoring.num_gpus_per_task > 0 else "cpu"
-    return score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options,
-                        copies)
+    device = resolve_device(task_device(cfg.scoring.num_gpus_per_task))
+    summary = score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options,
+                           copies)
+    return {**summary, "node_id": node_id()}
 
 
 class ZeroShotScoring:
@@ -162,7 +166,8 @@ class ZeroShotScoring:
         if self._task is None:
             scoring = self.cfg.scoring
             self._task = ray.remote(_score_subset_task).options(
-                num_cpus=scoring.num_cpus_per_task, num_gpus=scoring.num_gpus_per_task, max_retries=scoring.max_retries)
+                num_cpus=scoring.num_cpus_per_task, num_gpus=scoring.num_gpus_per_task, max_retries=scoring.max_retries,
+                scheduling_strategy="SPREAD")  # over the GPU nodes, not queued behind one node's first tasks
         if task.group not in self._copies:
             self._copies[task.group] = reference_copies(task, self.shards_prefix, self.cfg.storage_options)
         return self._task.remote(task, self.shards_prefix, self.layout.subset(task.group, task.subset_id), self.cfg,

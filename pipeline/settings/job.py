@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -96,6 +97,19 @@ class OutputConfig(Section):
 
 
 @dataclass
+class ActorPoolConfig(Section):
+    """An autoscaling actor pool's bounds (Ray Data's ``ActorPoolStrategy(min_size=, max_size=)``)."""
+
+    min: int = setting("Actors started before the stage begins (and kept while it runs).", default=1, ge=1)
+    max: int = setting("Actors at most: more start while shards wait and a node has room for one.", default=1,
+                       ge=1)
+
+    def check(self) -> None:
+        if self.min > self.max:
+            raise FieldError("max", f"must be >= min ({self.min}), got {self.max}")
+
+
+@dataclass
 class ExtractionConfig(Section):
     """The first stage: decoding on CPU tasks, then feature extraction (or a trained detector) in an actor pool."""
 
@@ -112,8 +126,15 @@ class ExtractionConfig(Section):
         "image scores kept Spearman 1.0000, README 'Scaling'), or 'fp16'. The image embedding is always fp32.",
         default="int8",
     )
-    num_actors: int = setting("Feature-extraction actors (one backbone load each).", default=1, ge=1,
-                              run_only=True)
+    actors: int | ActorPoolConfig = setting(
+        "Feature-extraction actors (one backbone load each): a number for a fixed pool, or {min, max} for a pool "
+        "that Ray Data grows while shards wait and an actor's resources are free (a GPU node that joins "
+        "mid-night is used) and shrinks when the queue empties. The first stage waits for min actors "
+        "(resource_wait_s).",
+        default=1,
+        run_only=True,
+        former_name="num_actors",
+    )
     num_gpus_per_actor: float = setting(
         "GPUs per extraction actor (0: CPU; fractions share a GPU between actors).", default=0.0, ge=0,
         run_only=True,
@@ -126,13 +147,28 @@ class ExtractionConfig(Section):
         gt=0,
         run_only=True,
     )
-    num_cpus_per_actor: int = setting(
-        "CPU cores per extraction actor (its torch thread count). Leave cores for the decoding tasks: "
-        "actors that reserve every CPU of the cluster starve them and the stage waits forever.",
-        default=1,
-        ge=1,
+    num_cpus_per_actor: float = setting(
+        "CPU cores Ray reserves per extraction actor; its torch thread count is this rounded up. Leave cores for "
+        "the decoding tasks: actors that reserve every CPU of the cluster starve them and the stage waits forever "
+        "(the job's reservation refuses such a config, resource_wait_s). A fraction (0.5) fits an actor and a "
+        "decoding task on a 1-CPU node.",
+        default=1.0,
+        gt=0,
         run_only=True,
     )
+
+    def pool_sizes(self) -> tuple[int, int]:
+        """The actor pool's (min, max) size."""
+        pool = self.actors
+        return (pool, pool) if isinstance(pool, int) else (pool.min, pool.max)
+
+    def threads_per_actor(self) -> int:
+        """An actor's torch threads: its reserved CPUs, rounded up."""
+        return math.ceil(self.num_cpus_per_actor)
+
+    def check(self) -> None:
+        if isinstance(self.actors, int) and self.actors < 1:
+            raise FieldError("actors", f"must be >= 1, got {self.actors}")
 
 
 @dataclass
@@ -218,9 +254,9 @@ class JobConfig(Section):
         run_only=True,
     )
     resource_wait_s: float = setting(
-        "How long the job waits, before it writes anything, for the Ray resources each stage asks for at once (an "
-        "extraction actor and a decoding task; a scoring task; reserved briefly as a placement group, which an "
-        "autoscaling cluster scales up for) before it stops in one line naming what it asked for and what the "
+        "How long the job waits, before it writes anything, for the Ray resources each stage asks for at once (the "
+        "extraction pool's min actors and a decoding task; a scoring task; reserved briefly as a placement group, "
+        "which an autoscaling cluster scales up for) before it stops in one line naming what it asked for and what the "
         "cluster has (exit 2; e.g. another night holds them). Also the longest the first stage waits for its "
         "actors to start (then the stage fails, exit 1).",
         default=600.0,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -104,6 +105,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
                 return None
             raise ConfigError(f"config key '{key}': may not be null")
         errors = []
+        if isinstance(value, dict):  # a mapping can only mean a section: its own error, not "matches no type"
+            options = tuple(o for o in options if dataclasses.is_dataclass(o)) or options
         for option in options:
             if option is type(None):
                 continue
@@ -179,7 +182,9 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict) and callable(f.default_factory):
             # a partial section overrides the field's own default (e.g. one key of a detector's
             # encoder), not the section class's defaults
-            value = _merged(dataclasses.asdict(f.default_factory()), value)
+            # (its keys renamed first: a former name beside the default's current name is no duplicate)
+            value = _merged(dataclasses.asdict(f.default_factory()),
+                            _renamed(hints[f.name], value, f"{prefix}{f.name}."))
         try:
             kwargs[f.name] = _convert(value, hints[f.name], prefix + f.name)
         except ConfigError as err:  # a wrong type names what the key wants, e.g. run_date's format
@@ -346,6 +351,6 @@ def describe(cls: type, prefix: str = "", defaults: Any = None) -> str:
             lines.append(describe(hints[f.name], key + ".", default))
             continue
         hint = hints[f.name]
-        type_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        type_name = hint.__name__ if isinstance(hint, type) else re.sub(r"[\w.]+\.(\w+)", r"\1", str(hint))
         lines.append(f"{key} ({type_name}, default {default!r}): {f.metadata.get('doc', '')}")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ inputs: {{uris: ["{root}"]}}
 output: {{prefix: "{out}", heatmaps: flagged, keep_features: true}}
 run_id: scale
 backbone: {{family: timm_cnn, name: resnet18, random_init: true, image_size: 32, layers: [2], batch_size: 64}}
-extraction: {{shard_size: 64, num_actors: 1, num_cpus_per_actor: 1}}
+extraction: {{shard_size: 64, actors: 1, num_cpus_per_actor: 1}}
 scoring: {{max_subset_size: 200, num_cpus_per_task: 1}}
 musc: {{aggregation_degrees: [1, 3, 5], rscin_windows: [1, 2, 3]}}
 """

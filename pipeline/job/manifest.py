@@ -102,6 +102,7 @@ class RunFacts:
     started_at: datetime
     seconds: float
     references: dict[str, Any] | None = None  # source, per_group URIs, run_of (references.resolve_references)
+    object_store: dict[str, int] | None = None  # spilled and restored during the run (object_store.spilled_since)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -147,6 +148,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
         "references": None if facts.references is None else {  # listed per group, and what each group used
             **facts.references, "use_per_group": {g: s["references"] for g, s in sorted(facts.summaries.items())
                                                   if s.get("references")}},
+        "object_store": facts.object_store,  # None: Ray's stats could not be read
         "config": config_to_dict(cfg),
         "versions": versions(),
     })
@@ -172,6 +174,10 @@ def format_summary(report: JobReport) -> str:
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
     rates = ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items() if v)
     lines.append(f"  time: {timing}" + (f" ({rates})" if rates else ""))
+    store = m.get("object_store")  # absent in manifests written before it was recorded
+    if store is not None:
+        lines.append(f"  object store: {store['spilled_bytes'] / 2**20:.1f} MiB spilled to disk "
+                     f"({store['spilled_objects']} objects), {store['restored_bytes'] / 2**20:.1f} MiB restored")
     for name, uri in m["outputs"].items():
         if uri:
             lines.append(f"  {name}: {uri}")

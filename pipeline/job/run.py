@@ -46,6 +46,7 @@ from .identity import config_hash, open_run, warn_same_night_runs, write_run_rec
 from .layout import RunLayout, shard_uri
 from .lease import RunLease
 from .manifest import JobReport, RunFacts, build_manifest, format_summary, write_metrics
+from .object_store import spilled_since, store_stats
 from .plan import RunPlan, plan_run
 from .preflight import JobError, check_present, preflight
 from .references import resolve_references
@@ -218,6 +219,8 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
     counts: dict[str, int] = {}
     task_seconds: dict[str, float] = {}
     backbone = ""
+    store_before = store_stats()
+    store: dict[str, int] | None = None
     try:  # the run's first objects
         if new_record is not None:
             write_run_record(layout, new_record, so)
@@ -254,6 +257,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
         log.exception("stage failed")
         failures.append(f"stage failed: {_first_line(err)}")
     finally:
+        store = spilled_since(store_before)  # while Ray is still connected
         _stop_ray(started_ray)
     taken = lease.lost_reason() or ("another driver completed this run meanwhile; this driver's results are not "
                                     "recorded" if exists(layout.success, so) else None)
@@ -262,7 +266,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
     metrics = write_metrics(layout, summaries, so) if not failures else None
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references)
+                     references, store)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,8 +68,6 @@ def start_head(temp: Path, object_store_bytes: int, cpus: int) -> tuple[subproce
 
 def stop_head(head: subprocess.Popen) -> None:
     """SIGTERM to the head's own process group (what ``ray start --block`` started), SIGKILL if it lingers."""
-    import signal
-
     try:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
@@ -118,6 +117,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2, help="logical CPUs of the head")
     parser.add_argument("--data", default="/tmp/musc-scale", help="where generated images are cached")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its head (finally)
     results = []
     for n in args.sizes:
         root = Path(args.data) / f"n{n}-g2000"

@@ -39,6 +39,7 @@ from ..settings import (
     run_program,
 )
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
+from . import telemetry
 from .detect import DetectorScoring
 from .flagging import FlagRule
 from .groups import GroupContext, finalise_group, read_group_summary
@@ -87,7 +88,10 @@ def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], 
                          *scored: dict) -> dict:
     """Runs once every scoring task of the group is done (Ray resolves ``scored`` first); reads the
     group's records from its own shards, so the driver never holds them."""
-    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx)
+    with telemetry.task("groups", ctx.layout.run_id):
+        summary = finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx)
+    telemetry.group_finished(ctx.layout.run_id, summary["statuses"])
+    return summary
 
 
 def _first_line(err: BaseException) -> str:
@@ -238,7 +242,9 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
         print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
               f"{len(plan.shards)} shards", file=sys.stderr)
         limit_actor_wait(cfg)
-        first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
+        telemetry.run_planned(layout.run_id, len(records), {strategy.first_stage: len(plan.shards),
+                                                            "scoring": subsets, "groups": len(plan.groups)})
+        first_stage = strategy.run_first_stage([{**s.item(), "run_id": layout.run_id} for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
         t = time.perf_counter()
@@ -258,6 +264,7 @@ def _run(cfg: JobConfig, records: list[InputRecord], chash: str, layout: RunLayo
         failures.append(f"stage failed: {_first_line(err)}")
     finally:
         store = spilled_since(store_before)  # while Ray is still connected
+        telemetry.stages_finished(layout.run_id, timings)
         _stop_ray(started_ray)
     taken = lease.lost_reason() or ("another driver completed this run meanwhile; this driver's results are not "
                                     "recorded" if exists(layout.success, so) else None)

@@ -1,6 +1,6 @@
 """What one GPU does at the nightly config: per stage ms/image, images/s, peak memory, agreement with the CPU.
 
-    .venv/bin/python tests/benchmarks/bench_gpu.py                  # on CUDA: about 3 minutes on an H100
+    .venv/bin/python tests/benchmarks/bench_gpu.py                  # on CUDA (estimated 3 minutes on an H100)
     .venv/bin/python tests/benchmarks/bench_gpu.py --device cpu --smoke   # the script's own check: tiny shapes
 
 On the device (``--device``, default cuda), with conf/nightly.yaml's backbone (CLIP ViT-L-14-336 at 518

@@ -2,8 +2,9 @@
 
 Not the run's *metrics table* (AUROC and friends, ``manifest.write_metrics``): these are operational
 counters for an on-call engineer (docs/monitoring.md). Each is emitted where the work happens: the
-driver (images listed, tasks planned, stage seconds), the first stage's actors, the scoring tasks and
-the group tasks (tasks done, their seconds, images, bytes read and written). Ray names them
+driver (images listed, tasks planned, stage seconds), the decode tasks (the images' bytes), the first
+stage's actors, the scoring tasks and the group tasks (tasks done, their seconds, images, bytes read
+and written). Ray names them
 ``ray_musc_<name>`` on the metrics endpoint (counters end in ``_total``).
 
 Only counters and a histogram: Ray drops a gauge's series when its process exits, and a job's workers
@@ -71,7 +72,10 @@ def record(name: str, value: float, run_id: str, **tags: str) -> None:
         metric = _metric(name)
         if metric is not None:
             tags = {"run_id": run_id, **tags}
-            metric.inc(value, tags) if METRICS[name][0] == "counter" else metric.observe(value, tags)
+            if METRICS[name][0] == "counter":
+                metric.inc(value, tags)
+            else:
+                metric.observe(value, tags)
     except Exception as err:  # noqa: BLE001 - progress metrics never fail the work they describe
         log.warning("progress metric %s not recorded: %s", name, err)
 

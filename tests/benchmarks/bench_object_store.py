@@ -30,13 +30,9 @@ from pathlib import Path
 import pyarrow.dataset as pds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from bench_scale import CONFIG, REPO, Sampler, generate  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from test_nightly_cluster import free_port, stop_process_group  # noqa: E402  the cluster test's own helpers
 
 
 def start_head(temp: Path, object_store_bytes: int, cpus: int) -> tuple[subprocess.Popen, str]:
@@ -66,18 +62,6 @@ def start_head(temp: Path, object_store_bytes: int, cpus: int) -> tuple[subproce
     raise TimeoutError(f"no Ray head on {address}")
 
 
-def stop_head(head: subprocess.Popen) -> None:
-    """SIGTERM to the head's own process group (what ``ray start --block`` started), SIGKILL if it lingers."""
-    try:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-
-
 def run(root: Path, images: int, object_store_bytes: int, cpus: int) -> dict:
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
         temp = Path(tmp)
@@ -99,7 +83,7 @@ def run(root: Path, images: int, object_store_bytes: int, cpus: int) -> dict:
             wall = time.perf_counter() - start
             sampler.stop.set()
         finally:
-            stop_head(head)
+            stop_process_group(head)
         stdout, stderr = (temp / "stdout").read_text(), (temp / "stderr").read_text()
         if proc.returncode != 0:
             raise RuntimeError(f"job exited {proc.returncode}: {stdout[-2000:]} {stderr[-3000:]}")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +26,21 @@ from .errors import UserError
 READ_ATTEMPTS = 4  # tries of a read that fails transiently
 RETRY_DELAY_S = 0.5  # before the second try; doubled before each further one
 RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a submitted job's entrypoint
+# bytes this process moved through read_bytes and write_bytes: the job's progress metrics
+# report each task's share (the difference over the task)
+_moved = {"read": 0, "written": 0}
+_moved_lock = threading.Lock()
+
+
+def bytes_moved() -> dict[str, int]:
+    """Bytes read and written by this process so far through ``read_bytes`` and ``write_bytes``."""
+    with _moved_lock:
+        return dict(_moved)
+
+
+def _count(direction: str, size: int) -> None:
+    with _moved_lock:
+        _moved[direction] += size
 
 
 class StorageError(UserError, RuntimeError):
@@ -111,12 +127,16 @@ def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     for attempt in range(READ_ATTEMPTS - 1):
         try:
-            return fs.cat_file(path)
+            data = fs.cat_file(path)
+            break
         except Exception as err:
             if not is_transient(err):
                 raise
         time.sleep(RETRY_DELAY_S * 2**attempt)
-    return fs.cat_file(path)  # the last try: whatever fails now is raised
+    else:
+        data = fs.cat_file(path)  # the last try: whatever fails now is raised
+    _count("read", len(data))
+    return data
 
 
 def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
@@ -128,12 +148,13 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if is_remote(uri):
         fs.pipe_file(path, data)
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(target)
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    else:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(target)
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    _count("written", len(data))
 
 
 def create_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:

@@ -39,13 +39,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(s3_server, tmp_path_factory):
+def metrics_port() -> int:
+    """The head's Prometheus metrics export port (``ray_cluster``)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_server, tmp_path_factory, metrics_port):
     """A real local Ray cluster started with the CLI; yields its job-submission (dashboard) URL.
 
     The head runs under ``ray start --block`` in its own process group, and only that group is
     stopped afterwards: ``ray stop`` would end every Ray instance on the machine, other users' too.
     Every port is a free one: with the job agent's default (52365) taken by another cluster on the
-    machine, no job could be submitted ("No available agent to submit job").
+    machine, no job could be submitted ("No available agent to submit job"). Its metrics are served on
+    ``metrics_port`` and reported every second (Ray's default: every 10 s).
     """
     import ray
 
@@ -55,12 +62,13 @@ def ray_cluster(s3_server, tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     start = [str(RAY), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}",
-             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"]
+             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+             f"--metrics-export-port={metrics_port}"]
     # a loopback-only test cluster: no token auth, so the CLI needs no token file from the head
     os.environ["RAY_AUTH_MODE"] = "disabled"
     log = (temp / "head.log").open("w")
-    head = subprocess.Popen(start, stdout=log, stderr=subprocess.STDOUT, env=activated_environment(),
-                            start_new_session=True)
+    head = subprocess.Popen(start, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**activated_environment(), "RAY_metrics_report_interval_ms": "1000"})
     url = f"http://127.0.0.1:{dashboard}"
     try:
         wait_for_job_server(url, head, temp / "head.log")
@@ -157,7 +165,37 @@ def assert_one_row_per_input(rows: list[dict], s3_batch: dict) -> None:
     assert [r["group_name"] for r in rows if r["status"] == "group_too_small"] == ["solo"]
 
 
-def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
+def progress_metrics(port: int, run_id: str, expected: set[str], timeout: float = 60.0) -> dict[tuple, float]:
+    """The job's progress metrics on the node's Prometheus endpoint, {(name, stage or status): value}
+    summed over Ray's per-worker series of ``run_id``, once every ``expected`` name is there and two
+    scrapes a report interval apart agree (Ray reports each process's metrics every interval)."""
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[tuple, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("ray_musc_") and sample.labels.get("run_id") == run_id:
+                    name = sample.name.removeprefix("ray_musc_").removesuffix("_total")
+                    key = (name, sample.labels.get("stage") or sample.labels.get("status"))
+                    values[key] = values.get(key, 0.0) + sample.value
+        if expected <= {name for name, _ in values} and values == last:
+            return values
+        if time.monotonic() > deadline:
+            raise AssertionError(f"progress metrics of {run_id} incomplete or still moving after {timeout:.0f}s: "
+                                 f"{sorted(values.items())}")
+        last = values
+        time.sleep(2.5)
+
+
+def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch, metrics_port):
+    """Also (issue 23 item 5): the run's progress metrics on the node's Prometheus endpoint equal its counts."""
     work, out = workdir
     done = submit(ray_cluster, work, ["run_id=submitted"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -176,6 +214,24 @@ def test_ray_job_submit_scores_a_batch_in_s3(ray_cluster, workdir, s3_batch):
     assert manifest["status"] == "succeeded" and manifest["metrics"] is None  # no labels from a listing
     assert manifest["counts"]["inputs"] == 18 and fs.exists(f"{out}/runs/submitted/_SUCCESS")
     assert set(manifest["timings_s"]) == {"preflight", "plan", "extraction", "extraction_actor_busy", "scoring"}
+    assert manifest["object_store"]["spilled_bytes"] >= 0 and "MiB spilled to disk" in done.stdout
+
+    metrics = progress_metrics(metrics_port, "submitted", {"images_listed", "images_scored", "images_failed",
+                                                           "stage_seconds", "bytes_read", "bytes_written"})
+    c = manifest["counts"]
+    assert metrics[("images_listed", None)] == 18
+    assert metrics[("images_extracted", "extraction")] == 18 - len(CORRUPT_FILES)
+    assert metrics[("images_scored", "scoring")] == 14 == sum(r["status"] == "ok" for r in rows)
+    assert {k[1]: v for k, v in metrics.items() if k[0] == "images_failed"} == {"decode_error": 3, "group_too_small": 1}
+    for stage, planned in (("extraction", c["shards"]), ("scoring", c["subsets"]), ("groups", c["groups"])):
+        assert metrics[("tasks_planned", stage)] == metrics[("tasks_done", stage)] == planned, stage
+        assert metrics[("task_seconds_count", stage)] == planned, stage
+    for stage, seconds in manifest["timings_s"].items():
+        if stage != "extraction_actor_busy":
+            assert metrics[("stage_seconds", stage)] == pytest.approx(seconds), stage
+    images = sum(fs.size(r.uri) for r in s3_batch["records"])  # decoding reads every input once, whole
+    assert metrics[("bytes_read", "decode")] == images
+    assert all(metrics[("bytes_written", stage)] > 0 for stage in ("extraction", "scoring", "groups"))
 
 
 def test_killed_workers_are_retried_without_lost_or_duplicated_rows(ray_cluster, workdir, s3_batch, tmp_path):

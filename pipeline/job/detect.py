@@ -36,6 +36,9 @@ MAP_SIDE = 64  # stored map resolution: reviewers' heat maps and pixel metrics u
 class ShardDetectorScorer(ShardActor):
     """Ray Data actor: loads the checkpoint once, scores shards, writes one detections object per shard."""
 
+    stage = "detector"
+    scores_images = True
+
     def __init__(self, checkpoint: str, shards_prefix: str, batch_size: int,
                  storage_options: dict[str, Any] | None = None, num_threads: int = 1, device: str = "auto",
                  references: dict[str, list[str]] | None = None) -> None:

@@ -108,6 +108,7 @@ class RunFacts:
     verdicts: dict[str, Any] | None = None  # the reviewers' verdicts read, and precision (verdicts.review_record)
     nights: Nights | None = None  # the per-group nightly table, when written
     cluster: dict[str, Any] | None = None  # nodes that did work, lost, joined; retries (cluster.ClusterWatch)
+    object_store: dict[str, int] | None = None  # spilled and restored during the run (object_store.spilled_since)
 
 
 def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: RunFacts,
@@ -158,6 +159,7 @@ def build_manifest(cfg: JobConfig, layout: RunLayout, config_hash: str, facts: R
                                                   if s.get("references")}},
         "verdicts": facts.verdicts,
         "cluster": facts.cluster,
+        "object_store": facts.object_store,  # None: Ray's stats could not be read
         "config": config_to_dict(cfg),
         "versions": versions(),
     })
@@ -186,6 +188,10 @@ def format_summary(report: JobReport) -> str:
     cluster = summary_line(m.get("cluster"))
     if cluster:
         lines.append(cluster)
+    store = m.get("object_store")  # absent in manifests written before it was recorded
+    if store is not None:
+        lines.append(f"  object store: {store['spilled_bytes'] / 2**20:.1f} MiB spilled to disk "
+                     f"({store['spilled_objects']} objects), {store['restored_bytes'] / 2**20:.1f} MiB restored")
     for name, uri in m["outputs"].items():
         if uri:
             lines.append(f"  {name}: {uri}")

@@ -35,6 +35,7 @@ from typing import Any
 from ..reporting.progress import Progress
 from ..settings import JobConfig, run_program
 from ..storage import StorageError, exists, read_bytes, remove, write_bytes
+from . import telemetry
 from .admission import Admission, admit
 from .cluster import ClusterWatch
 from .dry_run import add_plan_options, print_plan
@@ -47,6 +48,7 @@ from .manifest import JobReport, RunFacts, build_manifest, format_summary, write
 from .nights import Nights, write_group_nights
 from .plan import RunPlan
 from .preflight import JobError
+from .object_store import spilled_since, store_stats
 from .resources import limit_actor_wait, wait_for_resources
 from .report import write_run_report
 from .scores_table import check_rows, write_text_group_marker
@@ -84,8 +86,11 @@ def _finalise_group_task(group: str, shard_uris: list[str], sources: list[str], 
     """Runs once every scoring task of the group is done (Ray resolves ``scored`` first); reads the
     group's records and embedding moments from its own shards, so the driver never holds them."""
     moments = embedding_moments(shard_uris, ctx.storage_options)
-    return finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx,
-                          moments.as_dict() if moments else None)
+    with telemetry.task("groups", ctx.layout.run_id):
+        summary = finalise_group(group, read_records(shard_uris, ctx.storage_options), sources, ctx,
+                                 moments.as_dict() if moments else None)
+    telemetry.group_finished(ctx.layout.run_id, summary["statuses"])
+    return summary
 
 
 def _first_line(err: BaseException) -> str:
@@ -213,6 +218,8 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     subset_nodes: Counter = Counter()
     watch: ClusterWatch | None = None
     backbone = ""
+    store_before = store_stats()
+    store: dict[str, int] | None = None
     try:  # the run's first objects
         if new_record is not None:
             write_run_record(layout, new_record, so)
@@ -229,8 +236,10 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
         print(f"run {layout.run_id}: {len(records)} images in {len(plan.groups)} groups, {subsets} subsets, "
               f"{len(plan.shards)} shards", file=sys.stderr)
         limit_actor_wait(cfg)
+        telemetry.run_planned(layout.run_id, len(records), {strategy.first_stage: len(plan.shards),
+                                                            "scoring": subsets, "groups": len(plan.groups)})
         watch = ClusterWatch()
-        first_stage = strategy.run_first_stage([s.item() for s in plan.shards])
+        first_stage = strategy.run_first_stage([{**s.item(), "run_id": layout.run_id} for s in plan.shards])
         timings[strategy.first_stage] = time.perf_counter() - t
         timings[f"{strategy.first_stage}_actor_busy"] = first_stage["actor_seconds"]
         t = time.perf_counter()
@@ -248,8 +257,10 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
     except Exception as err:  # a stage that failed beyond its retries ends the run as failed, not as a traceback
         log.exception("stage failed")
         failures.append(f"stage failed: {_first_line(err)}")
-    finally:  # a failed night's manifest says where it ran and what it lost, too
+    finally:  # a failed night's manifest says where it ran, what it lost and what it spilled, too
         cluster = None if watch is None else watch.section(first_stage.get("nodes", {}), subset_nodes)
+        store = spilled_since(store_before)  # while Ray is still connected
+        telemetry.stages_finished(layout.run_id, timings)
         _stop_ray(started_ray)
     taken = lease.lost_reason() or ("another driver completed this run meanwhile; this driver's results are not "
                                     "recorded" if exists(layout.success, so) else None)
@@ -260,7 +271,7 @@ def _run(cfg: JobConfig, admitted: Admission, started_ray: bool, started_at: dat
               else None)
     facts = RunFacts(len(records), strategy.first_stage, first_stage, summaries, counts, timings, task_seconds,
                      failures, backbone, strategy.scores_meaningful, started_at, time.perf_counter() - t0,
-                     references, verdicts, nights, cluster)
+                     references, verdicts, nights, cluster, store)
     manifest = build_manifest(cfg, layout, chash, facts, metrics)
     if taken is not None:  # the run's records are the other driver's
         return JobReport(1, manifest)

@@ -25,6 +25,7 @@ from ..data.images import UnreadableImage, fetch_image_and_digest
 from ..reporting.progress import Progress
 from ..settings import ExtractionConfig
 from ..storage import exists
+from . import telemetry
 from .cluster import node_id
 from .layout import shard_uri
 from .scores_table import STATUS_DECODE_ERROR, STATUS_OK
@@ -42,14 +43,15 @@ def decode_shard(shard: dict[str, Any], image_size: int, storage_options: dict[s
     is a copy of an input."""
     images = np.zeros((len(shard["records"]), image_size, image_size, 3), dtype=np.uint8)
     errors, records = [], []
-    for i, record in enumerate(shard["records"]):
-        digest = None
-        try:
-            images[i], digest = fetch_image_and_digest(record["uri"], image_size, resize, storage_options)
-            errors.append("")
-        except UnreadableImage as err:
-            errors.append(str(err)[:500])
-        records.append({**record, "sha256": digest})
+    with telemetry.moved("decode", shard.get("run_id", "")):
+        for i, record in enumerate(shard["records"]):
+            digest = None
+            try:
+                images[i], digest = fetch_image_and_digest(record["uri"], image_size, resize, storage_options)
+                errors.append("")
+            except UnreadableImage as err:
+                errors.append(str(err)[:500])
+            records.append({**record, "sha256": digest})
     return {**shard, "records": records, "images": images, "errors": errors}
 
 
@@ -86,8 +88,12 @@ class ShardActor(ABC):
 
     Subclasses load their model once in ``__init__`` and write a shard's objects in
     ``process_shard`` (the object under the stage's done-prefix last); the per-shard summary the
-    driver reads back is the same for every actor.
+    driver reads back is the same for every actor, and so are the progress metrics (``telemetry``:
+    each shard carries its ``run_id``).
     """
+
+    stage = "extraction"  # the progress metrics' stage
+    scores_images = False  # True where the first stage scores (a trained detector): its images count as scored
 
     @abstractmethod
     def process_shard(self, shard_id: int, records: list[dict[str, Any]], images: np.ndarray,
@@ -97,14 +103,20 @@ class ShardActor(ABC):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries: dict[str, list] = {"shard_id": [], "images": [], "failed": [], "seconds": [], "node_id": []}
         node = node_id()
-        for shard_id, records, images, errors in zip(batch["shard_id"], batch["records"], batch["images"],
-                                                     batch["errors"]):
+        run_ids = batch.get("run_id", [""] * len(batch["shard_id"]))  # "": a stage run alone (tests)
+        for shard_id, records, images, errors, run_id in zip(batch["shard_id"], batch["records"], batch["images"],
+                                                             batch["errors"], run_ids):
             start = time.perf_counter()
-            records, errors = list(records), list(errors)
-            self.process_shard(int(shard_id), records, images, errors)
+            records, errors, run_id = list(records), list(errors), str(run_id)
+            with telemetry.task(self.stage, run_id):
+                self.process_shard(int(shard_id), records, images, errors)
+            readable = sum(1 for e in errors if not e)
+            telemetry.record("images_extracted", readable, run_id, stage=self.stage)
+            if self.scores_images:
+                telemetry.record("images_scored", readable, run_id, stage=self.stage)
             summaries["shard_id"].append(int(shard_id))
             summaries["images"].append(len(records))
-            summaries["failed"].append(sum(1 for e in errors if e))
+            summaries["failed"].append(len(records) - readable)
             summaries["seconds"].append(time.perf_counter() - start)
             summaries["node_id"].append(node)
         return {k: np.asarray(v) for k, v in summaries.items()}

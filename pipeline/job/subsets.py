@@ -27,6 +27,7 @@ from ..engine.features import Features
 from ..engine.scorers import ScorerSettings, score_features
 from ..settings import JobConfig
 from ..storage import exists
+from . import telemetry
 from .cluster import node_id
 from .extract import read_feature_shard, run_feature_stage
 from .faults import crash_point
@@ -122,14 +123,16 @@ def score_subset(plan: SubsetPlan, features_prefix: str, result_uri: str, scorer
 
 
 def _score_subset_task(plan: SubsetPlan, features_prefix: str, result_uri: str, cfg: JobConfig,
-                       copies: dict[str, str]) -> dict:
+                       copies: dict[str, str], run_id: str) -> dict:
     """``score_subset`` in a Ray worker with the configured threads and device."""
     import torch
 
     torch.set_num_threads(cfg.scoring.num_cpus_per_task)
     device = resolve_device(task_device(cfg.scoring.num_gpus_per_task))
-    summary = score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options,
-                           copies)
+    with telemetry.task("scoring", run_id):
+        summary = score_subset(plan, features_prefix, result_uri, cfg.scorer_settings(), device, cfg.storage_options,
+                               copies)
+    telemetry.record("images_scored", summary["images"], run_id, stage="scoring")
     return {**summary, "node_id": node_id()}
 
 
@@ -171,7 +174,7 @@ class ZeroShotScoring:
         if task.group not in self._copies:
             self._copies[task.group] = reference_copies(task, self.shards_prefix, self.cfg.storage_options)
         return self._task.remote(task, self.shards_prefix, self.layout.subset(task.group, task.subset_id), self.cfg,
-                                 self._copies[task.group])
+                                 self._copies[task.group], self.layout.run_id)
 
     def batch_sources(self, plan: RunPlan, group: str) -> list[str]:
         return [self.layout.subset(group, t.subset_id) for t in plan.subsets.get(group, [])]

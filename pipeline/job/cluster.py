@@ -98,5 +98,6 @@ def summary_line(cluster: dict[str, Any] | None) -> str | None:
     retried = cluster["retried"]
     retries = (cluster["retried_unknown"] if retried is None
                else f"{retried['tasks_retried']} tasks retried, {retried['failed_attempts']} failed attempts")
-    return (f"  cluster: {cluster['nodes_seen']} nodes did work ({work}); {len(cluster['nodes_lost'])} lost, "
+    seen = cluster["nodes_seen"]
+    return (f"  cluster: {seen} node{'s' * (seen != 1)} did work ({work}); {len(cluster['nodes_lost'])} lost, "
             f"{len(cluster['nodes_joined'])} joined; {retries}")

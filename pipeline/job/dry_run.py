@@ -31,7 +31,7 @@ from .cost import GpuRate, NightCost, night_cost, night_storage
 from .flagging import FLAG_POLICIES
 from .layout import shard_uri
 from .plan import RunPlan, SubsetPlan
-from .preflight import JobError, demo_to_generate
+from .preflight import JobError, demo_to_generate, spread_sample
 
 SIZE_SAMPLE = 256  # input images whose size is looked up (evenly spread), for the bytes a night reads
 SHOWN_GROUPS = 200  # groups printed one per line; the JSON holds every group
@@ -130,7 +130,7 @@ def image_sizes(records: list[InputRecord], storage_options: dict | None = None)
     """Mean size in bytes of each group's input images, from an evenly spread sample of at most
     ``SIZE_SAMPLE`` (one stat or HEAD each); a group left out of the sample gets the overall mean
     (key ``""``). Images that are missing are left out."""
-    picks = sorted({round(i) for i in np.linspace(0, len(records) - 1, min(len(records), SIZE_SAMPLE))})
+    picks = spread_sample(len(records), SIZE_SAMPLE)
 
     def size(i: int) -> float | None:
         fs, path = fsspec.core.url_to_fs(records[i].uri, **(storage_options or {}))

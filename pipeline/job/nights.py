@@ -172,6 +172,12 @@ def read_scores(uri: str, storage_options: dict[str, Any] | None = None, missing
     return np.asarray([v for v in table.column("score").to_pylist() if v is not None], dtype=np.float64)
 
 
+def _comparable(earlier: list[dict], group: str, backbone: str) -> list[dict]:
+    """The group's rows of its previous nights scored by the same backbone (another model's embedding
+    means nothing here)."""
+    return [r for r in earlier if r["group_name"] == group and r["backbone"] == backbone]
+
+
 def _latest_review(verdicts: dict[str, Any] | None, group: str) -> dict[str, Any] | None:
     """The group's latest reviewed earlier night in a review record (``verdicts.review_record``: runs
     latest first), with its run id."""
@@ -184,7 +190,7 @@ def _group_night(cfg: JobConfig, layout: RunLayout, group: str, summary: dict, e
     """One group's row facts: tonight's scores and moments against its comparable previous nights."""
     so = cfg.storage_options
     scores = read_scores(summary["scores_uri"], so)
-    before = [r for r in earlier if r["group_name"] == group and r["backbone"] == backbone]
+    before = _comparable(earlier, group, backbone)
     previous_scores = [read_scores(RunLayout(layout.output_prefix, r["run_id"], r["run_date"]).scores(group), so,
                                    missing_ok=True) for r in before]
     moments = EmbeddingMoments.from_dict(summary.get("embedding"))
@@ -212,7 +218,6 @@ def write_group_nights(cfg: JobConfig, layout: RunLayout, summaries: dict[str, d
                                sorted(summaries)))
     rows = [{name: value(n) for name, _, value in COLUMNS} for n in nights]
     write_parquet(layout.group_nights, pa.Table.from_pylist(rows, schema=NIGHTS_SCHEMA), so, compression="zstd")
-    history = {row["group_name"]: sorted([r for r in earlier if r["group_name"] == row["group_name"]
-                                          and r["backbone"] == backbone], key=lambda r: r["run_date"])
+    history = {row["group_name"]: sorted(_comparable(earlier, row["group_name"], backbone), key=lambda r: r["run_date"])
                + [{**row, "run_date": layout.run_date}] for row in rows}
     return Nights(layout.group_nights, rows, history)

@@ -78,6 +78,12 @@ def list_inputs(cfg: JobConfig, demo_root: str | None = None) -> list[InputRecor
     return records
 
 
+def spread_sample(count: int, limit: int) -> list[int]:
+    """Indices of at most ``limit`` of ``count`` items, evenly spread from the first to the last (all of
+    a smaller list): what preflight looks up of a long manifest, and the dry run sizes."""
+    return sorted({round(i) for i in np.linspace(0, count - 1, min(count, limit))})
+
+
 def check_present(records: list[InputRecord], cfg: JobConfig) -> None:
     """A manifest whose images are (nearly) all missing is refused before any work: looked up in an evenly
     spread sample (``MISSING_SAMPLE``), 16 at a time, it would otherwise be a night of decode_error rows.
@@ -85,7 +91,7 @@ def check_present(records: list[InputRecord], cfg: JobConfig) -> None:
     be archived since)."""
     if cfg.inputs.manifest is None:
         return
-    picks = sorted({round(i) for i in np.linspace(0, len(records) - 1, min(len(records), MISSING_SAMPLE))})
+    picks = spread_sample(len(records), MISSING_SAMPLE)
     so = cfg.storage_options
     with ThreadPoolExecutor(max_workers=16) as pool:
         found = list(pool.map(lambda i: exists(records[i].uri, so), picks))

@@ -74,7 +74,10 @@ def _from_earlier_runs(cfg: JobConfig, records: list[InputRecord], run_id: str, 
     """Per group, its confirmed-good images (with verdicts), then the lowest-scoring unflagged images of its
     last ``reference_runs`` successful runs that no verdict keeps out; also how many came from verdicts."""
     so, prefix = cfg.storage_options, cfg.output.prefix
-    runs = earlier_runs(prefix, run_id, so) if cfg.reference_runs else []
+    if not cfg.reference_runs:
+        runs: list[dict[str, Any]] = []
+    else:  # the review has listed them already: every run's manifest is read once a night
+        runs = review.earlier if review is not None else earlier_runs(prefix, run_id, so)
     inputs = {r.uri for r in records}
     per_group: dict[str, list[str]] = {}
     run_of: dict[str, str] = {}

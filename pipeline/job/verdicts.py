@@ -187,6 +187,7 @@ class Review:
     precision: dict[str, dict[str, dict]]  # group -> run id -> run_date and flag_precision's counts
     warnings: tuple[str, ...]
     aged_out: int  # verdicts given before the oldest run read started: about older nights, no warning
+    earlier: list[dict[str, Any]]  # the manifests of every earlier successful run, latest first (listed once)
 
 
 def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs: int, groups: list[str],
@@ -218,7 +219,8 @@ def review_nights(verdicts: Verdicts, output_prefix: str, run_id: str, max_runs:
                      f"{output_prefix} (verdict_runs {max_runs}): left out" for key in unknown)
     for warning in (*verdicts.warnings, *warnings):
         log.warning("%s", warning)
-    return Review(verdicts, dict(reviewed), dict(precision), tuple(warnings), len(unmatched) - len(unknown))
+    return Review(verdicts, dict(reviewed), dict(precision), tuple(warnings), len(unmatched) - len(unknown),
+                  every_run)
 
 
 def review_record(review: Review, prefix: str) -> dict[str, Any]:

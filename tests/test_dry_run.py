@@ -210,6 +210,18 @@ def test_no_model_is_loaded_and_weights_are_only_checked_whole(batch, capsys, mo
     assert_same_refusal(conf, capsys, [f"backbone={backbone}"], f"backbone.weights {weights}: truncated")
 
 
+def test_the_plan_never_prints_the_password_of_a_uri(batch, capsys, monkeypatch):
+    """The run's manifest and errors drop a URI's user:secret@; the plan's printout and JSON must too."""
+    import pipeline.job.preflight as preflight
+
+    monkeypatch.setattr(preflight, "check_weights", lambda *args, **kwargs: None)  # no server behind the URI
+    _, conf = batch
+    uri = "https://reader:S3CRET@weights.example.com/clip.safetensors"
+    printout, night = plan(conf, capsys, f"backbone={json.dumps({**BACKBONE, 'random_init': False, 'weights': uri})}")
+    assert "S3CRET" not in printout and "S3CRET" not in json.dumps(night)
+    assert "backbone.weights https://<redacted>@weights.example.com/clip.safetensors: present" in flat(printout)
+
+
 def test_a_resumed_or_finished_run_is_planned_as_such(batch, capsys):
     tmp_path, conf = batch
     _, night = plan(conf, capsys)

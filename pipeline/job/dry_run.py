@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data.demo import sample_image_bytes
 from ..data.inputs import InputRecord
+from ..errors import without_credentials
 from ..settings import MISSING_SAMPLE, ZERO_SHOT_DETECTORS, JobConfig
 from ..storage import check_writable, is_remote
 from .admission import Admission, admit
@@ -97,7 +98,15 @@ def print_plan(cfg: JobConfig, plan_json: str | None = None) -> int:
 
 
 def plan_night(cfg: JobConfig) -> NightPlan:
-    """Admit the night as the run would, then price its plan."""
+    """Admit the night as the run would, then price its plan. Its words name the config's URIs without
+    their ``user:secret@`` part, as the run's manifest and every one-line error do."""
+    night = _plan_night(cfg)
+    night.checks = [without_credentials(c) for c in night.checks]
+    night.assumptions = [without_credentials(a) for a in night.assumptions]
+    return night
+
+
+def _plan_night(cfg: JobConfig) -> NightPlan:
     admitted = admit(cfg, dry_run=True)
     layout = admitted.layout
     state = "completed" if admitted.completed else "new" if admitted.new_record is not None else "resumes"

@@ -10,6 +10,7 @@ derives from it, so the programs catch one type. What is printed or stored never
 
 from __future__ import annotations
 
+import logging
 import re
 
 EXIT_USER_ERROR = 2
@@ -20,6 +21,18 @@ _URI_USER = re.compile(r"(?<=://)[^/\s]*@")  # scheme://user:secret@host, up to 
 def without_credentials(text: str) -> str:
     """``text`` with the ``user:secret@`` part of every URI in it redacted."""
     return _URI_USER.sub(f"{REDACTED}@", text)
+
+
+class CredentialsFilter(logging.Filter):
+    """Log records without the ``user:secret@`` part of a URI: warnings name inputs, references and
+    verdicts by their URI, and job logs are read by more people than the config."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = without_credentials(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 class UserError(Exception):

@@ -165,3 +165,24 @@ def test_a_refusal_never_prints_the_password_of_a_uri(capsys):
     """An error names the value the user gave; a URI's user:secret@ stays out of consoles and job logs."""
     err = refused("job", capsys, "run_id=https://reader:S3CRET@images.example.com/night")
     assert "S3CRET" not in err and "https://<redacted>@images.example.com/night" in err
+
+
+def test_a_logged_warning_never_prints_the_password_of_a_uri():
+    """Warnings name inputs, references and verdicts by URI; the programs' log handlers drop its user:secret@."""
+    import io
+    import logging
+
+    from pipeline.settings.command_line import config_from_command_line
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        config_from_command_line(JobConfig, "test", ["--config", str(REPO / "conf" / "local.yaml")])
+        logging.getLogger("pipeline.job.verdicts").warning("verdicts: %s was not scored: left out",
+                                                           "https://reader:S3CRET@images.example.com/x.png")
+    finally:
+        root.removeHandler(handler)
+    assert "S3CRET" not in stream.getvalue()
+    assert "verdicts: https://<redacted>@images.example.com/x.png was not scored" in stream.getvalue()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import EXIT_USER_ERROR, UserError, without_credentials
+from ..errors import EXIT_USER_ERROR, CredentialsFilter, UserError, without_credentials
 from .schema import load_config
 
 C = TypeVar("C")
@@ -19,7 +19,8 @@ def config_from_command_line(cls: type[C], description: str, argv: list[str] | N
                              options: Callable[[argparse.ArgumentParser], None] | None = None
                              ) -> tuple[C, dict[str, Any]]:
     """``--config FILE [key.path=value ...]`` parsed into ``cls``, and the values of the program's own
-    ``options`` (flags it adds to the parser) by name; also sets up warning-level logging."""
+    ``options`` (flags it adds to the parser) by name; also sets up warning-level logging, whose
+    records never carry a URI's ``user:secret@``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML config (every key: python -m pipeline.settings)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. run_date=2026-11-22")
@@ -27,6 +28,9 @@ def config_from_command_line(cls: type[C], description: str, argv: list[str] | N
         options(parser)
     args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # every record the program's loggers pass up
+        if not any(isinstance(f, CredentialsFilter) for f in handler.filters):
+            handler.addFilter(CredentialsFilter())
     config, overrides = args.pop("config"), args.pop("overrides")
     return load_config(config, cls, overrides), args
 
